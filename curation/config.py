@@ -1,0 +1,233 @@
+"""Typed configuration of the whole pipeline, validated before any work starts.
+
+One YAML file (or none: every field has a default) holds cluster addresses,
+paths, thresholds and models. CLI flags and Make variables override single
+keys with dotted names (``--set dedup.num_bands=20``). Unknown keys and values
+of the wrong type fail with a message naming the key, so a typo never silently
+falls back to a default on a cluster run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from filters.config import DocumentFilterConfig, ImageFilterConfig, ParagraphFilterConfig
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+
+@dataclass
+class SparkConfig:
+    """Where Spark stages run: ``local[*]`` embedded by default, ``spark://host:7077`` for a cluster."""
+
+    master: str = "local[*]"
+    app_name: str = "vl-curation"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+    # Large-star/small-star connected components checkpoint here to cut lineage.
+    checkpoint_dir: str | None = None
+    show_progress: bool = True
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DaskConfig:
+    """Where Dask stages run: a LocalCluster when ``scheduler`` is empty."""
+
+    scheduler: str | None = None
+    n_workers: int | None = None
+    threads_per_worker: int = 1
+
+
+@dataclass
+class ExtractConfig:
+    """WARC -> interleaved documents and pair candidates."""
+
+    # Records whose HTTP payload is larger than this are rejected (``payload_too_large``):
+    # a 20 MB page costs more to parse than it is worth and is almost never prose.
+    max_payload_bytes: int = 5_000_000
+    # DOM deeper than this is rejected (``html_too_deep``) rather than recursed into.
+    max_dom_depth: int = 256
+    # Image URLs whose path names one of these words are dropped as page furniture.
+    image_url_banned_words: list[str] = field(
+        default_factory=lambda: ["logo", "icon", "button", "widget", "sprite", "avatar", "badge", "banner", "pixel", "spacer", "emoji"]
+    )
+    # Caption text sources for pair candidates, in priority order.
+    caption_sources: list[str] = field(default_factory=lambda: ["alt", "figcaption", "title"])
+    min_caption_chars: int = 5
+    # Files per Spark task (1 = one WARC file per task).
+    files_per_task: int = 1
+    # Tolerate this many gzip-member resyncs in a corrupt file before giving up on it.
+    max_resyncs_per_file: int = 100
+
+
+@dataclass
+class DedupConfig:
+    """Web-scale deduplication (see pipelines/spark_dedup.py)."""
+
+    url_dedup: bool = True
+    exact_dedup: bool = True
+    near_dedup: bool = True
+    ngram_size: int = 5
+    num_bands: int = 14
+    rows_per_band: int = 8
+    seed: int = 1
+    # Exact Jaccard check of candidate pairs (drops LSH false positives below the threshold).
+    verify_jaccard: bool = True
+    jaccard_threshold: float = 0.72
+    max_cc_iterations: int = 40
+    paragraph_dedup: bool = True
+    paragraph_max_per_domain: int = 2
+    image_dedup: bool = True
+    image_max_docs: int = 10
+    image_set_dedup: bool = True
+    drop_docs_without_text: bool = True
+    drop_docs_without_images: bool = False
+
+
+@dataclass
+class PipelineConfig:
+    """Everything one run of ``curate`` needs."""
+
+    snapshot: str = "sample"
+    # Base of ``crawl-data/<SNAPSHOT>/warc.paths.gz``: https, s3 or a local mirror directory.
+    cc_base: str = "https://data.commoncrawl.org/"
+    limit: int | None = None
+    out: str = "out/sample"
+    sample_pages: int = 300
+    sample_seed: int = 0
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    dask: DaskConfig = field(default_factory=DaskConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    paragraph_filters: ParagraphFilterConfig = field(default_factory=ParagraphFilterConfig)
+    document_filters: DocumentFilterConfig = field(default_factory=DocumentFilterConfig)
+    image_filters: ImageFilterConfig = field(default_factory=ImageFilterConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> "PipelineConfig":
+        """Read a YAML file (optional) then apply dotted-key overrides; validate everything."""
+        data: dict[str, Any] = {}
+        if path:
+            try:
+                data = yaml.safe_load(Path(path).read_text()) or {}
+            except FileNotFoundError:
+                raise ConfigError(f"config file not found: {path}") from None
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"config file {path} must hold a mapping at top level")
+        for key, value in (overrides or {}).items():
+            _set_dotted(data, key, value)
+        return from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section(self, name: str) -> dict[str, Any]:
+        return dataclasses.asdict(getattr(self, name))
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line; the value is parsed as YAML (numbers, lists, null)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(_join(where, k) for k in unknown)}; "
+            f"known keys{' under ' + where if where else ''}: {', '.join(sorted(fields))}"
+        )
+    kwargs = {name: _coerce(hints[name], value, _join(where, name)) for name, value in data.items()}
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if callable(check):
+        try:
+            check()
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{where or cls.__name__}: {exc}") from None
+    return obj
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value or {}, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{where}.{k}") if args else v for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value

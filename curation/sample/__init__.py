@@ -1,0 +1,1 @@
+"""Generated offline mini-crawl (SNAPSHOT=sample) with planted ground truth."""
