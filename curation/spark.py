@@ -51,6 +51,9 @@ def get_spark(cfg: SparkConfig):
     # Executors must run the interpreter that has this project's dependencies.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if cfg.master.startswith("local"):
+        # An embedded run never needs to listen beyond loopback.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = (
         SparkSession.builder.master(cfg.master)
         .appName(cfg.app_name)

@@ -1,0 +1,154 @@
+"""``curate``: the command line of the pipeline (also ``python -m curation``).
+
+Subcommands map one-to-one to stages (``extract``, ``dedup``, ...), plus ``run``
+for all of them in order, ``sample`` to write the offline mini-crawl and
+``status`` to see which stages of a run directory are complete. Every
+subcommand accepts ``--config FILE`` and repeated ``--set key=value``; the
+configuration is validated before any work starts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from curation.config import ConfigError, PipelineConfig, parse_override
+from curation.snapshot import InputError
+
+log = logging.getLogger("curation")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (see docs/architecture.md)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set dedup.num_bands=20 (repeatable)")
+    p.add_argument("--master", help="Spark master (default local[*]; spark://host:7077 for a cluster)")
+    p.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
+    p.add_argument("--force", action="append", default=[], metavar="STAGE",
+                   help="redo STAGE even if complete ('*' for all; repeatable)")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curate", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run every stage in order (resumable)")
+    run.add_argument("--snapshot", help="CC-MAIN-YYYY-WW or 'sample' (default)")
+    run.add_argument("--input", help="WARC directory, glob, listing file or WARC file instead of a snapshot")
+    run.add_argument("--limit", type=int, help="only the first N WARC files")
+    run.add_argument("--cc-base", help="Common Crawl base: https://data.commoncrawl.org/, s3://commoncrawl/ or a mirror dir")
+    run.add_argument("--out", help="run directory")
+    _common(run)
+
+    ext = sub.add_parser("extract", help="WARC -> interleaved documents + pair candidates (Spark)")
+    ext.add_argument("--input", required=True, help="snapshot id, 'sample', WARC dir, glob, listing or file")
+    ext.add_argument("--limit", type=int)
+    ext.add_argument("--cc-base")
+    ext.add_argument("--out", required=True, help="run directory (writes OUT/extract/)")
+    _common(ext)
+
+    dd = sub.add_parser("dedup", help="URL, exact, MinHash, paragraph and image dedup (Spark)")
+    dd.add_argument("--input", required=True, help="run directory holding extract/ (or an extract stage dir)")
+    dd.add_argument("--out", required=True, help="run directory (writes OUT/dedup/)")
+    _common(dd)
+
+    smp = sub.add_parser("sample", help="write the offline sample mini-crawl")
+    smp.add_argument("--out", required=True)
+    smp.add_argument("--pages", type=int, default=300)
+    smp.add_argument("--seed", type=int, default=0)
+    smp.add_argument("-v", "--verbose", action="store_true")
+
+    st = sub.add_parser("status", help="which stages of a run directory are complete")
+    st.add_argument("--out", required=True)
+    st.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+def load_config(args: argparse.Namespace) -> PipelineConfig:
+    overrides = dict(parse_override(o) for o in getattr(args, "overrides", []))
+    for attr, key in (("snapshot", "snapshot"), ("limit", "limit"), ("cc_base", "cc_base"), ("out", "out"),
+                      ("master", "spark.master"), ("scheduler", "dask.scheduler")):
+        value = getattr(args, attr, None)
+        if value is not None and value != "":
+            overrides[key] = value
+    return PipelineConfig.load(getattr(args, "config", None), overrides)
+
+
+def _source_root(path: str) -> str:
+    """Accept a run directory or one of its stage directories."""
+    p = path.rstrip("/")
+    if p.endswith("/extract"):
+        return p.rsplit("/", 1)[0]
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return _dispatch(args)
+    except (ConfigError, InputError) as exc:
+        print(f"curate: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from curation import pipeline
+    from curation.stage import MARKER, StageRunner, read_marker
+
+    if args.command == "sample":
+        from curation.sample import generate_sample
+
+        manifest = generate_sample(args.out, n_pages=args.pages, seed=args.seed)
+        print(json.dumps({k: manifest[k] for k in manifest if k in ("n_pages", "counts", "image_base_url")}, indent=2))
+        return 0
+    if args.command == "status":
+        for name in pipeline.STAGE_ORDER:
+            marker = read_marker(f"{args.out.rstrip('/')}/{name}")
+            state = f"complete ({marker['finished_at']}, {marker['rows_out']} rows)" if marker else "not complete"
+            print(f"{name:10s} {state}")
+        return 0
+
+    cfg = load_config(args)
+    force = set(args.force)
+    if args.command == "run":
+        results = pipeline.run_all(cfg, args.input, force)
+        _print_summary(cfg.out, results)
+        return 0
+    if args.command == "extract":
+        spec = args.input
+        if spec == "sample":
+            cfg.snapshot = "sample"
+            inputs = pipeline.prepare_inputs(cfg)
+        elif spec.startswith("CC-MAIN-"):
+            cfg.snapshot = spec
+            inputs = pipeline.prepare_inputs(cfg)
+        else:
+            inputs = pipeline.prepare_inputs(cfg, spec)
+        stats = pipeline.run_extract(StageRunner(cfg.out, cfg, force), inputs)
+        _print_summary(cfg.out, {"extract": stats})
+        return 0
+    if args.command == "dedup":
+        stats = pipeline.run_dedup(StageRunner(cfg.out, cfg, force), _source_root(args.input))
+        _print_summary(cfg.out, {"dedup": stats})
+        return 0
+    raise AssertionError(f"unhandled command {args.command} ({MARKER})")
+
+
+def _print_summary(out: str, results: dict) -> None:
+    print(f"\nrun directory: {Path(out).resolve() if '://' not in out else out}")
+    for name, st in results.items():
+        rej = ", ".join(f"{k}={v}" for k, v in sorted(st.rejected.items(), key=lambda kv: -kv[1]))
+        outs = ", ".join(f"{k}={v}" for k, v in st.outputs.items())
+        print(f"  {name:8s} in={st.rows_in} out={st.rows_out} [{outs}] rejected={st.rejected_total} ({rej}) {st.seconds:.1f}s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

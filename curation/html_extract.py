@@ -1,0 +1,295 @@
+"""HTML -> text and images in page order (OBELICS-style DOM simplification).
+
+OBELICS simplifies the DOM (drops navigation, headers, footers, scripts, forms;
+unwraps inline tags) and then walks it, emitting text blocks and images in the
+order a reader sees them. This module does the same with the Lexbor parser
+(selectolax): tags that never carry content are stripped in C before the walk,
+and the walk itself is one iterative pass with no recursion, so a page nested
+tens of thousands of levels deep cannot blow the Python stack (it is rejected
+past ``max_depth`` instead).
+
+Unlike article extractors such as trafilatura, images are kept wherever they
+appear, including extension-less CDN URLs and lazy-loaded ones (``data-src``,
+``data-original``, ``srcset``), because an interleaved dataset needs them in
+place. Images whose URL names page furniture (logo, icon, button, ...) are
+dropped and counted.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+from selectolax.lexbor import LexborHTMLParser
+
+# Elements whose whole subtree is never content (OBELICS removes the same families).
+REMOVED_TAGS = [
+    "script", "style", "noscript", "nav", "header", "footer", "aside", "form", "iframe", "svg",
+    "button", "select", "textarea", "template", "menu", "object", "embed", "canvas", "input",
+    "video", "audio", "map", "head", "dialog",
+]
+# Elements that end a paragraph: their text is never glued to the text around them.
+BLOCK_TAGS = frozenset(
+    """p div section article main h1 h2 h3 h4 h5 h6 li ul ol dl dt dd table thead tbody tfoot tr td th
+    caption blockquote pre figure figcaption hr address center details summary fieldset legend body
+    html picture""".split()
+)
+# Class/id/role tokens of containers that hold menus or share buttons rather than content.
+BOILERPLATE_TOKENS = frozenset(
+    """nav navbar navigation menu mainmenu main-menu breadcrumb breadcrumbs cookie cookies cookie-banner
+    share sharing social social-share advert advertisement ads skip-link""".split()
+)
+BOILERPLATE_ROLES = frozenset({"navigation", "banner", "contentinfo", "menu", "menubar", "search"})
+LAZY_SRC_ATTRS = ("data-src", "data-original", "data-lazy-src", "data-url", "data-lazy", "data-hi-res-src")
+SRCSET_ATTRS = ("srcset", "data-srcset")
+
+_WS = re.compile(r"[ \t\r\f\v\u00a0\u200b]+")
+_NL_WS = re.compile(r" *\n[ \n]*")
+_DIM = re.compile(r"^\s*(\d{1,6})(?:\.\d+)?\s*(?:px)?\s*$")
+
+
+class HtmlTooDeep(ValueError):
+    """The DOM nests deeper than the configured limit."""
+
+
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*?(/?)>")
+_VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
+# Lexbor's tree builder is quadratic in nesting depth (40k nested divs take seconds),
+# so pages with many tags get a cheap depth estimate before they are parsed.
+_PRECHECK_MIN_TAGS = 5000
+
+
+def estimated_depth(html: str) -> int:
+    """Upper-bound-ish nesting depth from the tag stream, without building a DOM."""
+    depth = peak = 0
+    for closing, name, selfclose in _TAG.findall(html):
+        if closing:
+            depth = max(0, depth - 1)
+        elif not selfclose and name.lower() not in _VOID:
+            depth += 1
+            if depth > peak:
+                peak = depth
+    return peak
+
+
+@dataclass
+class ExtractedImage:
+    url: str          # absolute URL, resolved against <base href> or the page URL
+    src: str          # the attribute value as written
+    alt: str | None
+    title: str | None
+    figcaption: str | None
+    width: int | None
+    height: int | None
+
+
+@dataclass
+class ExtractedPage:
+    """Page content in order: a text item is a list of paragraphs; an image item is an ExtractedImage."""
+
+    items: list[list[str] | ExtractedImage]
+    title: str | None
+    dropped_images: Counter = field(default_factory=Counter)
+
+    @property
+    def images(self) -> list[ExtractedImage]:
+        return [it for it in self.items if isinstance(it, ExtractedImage)]
+
+
+def _norm_text(text: str) -> str:
+    text = _WS.sub(" ", text)
+    text = _NL_WS.sub("\n", text)
+    return text.strip()
+
+
+def _dimension(value: str | None) -> int | None:
+    if not value:
+        return None
+    m = _DIM.match(value)
+    return int(m.group(1)) if m else None
+
+
+def _best_srcset(value: str) -> str | None:
+    """The largest candidate of a ``srcset`` (by its ``w`` or ``x`` descriptor)."""
+    best, best_size = None, -1.0
+    for cand in value.split(","):
+        parts = cand.strip().split()
+        if not parts:
+            continue
+        size = 1.0
+        if len(parts) > 1:
+            desc = parts[1].lower()
+            try:
+                size = float(desc[:-1]) if desc[-1] in "wx" else 1.0
+            except (ValueError, IndexError):
+                size = 1.0
+        if size > best_size:
+            best, best_size = parts[0], size
+    return best
+
+
+def pick_image_src(attrs: dict[str, str | None]) -> str | None:
+    """The real image URL of an <img>: lazy-load attributes beat a placeholder ``src``."""
+    for key in LAZY_SRC_ATTRS:
+        val = attrs.get(key)
+        if val and not val.startswith("data:"):
+            return val.strip()
+    src = attrs.get("src")
+    if src and not src.startswith("data:") and src.strip():
+        return src.strip()
+    for key in SRCSET_ATTRS:
+        val = attrs.get(key)
+        if val:
+            best = _best_srcset(val)
+            if best and not best.startswith("data:"):
+                return best
+    return None
+
+
+def banned_word_in_url(url: str, words: frozenset[str] | set[str]) -> str | None:
+    """A banned word that names page furniture in the URL path (``/img/logo-2x.png`` -> logo).
+
+    A path token matches when it starts or ends with a banned word, so ``favicon``
+    and ``logo_small`` match but ``silicone`` does not.
+    """
+    path = urlsplit(url).path.lower()
+    for token in re.split(r"[^a-z0-9]+", path):
+        if not token:
+            continue
+        stem = token.rstrip("0123456789")
+        for word in words:
+            if stem.startswith(word) or stem.endswith(word) or stem.endswith(word + "s"):
+                return word
+    return None
+
+
+def _is_boilerplate_container(attrs: dict[str, str | None]) -> bool:
+    role = (attrs.get("role") or "").lower()
+    if role in BOILERPLATE_ROLES:
+        return True
+    for key in ("class", "id"):
+        val = attrs.get(key)
+        if val:
+            for token in val.lower().split():
+                if token in BOILERPLATE_TOKENS:
+                    return True
+    return False
+
+
+def _figcaption_of(node) -> str | None:
+    parent = node.parent
+    for _ in range(4):
+        if parent is None:
+            return None
+        if parent.tag == "figure":
+            cap = parent.css_first("figcaption")
+            if cap is not None:
+                text = _norm_text(cap.text(separator=" "))
+                return text or None
+            return None
+        parent = parent.parent
+    return None
+
+
+def extract_page(
+    html: str,
+    page_url: str,
+    banned_words: frozenset[str] | set[str] = frozenset(),
+    max_depth: int = 256,
+) -> ExtractedPage:
+    """Walk the simplified DOM once and return paragraphs and images in page order."""
+    if html.count("<") > _PRECHECK_MIN_TAGS and estimated_depth(html) > 4 * max_depth:
+        raise HtmlTooDeep(f"DOM deeper than {max_depth} (estimated before parsing)")
+    tree = LexborHTMLParser(html)
+    title_node = tree.css_first("title")
+    title = _norm_text(title_node.text()) if title_node is not None else None
+    base_node = tree.css_first("base[href]")
+    base_url = page_url
+    if base_node is not None:
+        href = (base_node.attributes.get("href") or "").strip()
+        if href:
+            base_url = urljoin(page_url, href)
+    tree.strip_tags(REMOVED_TAGS)
+    root = tree.body or tree.root
+    items: list[list[str] | ExtractedImage] = []
+    dropped: Counter = Counter()
+    paragraphs: list[str] = []
+    buf: list[str] = []
+
+    def flush_paragraph() -> None:
+        if buf:
+            text = _norm_text("".join(buf))
+            buf.clear()
+            if text:
+                paragraphs.append(text)
+
+    def flush_segment() -> None:
+        flush_paragraph()
+        if paragraphs:
+            items.append(list(paragraphs))
+            paragraphs.clear()
+
+    if root is None:
+        return ExtractedPage(items, title, dropped)
+    # Stack of (node, depth); None marks the end of a block element.
+    stack: list = [(root, 0)]
+    while stack:
+        entry = stack.pop()
+        if entry is None:
+            flush_paragraph()
+            continue
+        node, depth = entry
+        tag = node.tag
+        if tag == "-text":
+            buf.append(node.text_content or "")
+            continue
+        if tag is None or tag.startswith("-"):  # comments, doctype
+            continue
+        if depth > max_depth:
+            raise HtmlTooDeep(f"DOM deeper than {max_depth}")
+        if tag == "br":
+            buf.append("\n")
+            continue
+        if tag == "img":
+            attrs = node.attributes
+            src = pick_image_src(attrs)
+            if not src:
+                dropped["no_src"] += 1
+                continue
+            url = urljoin(base_url, src)
+            scheme = urlsplit(url).scheme
+            if scheme not in ("http", "https"):
+                dropped["bad_scheme"] += 1
+                continue
+            word = banned_word_in_url(url, banned_words) if banned_words else None
+            if word:
+                dropped[f"url_{word}"] += 1
+                continue
+            flush_segment()
+            alt = attrs.get("alt")
+            title_attr = attrs.get("title")
+            items.append(
+                ExtractedImage(
+                    url=url,
+                    src=src,
+                    alt=_norm_text(alt) if alt is not None else None,
+                    title=_norm_text(title_attr) if title_attr else None,
+                    figcaption=_figcaption_of(node),
+                    width=_dimension(attrs.get("width")),
+                    height=_dimension(attrs.get("height")),
+                )
+            )
+            continue
+        attrs = node.attributes
+        if attrs and _is_boilerplate_container(attrs):
+            continue
+        block = tag in BLOCK_TAGS
+        if block:
+            flush_paragraph()
+            stack.append(None)
+        children = list(node.iter(include_text=True))
+        for child in reversed(children):
+            stack.append((child, depth + 1))
+    flush_segment()
+    return ExtractedPage(items, title, dropped)

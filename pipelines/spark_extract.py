@@ -1,0 +1,187 @@
+"""Spark job: WARC files -> interleaved documents, pair candidates and rejects.
+
+One Spark task per WARC file (``files_per_task`` by config); each task streams
+its file with FastWARC and runs :class:`curation.extract.RecordProcessor`. The
+task emits Arrow record batches of one combined schema (``kind`` says which
+output a row belongs to), which Spark persists once and splits into the three
+datasets, so every page is parsed exactly once. Per-file counters travel as
+``kind == "stats"`` rows and are summed on the driver: no accumulators, and a
+retried task cannot double-count.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from typing import Iterator
+
+import pyarrow as pa
+
+from curation.schemas import DOCUMENTS, PAIRS, spark_ddl
+from curation.snapshot import WarcInput
+from curation.stage import Stage, StageContext, StageStats
+
+log = logging.getLogger(__name__)
+
+KIND_DOC, KIND_PAIR, KIND_REJECT, KIND_STATS = "doc", "pair", "reject", "stats"
+PAIR_COLS = {f.name: f"pair_{f.name}" for f in PAIRS}
+COMBINED = pa.schema(
+    [pa.field("kind", pa.string())]
+    + list(DOCUMENTS)
+    + [pa.field(PAIR_COLS[f.name], f.type) for f in PAIRS]
+    + [
+        pa.field("row_id", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("detail", pa.string()),
+        pa.field("stats_json", pa.string()),
+    ]
+)
+_BATCH_ROWS = 256
+
+
+def _empty_row() -> dict:
+    return {name: None for name in COMBINED.names}
+
+
+def process_files(
+    batches: Iterator[pa.RecordBatch],
+    extract_cfg,
+    paragraph_cfg,
+    document_cfg,
+    snapshot: str,
+) -> Iterator[pa.RecordBatch]:
+    """``mapInArrow`` body: for each (path, name) row, read the WARC file and emit combined rows."""
+    from curation.extract import RecordProcessor
+    from curation.warc_reader import FileReadStats, iter_warc
+    from filters.text_pipeline import TextFilterPipeline
+
+    # identify_rejected: rejected pages carry their language in the rejects table too.
+    pipeline = TextFilterPipeline(paragraph_cfg, document_cfg, identify_rejected=True)
+    processor = RecordProcessor(extract_cfg, pipeline, snapshot)
+    rows: list[dict] = []
+
+    def flush():
+        table = pa.Table.from_pylist(rows, schema=COMBINED)
+        rows.clear()
+        return table.to_batches()
+
+    for batch in batches:
+        for path, name in zip(batch.column("path").to_pylist(), batch.column("name").to_pylist()):
+            file_stats = FileReadStats()
+            counters: Counter = Counter()
+            n_records = 0
+            for rec in iter_warc(path, name, extract_cfg.max_payload_bytes, extract_cfg.max_resyncs_per_file, file_stats):
+                n_records += 1
+                result = processor.process(rec)
+                counters.update(result.counters)
+                if result.document is not None:
+                    row = _empty_row()
+                    row.update(result.document)
+                    row["kind"] = KIND_DOC
+                    rows.append(row)
+                    for pair in result.pairs:
+                        prow = _empty_row()
+                        prow["kind"] = KIND_PAIR
+                        for key, value in pair.items():
+                            prow[PAIR_COLS[key]] = value
+                        rows.append(prow)
+                else:
+                    row = _empty_row()
+                    row.update(kind=KIND_REJECT, row_id=result.row_id, reason=result.reason, detail=result.detail)
+                    rows.append(row)
+                if len(rows) >= _BATCH_ROWS:
+                    yield from flush()
+            stats_row = _empty_row()
+            stats_row["kind"] = KIND_STATS
+            stats_row["stats_json"] = json.dumps(
+                {
+                    "file": name,
+                    "records": n_records,
+                    "records_by_type": dict(file_stats.records_by_type),
+                    "resyncs": file_stats.resyncs,
+                    "counters": dict(counters),
+                }
+            )
+            rows.append(stats_row)
+    if rows:
+        yield from flush()
+
+
+class ExtractStage(Stage):
+    """``curate extract``: WARC files -> ``documents/``, ``pairs/``, ``rejects/``."""
+
+    name = "extract"
+    outputs = ("documents", "pairs")
+    config_sections = ("extract", "paragraph_filters", "document_filters")
+
+    def __init__(self, warcs: list[WarcInput], snapshot: str):
+        self.warcs = warcs
+        self.snapshot = snapshot
+
+    def run(self, ctx: StageContext) -> StageStats:
+        from functools import partial
+
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        from curation.spark import get_spark
+
+        cfg = ctx.config
+        spark = get_spark(cfg.spark)
+        per_task = max(1, cfg.extract.files_per_task)
+        n_tasks = max(1, (len(self.warcs) + per_task - 1) // per_task)
+        log.info("extract: %d WARC file(s) in %d Spark task(s) on %s", len(self.warcs), n_tasks, cfg.spark.master)
+        files = spark.sparkContext.parallelize([(w.path, w.name) for w in self.warcs], n_tasks).toDF("path string, name string")
+        body = partial(
+            process_files,
+            extract_cfg=cfg.extract,
+            paragraph_cfg=cfg.paragraph_filters,
+            document_cfg=cfg.document_filters,
+            snapshot=self.snapshot,
+        )
+        combined = files.mapInArrow(body, spark_ddl(COMBINED)).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            docs = combined.where(F.col("kind") == KIND_DOC).select(*DOCUMENTS.names)
+            pairs = combined.where(F.col("kind") == KIND_PAIR).select(
+                *[F.col(PAIR_COLS[n]).alias(n) for n in PAIRS.names]
+            )
+            rejects = combined.where(F.col("kind") == KIND_REJECT).select(
+                "row_id",
+                F.lit("records").alias("table"),
+                F.lit(self.name).alias("stage"),
+                "reason",
+                "detail",
+                F.lit(None).cast("string").alias("duplicate_of"),
+            )
+            docs.write.mode("overwrite").parquet(ctx.output_path("documents"))
+            pairs.write.mode("overwrite").parquet(ctx.output_path("pairs"))
+            rejects.write.mode("overwrite").parquet(ctx.rejects_path)
+            reject_counts = {r["reason"]: r["n"] for r in rejects.groupBy("reason").agg(F.count("*").alias("n")).collect()}
+            n_docs = docs.count()
+            n_pairs = pairs.count()
+            file_stats = [json.loads(r["stats_json"]) for r in combined.where(F.col("kind") == KIND_STATS).collect()]
+        finally:
+            combined.unpersist()
+
+        counters: Counter = Counter()
+        by_type: Counter = Counter()
+        resyncs = 0
+        records = 0
+        for fs in file_stats:
+            counters.update(fs["counters"])
+            by_type.update(fs["records_by_type"])
+            resyncs += fs["resyncs"]
+            records += fs["records"]
+        return StageStats(
+            stage=self.name,
+            rows_in=records,
+            rows_out=n_docs,
+            rejected=dict(sorted(reject_counts.items())),
+            outputs={"documents": n_docs, "pairs": n_pairs},
+            counters={
+                "warc_files": len(self.warcs),
+                "warc_records_by_type": dict(sorted(by_type.items())),
+                "gzip_resyncs": resyncs,
+                **dict(sorted(counters.items())),
+            },
+        )
