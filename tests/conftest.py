@@ -33,3 +33,14 @@ def spark():
     from curation.spark import get_spark
 
     return get_spark(SparkConfig(master="local[2]", shuffle_partitions=4, show_progress=False, driver_memory="2g"))
+
+
+MMC4_FILE = ("mmc4", "mmc4_core_ff_shard151_first20.jsonl")
+
+
+def load_mmc4_docs() -> list[dict]:
+    """The 20 real MMC4 documents (skip or fail like every real-data test when absent)."""
+    import json
+
+    with realdata_path(*MMC4_FILE).open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
