@@ -92,6 +92,15 @@ class DedupConfig:
     drop_docs_without_text: bool = True
     drop_docs_without_images: bool = False
 
+    def validate(self) -> None:
+        for name in ("ngram_size", "num_bands", "rows_per_band", "max_cc_iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.jaccard_threshold <= 1.0:
+            raise ValueError(f"jaccard_threshold must be in [0, 1], got {self.jaccard_threshold}")
+        if self.paragraph_max_per_domain < 1 or self.image_max_docs < 1:
+            raise ValueError("paragraph_max_per_domain and image_max_docs must be >= 1")
+
 
 @dataclass
 class PipelineConfig:

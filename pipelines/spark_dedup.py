@@ -1,0 +1,589 @@
+"""``curate dedup``: web-scale deduplication of interleaved documents on Spark.
+
+Input: the extract stage's ``documents/`` (DOCUMENTS schema) and, optionally,
+``pairs/`` (PAIRS). Output: ``documents/``, ``pairs/`` and ``rejects/``
+(REJECTS, one row per removed document or pair, ``duplicate_of`` = the kept
+document for duplicates). Steps, in order, each switchable in ``DedupConfig``:
+
+1. URL dedup (``url_duplicate``): one document per normalised page URL
+   (:mod:`curation.urls`), keeping the latest ``warc_date``, then the latest
+   ``warc_filename``, then the smallest ``doc_id`` (``sql/dedup_url_latest.sql``).
+2. Exact dedup (``exact_duplicate``): xxh64 of the normalised joined text
+   (:func:`curation.minhash.normalize_text`); keep the longest raw text, then
+   the latest ``warc_date``, then the smallest ``doc_id``. Documents whose
+   normalised text is empty are not grouped (step 6 removes them).
+3. Near dedup (``near_duplicate``): MinHash over word ``ngram_size``-gram
+   shingles (:mod:`curation.minhash`, computed in ``mapInArrow`` one Arrow batch
+   at a time), ``num_bands`` bands of ``rows_per_band`` values; documents that
+   share a band bucket are candidates (``sql/dedup_lsh_candidates.sql``),
+   optionally verified by the exact Jaccard of their shingle sets
+   (``verify_jaccard``/``jaccard_threshold``), then connected components in
+   Spark with large-star/small-star (``sql/dedup_cc_*.sql``, Kiveris et al.
+   2014), at most ``max_cc_iterations`` rounds, lineage cut every round by
+   ``checkpoint()`` (when ``spark.checkpoint_dir`` is set) or
+   ``localCheckpoint()``. One document per component is kept (longest text,
+   latest date, smallest id).
+
+   The S-curve: two documents with Jaccard ``s`` become candidates with
+   probability ``1 - (1 - s**r)**b``. With b=14, r=8 (112 permutations, as
+   datatrove) the curve's steepest point is ``(1/b)**(1/r)`` ~ 0.72:
+   P(candidate) is 0.06 at s=0.5, 0.36 at 0.7, 0.92 at 0.8, 0.99 at 0.85,
+   ~1 at 0.9. More rows per band moves the threshold up and sharpens the
+   curve (fewer false candidates, more missed pairs near the threshold); more
+   bands move it down and raise recall at the cost of more candidates and
+   more signature values per document. Verification removes the false
+   candidates below ``jaccard_threshold`` (cost: one join of candidate pairs
+   with both texts); without it, chains of false candidates can merge
+   unrelated documents into one component.
+4. Paragraph dedup (counter ``paragraphs_removed``): a text position whose
+   normalised text occurs in more than ``paragraph_max_per_domain``
+   documents of the same domain (host without ``www.``) is removed from all of
+   them (OBELICS step 9; ``sql/dedup_paragraph_counts.sql``).
+5. Image dedup: an image URL in more than ``image_max_docs`` documents is
+   dropped from every document (its pairs rejected ``image_too_common``); a
+   repeated image URL inside a document keeps its first position; then
+   documents with an identical non-empty set of images keep one
+   (``image_set_duplicate``, OBELICS step 11). Positions removed in 4/5 are
+   cut from ``texts``/``images``/``metadata`` together, so they stay aligned.
+6. Documents left without text (``no_text``) or, if configured, without an
+   image (``no_image``) are removed.
+
+``duplicate_of`` is resolved transitively: a page removed by URL dedup in
+favour of a page that exact dedup removed later points to the final keeper.
+(If the keeper is later removed for a non-duplicate reason, e.g. ``no_text``
+after paragraph removal, ``duplicate_of`` still names it and it is in the
+rejects.)
+
+Only the per-row work that SQL cannot do is Python (URL normalisation, text
+hashing and MinHash, Jaccard verification, cutting positions out of the
+aligned lists and the metadata JSON); all grouping, counting and joining is
+Spark SQL in ``sql/dedup_*.sql``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import xxhash
+
+from curation.config import DedupConfig, PipelineConfig
+from curation.minhash import MinHasher, band_hashes, batch_shingles, normalize_text
+from curation.schemas import DOCUMENTS, PAIRS, REJECTS, spark_ddl
+from curation.spark import get_spark
+from curation.sql import load_sql
+from curation.stage import Stage, StageContext, StageRunner, StageStats
+from curation.urls import normalize_url, url_domain
+
+log = logging.getLogger(__name__)
+
+STAGE = "dedup"
+FEATURES_DDL = (
+    "doc_id string, url_norm string, domain string, text_len bigint, text_hash bigint, "
+    "bands array<bigint>, general_metadata string"
+)
+VERIFY_DDL = "src string, dst string, jaccard double"
+REWRITE_DDL = spark_ddl(DOCUMENTS)
+HIST_BUCKETS = ((2, 2), (3, 5), (6, 10), (11, 100), (101, 1000), (1001, None))
+
+
+# --------------------------------------------------------------------------- Arrow helpers
+def _list_texts(col: pa.Array) -> list[str]:
+    """Joined text of every row of a list<string> column; invalid UTF-8 replaced, nulls skipped."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    offsets = col.offsets.to_numpy()
+    values = col.values
+    raw = values.cast(pa.binary()).to_pylist() if len(values) else []
+    out = []
+    for i in range(len(col)):
+        if not col[i].is_valid:
+            out.append("")
+            continue
+        parts = [b.decode("utf-8", "replace") for b in raw[offsets[i] : offsets[i + 1]] if b]
+        out.append("\n".join(parts))
+    return out
+
+
+def _str_values(col: pa.Array) -> list[str | None]:
+    return [None if b is None else b.decode("utf-8", "replace") for b in col.cast(pa.binary()).to_pylist()]
+
+
+def _features_fn(cfg: DedupConfig):
+    num_perm = cfg.num_bands * cfg.rows_per_band
+
+    def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        hasher = MinHasher(num_perm, cfg.ngram_size, cfg.seed)
+        for batch in batches:
+            n = batch.num_rows
+            urls = _str_values(batch.column("url"))
+            texts = _list_texts(batch.column("texts"))
+            norm = [normalize_text(t) for t in texts]
+            text_hash = [
+                xxhash.xxh64_intdigest(t.encode("utf-8", "surrogatepass")) if t else None for t in norm
+            ]
+            text_hash = [None if h is None else (h - (1 << 64) if h >= (1 << 63) else h) for h in text_hash]
+            bands: list[Any] = [None] * n
+            if cfg.near_dedup and n:
+                hs, docs = batch_shingles(norm, cfg.ngram_size)
+                sig = hasher._signatures(hs, docs, n)
+                bh = band_hashes(sig, cfg.num_bands, cfg.rows_per_band)
+                has = np.bincount(docs, minlength=n) > 0
+                bands = [bh[i].tolist() if has[i] else None for i in range(n)]
+            yield pa.RecordBatch.from_arrays(
+                [
+                    batch.column("doc_id"),
+                    pa.array([normalize_url(u) for u in urls], pa.string()),
+                    pa.array([url_domain(u) for u in urls], pa.string()),
+                    pa.array([len(t) for t in texts], pa.int64()),
+                    pa.array(text_hash, pa.int64()),
+                    pa.array(bands, pa.list_(pa.int64())),
+                    batch.column("general_metadata"),
+                ],
+                names=["doc_id", "url_norm", "domain", "text_len", "text_hash", "bands", "general_metadata"],
+            )
+
+    return fn
+
+
+def _verify_fn(cfg: DedupConfig):
+    def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            a = _list_texts(batch.column("src_texts"))
+            b = _list_texts(batch.column("dst_texts"))
+            sa, da = batch_shingles(a, cfg.ngram_size)
+            sb, db = batch_shingles(b, cfg.ngram_size)
+            ca = np.r_[0, np.cumsum(np.bincount(da, minlength=len(a)))]
+            cb = np.r_[0, np.cumsum(np.bincount(db, minlength=len(b)))]
+            jac = []
+            for i in range(len(a)):
+                x = np.unique(sa[ca[i] : ca[i + 1]])
+                y = np.unique(sb[cb[i] : cb[i + 1]])
+                if len(x) == 0 and len(y) == 0:
+                    jac.append(1.0)
+                    continue
+                inter = len(np.intersect1d(x, y, assume_unique=True))
+                jac.append(inter / (len(x) + len(y) - inter))
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("src"), batch.column("dst"), pa.array(jac, pa.float64())],
+                names=["src", "dst", "jaccard"],
+            )
+
+    return fn
+
+
+def _cut_list(col: pa.Array, drops: list[set[int]]) -> pa.Array:
+    """Remove positions ``drops[i]`` from row i of a list column, bytes untouched."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    offsets = col.offsets.to_numpy().astype(np.int64)
+    keep = np.ones(len(col.values), dtype=bool)
+    new_offsets = np.zeros(len(col) + 1, dtype=np.int32)
+    for i, d in enumerate(drops):
+        lo, hi = offsets[i], offsets[i + 1]
+        if d and col[i].is_valid:
+            for p in d:
+                if 0 <= p < hi - lo:
+                    keep[lo + p] = False
+        new_offsets[i + 1] = new_offsets[i] + int(keep[lo:hi].sum())
+    values = col.values.filter(pa.array(keep))
+    mask = pa.array(np.asarray(col.is_null()), pa.bool_()) if col.null_count else None
+    return pa.ListArray.from_arrays(pa.array(new_offsets, pa.int32()), values, mask=mask)
+
+
+def _rewrite_fn():
+    def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            drops = [set(d or ()) for d in batch.column("drop_pos").to_pylist()]
+            texts = _cut_list(batch.column("texts"), drops)
+            images = _cut_list(batch.column("images"), drops)
+            meta_in = batch.column("metadata")
+            metas = []
+            for i, d in enumerate(drops):
+                raw = _meta_str(meta_in, i)
+                if not d or raw is None:
+                    metas.append(raw)
+                    continue
+                try:
+                    items = json.loads(raw)
+                except ValueError:
+                    metas.append(raw)
+                    continue
+                if isinstance(items, list):
+                    items = [m for p, m in enumerate(items) if p not in d]
+                    metas.append(json.dumps(items, ensure_ascii=False))
+                else:
+                    metas.append(raw)
+            cols = {name: batch.column(name) for name in DOCUMENTS.names}
+            cols["texts"] = texts
+            cols["images"] = images
+            cols["metadata"] = pa.array(metas, pa.string())
+            yield pa.RecordBatch.from_arrays([cols[n] for n in DOCUMENTS.names], names=DOCUMENTS.names)
+
+    return fn
+
+
+def _meta_str(col: pa.Array, i: int) -> str | None:
+    v = col[i]
+    if not v.is_valid:
+        return None
+    return v.cast(pa.binary()).as_py().decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------- the job
+@dataclass
+class DedupResult:
+    """What :func:`run_dedup` produced: DataFrames (lazy, but built on checkpoints) and counters."""
+
+    documents: Any
+    pairs: Any | None
+    rejects: Any
+    counters: dict[str, Any] = field(default_factory=dict)
+    # Near-dup edges kept for connected components: (src, dst[, jaccard]); None if the step is off.
+    near_pairs: Any | None = None
+
+
+class _Views:
+    def __init__(self, spark):
+        self.spark = spark
+        self.prefix = f"dedup_{uuid.uuid4().hex[:8]}"
+        self.names: list[str] = []
+
+    def __call__(self, df, name: str) -> str:
+        view = f"{self.prefix}_{name}"
+        df.createOrReplaceTempView(view)
+        self.names.append(view)
+        return view
+
+    def drop(self) -> None:
+        for v in self.names:
+            self.spark.catalog.dropTempView(v)
+
+
+def _cut(df, spark):
+    """Cut lineage: reliable checkpoint when a checkpoint dir is set, else a local one."""
+    if spark.sparkContext.getCheckpointDir():
+        return df.checkpoint(eager=True)
+    return df.localCheckpoint(eager=True)
+
+
+def connected_components(spark, edges, max_iterations: int, views: _Views) -> tuple[Any, int, bool]:
+    """Large-star/small-star over ``edges`` (src, dst). Returns (node, root) rows, iterations, converged.
+
+    Every node of the graph appears once; ``root`` is the smallest node of its component.
+    """
+    from pyspark.sql import functions as F
+
+    cur = _cut(edges.select("src", "dst").where("src <> dst").distinct(), spark)
+    iterations = 0
+    converged = False
+    while iterations < max_iterations:
+        iterations += 1
+        large = _cut(spark.sql(load_sql("dedup_cc_large_star", edges=views(cur, f"cc{iterations}a"))), spark)
+        small = _cut(spark.sql(load_sql("dedup_cc_small_star", edges=views(large, f"cc{iterations}b"))), spark)
+        n_new, n_old = small.count(), cur.count()
+        if n_new == n_old and small.join(cur, ["src", "dst"], "left_anti").isEmpty():
+            cur = small
+            converged = True
+            break
+        cur = small
+    if not converged:
+        log.warning("connected components did not converge in %d iterations; components may be split", iterations)
+    # At the fixed point every edge is (node, root) with root < node; roots map to themselves.
+    members = cur.select(F.col("src").alias("node"), F.col("dst").alias("root"))
+    roots = cur.select(F.col("dst").alias("node"), F.col("dst").alias("root"))
+    if not converged:
+        # Not a star forest yet: take each node's smallest neighbour-or-self as its label.
+        sym = cur.select(F.col("src").alias("node"), F.col("dst").alias("root")).unionByName(
+            cur.select(F.col("dst").alias("node"), F.col("src").alias("root"))
+        )
+        return (
+            _cut(sym.groupBy("node").agg(F.least(F.min("root"), F.first("node")).alias("root")), spark),
+            iterations,
+            converged,
+        )
+    comp = members.unionByName(roots).groupBy("node").agg(F.min("root").alias("root"))
+    return _cut(comp, spark), iterations, converged
+
+
+def _histogram(sizes: list[int]) -> dict[str, int]:
+    hist: dict[str, int] = {}
+    for lo, hi in HIST_BUCKETS:
+        label = f"{lo}" if lo == hi else (f"{lo}-{hi}" if hi else f">{lo - 1}")
+        hist[label] = sum(1 for s in sizes if s >= lo and (hi is None or s <= hi))
+    return hist
+
+
+def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig) -> DedupResult:
+    """Run every enabled dedup step; return kept documents/pairs, rejects and counters."""
+    from pyspark.sql import functions as F
+
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    views = _Views(spark)
+    counters: dict[str, Any] = {}
+    docs = _cut(documents_df.select(*DOCUMENTS.names), spark)
+    docs_v = views(docs, "docs")
+    counters["documents_in"] = docs.count()
+
+    feats = docs.select("doc_id", "url", "texts", "general_metadata").mapInArrow(_features_fn(cfg), FEATURES_DDL)
+    keys = _cut(spark.sql(load_sql("dedup_doc_keys", features=views(feats, "features"))), spark)
+    keys_v = views(keys, "keys")
+
+    reject_parts = []  # DataFrames (row_id, reason, detail, duplicate_of)
+    near_pairs = None
+    alive = keys.select("doc_id")
+
+    def removed_from(pairs, reason: str, detail_col):
+        """Rows (doc_id, keep_id) with doc_id != keep_id -> reject frame."""
+        return pairs.where("doc_id <> keep_id").select(
+            F.col("doc_id").alias("row_id"), F.lit(reason).alias("reason"),
+            detail_col.alias("detail"), F.col("keep_id").alias("duplicate_of"),
+        )
+
+    def alive_keys(name: str):
+        return views(keys.join(alive, "doc_id", "left_semi"), name)
+
+    # 1. URL dedup
+    if cfg.url_dedup:
+        url = spark.sql(load_sql("dedup_url_latest", keys=keys_v))
+        rej = _cut(removed_from(url, "url_duplicate", F.concat(F.lit("same URL "), F.col("url_norm"))), spark)
+        counters["url_duplicates"] = rej.count()
+        reject_parts.append(rej)
+        alive = _cut(alive.join(rej.select(F.col("row_id").alias("doc_id")), "doc_id", "left_anti"), spark)
+
+    # 2. exact text dedup
+    if cfg.exact_dedup:
+        grp = spark.sql(load_sql("dedup_keep_best", table=alive_keys("alive_exact"), group="text_hash"))
+        rej = _cut(removed_from(grp, "exact_duplicate", F.lit("same normalised text")), spark)
+        counters["exact_duplicates"] = rej.count()
+        reject_parts.append(rej)
+        alive = _cut(alive.join(rej.select(F.col("row_id").alias("doc_id")), "doc_id", "left_anti"), spark)
+
+    # 3. near-dup: LSH candidates -> (verify) -> connected components -> keep one per component
+    if cfg.near_dedup:
+        ak = alive_keys("alive_near")
+        cand = _cut(spark.sql(load_sql("dedup_lsh_candidates", keys=ak)), spark)
+        counters["near_candidate_pairs"] = cand.count()
+        edges = cand
+        if cfg.verify_jaccard:
+            texts = docs.select("doc_id", "texts")
+            joined = (
+                cand.join(texts.select(F.col("doc_id").alias("src"), F.col("texts").alias("src_texts")), "src")
+                .join(texts.select(F.col("doc_id").alias("dst"), F.col("texts").alias("dst_texts")), "dst")
+                .select("src", "dst", "src_texts", "dst_texts")
+            )
+            scored = _cut(joined.mapInArrow(_verify_fn(cfg), VERIFY_DDL), spark)
+            near_pairs = _cut(scored.where(F.col("jaccard") >= cfg.jaccard_threshold), spark)
+            edges = near_pairs.select("src", "dst")
+            counters["near_verified_pairs"] = edges.count()
+            counters["near_rejected_candidate_pairs"] = counters["near_candidate_pairs"] - counters["near_verified_pairs"]
+        if near_pairs is None:
+            near_pairs = edges
+        comp, iters, converged = connected_components(spark, edges, cfg.max_cc_iterations, views)
+        counters["cc_iterations"] = iters
+        counters["cc_converged"] = converged
+        sizes_df = comp.groupBy("root").count()
+        sizes = [r["count"] for r in sizes_df.collect()]
+        counters["near_components"] = len(sizes)
+        counters["near_component_size_max"] = max(sizes, default=0)
+        counters["near_component_size_histogram"] = _histogram(sizes)
+        member_keys = keys.join(comp.withColumnRenamed("node", "doc_id"), "doc_id")
+        grp = spark.sql(load_sql("dedup_keep_best", table=views(member_keys, "components"), group="root"))
+        rej = _cut(
+            removed_from(grp, "near_duplicate", F.concat(F.lit("MinHash component of "), F.col("grp"))), spark
+        )
+        counters["near_duplicates"] = rej.count()
+        reject_parts.append(rej)
+        alive = _cut(alive.join(rej.select(F.col("row_id").alias("doc_id")), "doc_id", "left_anti"), spark)
+
+    alive_docs = _cut(
+        docs.join(alive, "doc_id", "left_semi").join(keys.select("doc_id", "domain"), "doc_id"), spark
+    )
+    alive_docs_v = views(alive_docs, "alive_docs")
+    drop_parts = []  # (doc_id, pos)
+
+    # 4. paragraphs repeated across a domain
+    if cfg.paragraph_dedup:
+        para = _cut(
+            spark.sql(load_sql("dedup_paragraph_counts", docs=alive_docs_v, max_per_domain=cfg.paragraph_max_per_domain)),
+            spark,
+        )
+        counters["paragraphs_removed"] = para.count()
+        counters["paragraph_docs_touched"] = para.select("doc_id").distinct().count()
+        drop_parts.append(para.select("doc_id", "pos"))
+
+    # 5. images: too common, repeated within a document, identical image sets
+    common = spark.createDataFrame([], "url string, n_docs bigint")
+    if cfg.image_dedup:
+        common = _cut(
+            spark.sql(load_sql("dedup_image_doc_counts", docs=alive_docs_v, max_docs=cfg.image_max_docs)), spark
+        )
+        counters["images_too_common_urls"] = common.count()
+        img_pos = _cut(spark.sql(load_sql("dedup_image_positions", docs=alive_docs_v, common=views(common, "common"))), spark)
+        by_reason = {r["reason"]: r["count"] for r in img_pos.groupBy("reason").count().collect()}
+        counters["image_positions_too_common"] = by_reason.get("image_too_common", 0)
+        counters["image_positions_repeated_in_doc"] = by_reason.get("image_repeated_in_doc", 0)
+        drop_parts.append(img_pos.select("doc_id", "pos"))
+    common_v = views(common, "common_final")
+
+    dropped = spark.createDataFrame([], "doc_id string, pos int")
+    for part in drop_parts:
+        dropped = dropped.unionByName(part.select("doc_id", F.col("pos").cast("int")))
+    dropped = _cut(dropped.distinct(), spark)
+    dropped_v = views(dropped, "dropped")
+
+    if cfg.image_set_dedup:
+        sets = spark.sql(load_sql("dedup_image_sets", docs=alive_docs_v, dropped=dropped_v, keys=keys_v))
+        grp = spark.sql(load_sql("dedup_keep_best", table=views(sets, "image_sets"), group="image_set"))
+        rej = _cut(removed_from(grp, "image_set_duplicate", F.lit("identical set of images")), spark)
+        counters["image_set_duplicates"] = rej.count()
+        reject_parts.append(rej)
+        alive = _cut(alive.join(rej.select(F.col("row_id").alias("doc_id")), "doc_id", "left_anti"), spark)
+
+    # Cut removed positions out of the surviving documents (texts/images/metadata stay aligned).
+    drops = dropped.groupBy("doc_id").agg(F.collect_list("pos").alias("drop_pos"))
+    survivors = docs.join(alive, "doc_id", "left_semi").join(drops, "doc_id", "left")
+    rewritten = _cut(
+        survivors.select(*DOCUMENTS.names, "drop_pos").mapInArrow(_rewrite_fn(), REWRITE_DDL), spark
+    )
+
+    # 6. documents left without text / images
+    n_text = F.size(F.filter(F.coalesce("texts", F.array()), lambda t: t.isNotNull() & (F.trim(t) != "")))
+    n_img = F.size(F.filter(F.coalesce("images", F.array()), lambda t: t.isNotNull() & (t != "")))
+    flagged = rewritten.withColumn("_n_text", n_text).withColumn("_n_img", n_img)
+    empty_reason = F.when(F.lit(cfg.drop_docs_without_text) & (F.col("_n_text") == 0), F.lit("no_text")).when(
+        F.lit(cfg.drop_docs_without_images) & (F.col("_n_img") == 0), F.lit("no_image")
+    )
+    flagged = _cut(flagged.withColumn("_reason", empty_reason), spark)
+    rej_empty = flagged.where(F.col("_reason").isNotNull()).select(
+        F.col("doc_id").alias("row_id"), F.col("_reason").alias("reason"),
+        F.lit("nothing left after dedup").alias("detail"), F.lit(None).cast("string").alias("duplicate_of"),
+    )
+    reject_parts.append(rej_empty)
+    kept = _cut(flagged.where(F.col("_reason").isNull()).select(*DOCUMENTS.names), spark)
+
+    # Rejects: resolve duplicate_of transitively (chains are at most one hop per step).
+    doc_rej = spark.createDataFrame([], "row_id string, reason string, detail string, duplicate_of string")
+    for part in reject_parts:
+        doc_rej = doc_rej.unionByName(part)
+    doc_rej = _cut(doc_rej, spark)
+    for hop in range(5):
+        nxt = _cut(spark.sql(load_sql("dedup_resolve_duplicate_of", rejects=views(doc_rej, f"rej{hop}"))), spark)
+        changed = nxt.join(doc_rej, ["row_id", "duplicate_of"], "left_anti").count()
+        doc_rej = nxt
+        if not changed:
+            break
+    doc_rej_v = views(doc_rej, "doc_rejects")
+    rejects = doc_rej.select(
+        "row_id", F.lit("documents").alias("table"), F.lit(STAGE).alias("stage"), "reason", "detail", "duplicate_of"
+    )
+
+    pairs_out = None
+    if pairs_df is not None:
+        pairs_in = pairs_df.select(*PAIRS.names)
+        decided = _cut(
+            spark.sql(
+                load_sql(
+                    "dedup_pairs",
+                    pairs=views(pairs_in, "pairs"),
+                    doc_rejects=doc_rej_v,
+                    kept_docs=views(kept.select("doc_id"), "kept"),
+                    common=common_v,
+                )
+            ),
+            spark,
+        )
+        pairs_out = decided.where(F.col("reject_reason").isNull()).select(*PAIRS.names)
+        pair_rej = decided.where(F.col("reject_reason").isNotNull()).select(
+            F.col("key").alias("row_id"), F.lit("pairs").alias("table"), F.lit(STAGE).alias("stage"),
+            F.col("reject_reason").alias("reason"), F.col("reject_detail").alias("detail"),
+            F.lit(None).cast("string").alias("duplicate_of"),
+        )
+        rejects = rejects.unionByName(pair_rej)
+    rejects = _cut(rejects, spark)
+    return DedupResult(documents=kept, pairs=pairs_out, rejects=rejects, counters=counters, near_pairs=near_pairs)
+
+
+# --------------------------------------------------------------------------- stage + CLI
+class DedupStage(Stage):
+    """``curate dedup``: inputs {"documents": path, "pairs": path (optional)}."""
+
+    name = "dedup"
+    outputs = ("documents", "pairs")
+    config_sections = ("dedup",)
+
+    def run(self, ctx: StageContext) -> StageStats:
+        from pyspark.sql import functions as F
+
+        spark = get_spark(ctx.config.spark)
+        cfg = ctx.config.dedup
+        docs_in = spark.read.schema(spark_ddl(DOCUMENTS)).parquet(ctx.inputs["documents"])
+        pairs_path = ctx.inputs.get("pairs")
+        pairs_in = spark.read.schema(spark_ddl(PAIRS)).parquet(pairs_path) if pairs_path else None
+        res = run_dedup(spark, docs_in, pairs_in, cfg)
+
+        res.documents.write.mode("overwrite").parquet(ctx.output_path("documents"))
+        if res.pairs is not None:
+            res.pairs.write.mode("overwrite").parquet(ctx.output_path("pairs"))
+        else:
+            spark.createDataFrame([], spark_ddl(PAIRS)).write.mode("overwrite").parquet(ctx.output_path("pairs"))
+        res.rejects.write.mode("overwrite").parquet(ctx.rejects_path)
+
+        counts = {
+            (r["table"], r["reason"]): r["count"] for r in res.rejects.groupBy("table", "reason").count().collect()
+        }
+        doc_rej = {reason: n for (t, reason), n in counts.items() if t == "documents"}
+        pair_rej = {reason: n for (t, reason), n in counts.items() if t == "pairs"}
+        n_docs_out = res.documents.count()
+        stats = StageStats(
+            stage=STAGE,
+            rows_in=res.counters["documents_in"],
+            rows_out=n_docs_out,
+            rejected=doc_rej,
+            outputs={"documents": n_docs_out},
+            counters=res.counters,
+        )
+        if res.pairs is not None:
+            n_pairs_in = pairs_in.count()
+            n_pairs_out = res.pairs.count()
+            stats.outputs["pairs"] = n_pairs_out
+            stats.tables["pairs"] = {"rows_in": n_pairs_in, "rows_out": n_pairs_out, "rejected": pair_rej}
+        else:
+            stats.outputs["pairs"] = 0
+        return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``curate dedup --input DIR --out DIR``: DIR holds ``documents/`` (and ``pairs/``)."""
+    from fsspec.core import url_to_fs
+
+    from curation.config import parse_override
+
+    ap = argparse.ArgumentParser(prog="curate dedup", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--input", required=True, help="directory with documents/ and optionally pairs/ (extract output)")
+    ap.add_argument("--out", required=True, help="output root; the stage writes <out>/dedup/")
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = PipelineConfig.load(args.config, dict(parse_override(s) for s in args.set))
+    base = args.input.rstrip("/")
+    fs, path = url_to_fs(base)
+    inputs = {"documents": f"{base}/documents"}
+    if fs.exists(f"{path}/pairs"):
+        inputs["pairs"] = f"{base}/pairs"
+    stats = StageRunner(args.out, config, force={STAGE} if args.force else None).run(DedupStage(), inputs)
+    print(stats.to_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
