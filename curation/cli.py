@@ -50,10 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--out", required=True, help="run directory (writes OUT/extract/)")
     _common(ext)
 
-    dd = sub.add_parser("dedup", help="URL, exact, MinHash, paragraph and image dedup (Spark)")
-    dd.add_argument("--input", required=True, help="run directory holding extract/ (or an extract stage dir)")
-    dd.add_argument("--out", required=True, help="run directory (writes OUT/dedup/)")
-    _common(dd)
+    from curation.pipeline import STAGES
+
+    for spec in STAGES:
+        upstream = sorted({rel.split("/", 1)[0] for rel in spec.inputs.values()})
+        sp = sub.add_parser(spec.name, help=spec.help)
+        sp.add_argument("--input", required=True,
+                        help=f"run directory holding {', '.join(u + '/' for u in upstream)} (or one of those stage dirs)")
+        sp.add_argument("--out", required=True, help=f"run directory (writes OUT/{spec.name}/)")
+        _common(sp)
 
     smp = sub.add_parser("sample", help="write the offline sample mini-crawl")
     smp.add_argument("--out", required=True)
@@ -79,8 +84,10 @@ def load_config(args: argparse.Namespace) -> PipelineConfig:
 
 def _source_root(path: str) -> str:
     """Accept a run directory or one of its stage directories."""
+    from curation.pipeline import stage_order
+
     p = path.rstrip("/")
-    if p.endswith("/extract"):
+    if p.rsplit("/", 1)[-1] in stage_order() and "/" in p:
         return p.rsplit("/", 1)[0]
     return p
 
@@ -110,7 +117,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps({k: manifest[k] for k in manifest if k in ("n_pages", "counts", "image_base_url")}, indent=2))
         return 0
     if args.command == "status":
-        for name in pipeline.STAGE_ORDER:
+        for name in pipeline.stage_order():
             marker = read_marker(f"{args.out.rstrip('/')}/{name}")
             state = f"complete ({marker['finished_at']}, {marker['rows_out']} rows)" if marker else "not complete"
             print(f"{name:10s} {state}")
@@ -135,9 +142,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         stats = pipeline.run_extract(StageRunner(cfg.out, cfg, force), inputs)
         _print_summary(cfg.out, {"extract": stats})
         return 0
-    if args.command == "dedup":
-        stats = pipeline.run_dedup(StageRunner(cfg.out, cfg, force), _source_root(args.input))
-        _print_summary(cfg.out, {"dedup": stats})
+    if args.command in {s.name for s in pipeline.STAGES}:
+        stats = pipeline.run_stage(StageRunner(cfg.out, cfg, force), args.command, _source_root(args.input))
+        _print_summary(cfg.out, {args.command: stats})
         return 0
     raise AssertionError(f"unhandled command {args.command} ({MARKER})")
 

@@ -53,10 +53,64 @@ REJECTS = pa.schema(
     ]
 )
 
+# Columns the image stage adds to a row once its image was fetched and passed the filters.
+_IMAGE_FIELDS = [
+    pa.field("image", pa.binary()),  # original (or resized, by config) encoded bytes
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("sha256", pa.string()),  # of the bytes stored in ``image``
+]
+
+# One row per unique image URL that was fetched and kept (the image stage's ``images/``).
+IMAGES = pa.schema(
+    [pa.field("url", pa.string(), nullable=False)]
+    + _IMAGE_FIELDS
+    + [
+        pa.field("format", pa.string()),  # jpeg | png | webp
+        pa.field("phash", pa.string()),  # 64-bit perceptual hash, hex
+    ]
+)
+
+# Pairs with their image: what the image stage writes and the score stage, the trainer
+# and CapFilt read. ``key`` is the PAIRS key.
+IMAGE_PAIRS = pa.schema(list(PAIRS) + _IMAGE_FIELDS)
+
+# Pairs after scoring: ``clip_score`` is the cosine of the L2-normalised CLIP image and
+# caption embeddings; ``embedding_row`` indexes the shard's embedding arrays.
+SCORED_PAIRS = pa.schema(
+    list(IMAGE_PAIRS)
+    + [
+        pa.field("clip_score", pa.float32()),
+        pa.field("embedding_row", pa.int64()),
+    ]
+)
+
+# Pairs after CapFilt: one row per (image, caption) that passed the filter. ``key`` is
+# ``<image pair key>`` for the web caption and ``<image pair key>-syn<k>`` for synthetic
+# captions; ``image_key`` is the pair key the image came from.
+BOOTSTRAPPED_PAIRS = pa.schema(
+    list(SCORED_PAIRS)
+    + [
+        pa.field("image_key", pa.string()),
+        pa.field("itm_score", pa.float32()),  # the filter's p(match)
+        pa.field("caption_model", pa.string()),  # who wrote the caption: "web" or the captioner's name
+    ]
+)
+
+# Interleaved documents with their images inline, aligned with ``images``: position i
+# holds the bytes of ``images[i]`` and null at text positions. Images that were not
+# fetched or did not pass are removed from all aligned lists (texts/images/metadata).
+INTERLEAVED = pa.schema(list(DOCUMENTS) + [pa.field("image_bytes", pa.list_(pa.binary()))])
+
 SCHEMAS: dict[str, pa.Schema] = {
     "documents": DOCUMENTS,
     "pairs": PAIRS,
     "rejects": REJECTS,
+    "images": IMAGES,
+    "image_pairs": IMAGE_PAIRS,
+    "scored_pairs": SCORED_PAIRS,
+    "bootstrapped_pairs": BOOTSTRAPPED_PAIRS,
+    "interleaved": INTERLEAVED,
 }
 
 
