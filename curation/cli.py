@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--seed", type=int, default=0)
     smp.add_argument("-v", "--verbose", action="store_true")
 
+    rep = sub.add_parser("report", help="quality report of a run directory: one HTML page + metrics JSON (Spark SQL)")
+    rep.add_argument("--input", required=True, help="run directory")
+    rep.add_argument("--out", help="HTML file to write (default INPUT/report.html; the JSON goes beside it)")
+    _common(rep)
+
     st = sub.add_parser("status", help="which stages of a run directory are complete")
     st.add_argument("--out", required=True)
     st.add_argument("-v", "--verbose", action="store_true")
@@ -125,6 +130,18 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     force = set(args.force)
+    if args.command == "report":
+        from curation.report import ReportError, write_report
+
+        run_root = args.input.rstrip("/")
+        out = args.out or f"{run_root}/report.html"
+        try:
+            write_report(run_root, out, cfg)
+        except ReportError as exc:
+            print(f"curate: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"report: {out}")
+        return 0
     if args.command == "run":
         results = pipeline.run_all(cfg, args.input, force)
         _print_summary(cfg.out, results)

@@ -103,6 +103,24 @@ class DedupConfig:
 
 
 @dataclass
+class ReportConfig:
+    """The quality report (``curate report``): how much of each distribution and sample to show."""
+
+    histogram_bins: int = 30
+    # Largest number of categories drawn (language, caption source, ...); the rest are "other".
+    max_categories: int = 20
+    # Sample pairs shown per score band (best / median / worst).
+    samples_per_band: int = 4
+    # Sample images are re-encoded as thumbnails no larger than this (px) before embedding.
+    thumbnail_px: int = 160
+
+    def validate(self) -> None:
+        for name in ("histogram_bins", "max_categories", "samples_per_band", "thumbnail_px"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
 class PipelineConfig:
     """Everything one run of ``curate`` needs."""
 
@@ -120,6 +138,7 @@ class PipelineConfig:
     document_filters: DocumentFilterConfig = field(default_factory=DocumentFilterConfig)
     image_filters: ImageFilterConfig = field(default_factory=ImageFilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> "PipelineConfig":
