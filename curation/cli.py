@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="HTML file to write (default INPUT/report.html; the JSON goes beside it)")
     _common(rep)
 
+    card = sub.add_parser("card", help="write INPUT/DATASET_CARD.md (curate run writes it at the end)")
+    card.add_argument("--input", required=True, help="run directory")
+    card.add_argument("--snapshot", help="snapshot the run curated (default from the config)")
+    _common(card)
+
     st = sub.add_parser("status", help="which stages of a run directory are complete")
     st.add_argument("--out", required=True)
     st.add_argument("-v", "--verbose", action="store_true")
@@ -141,6 +146,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"curate: error: {exc}", file=sys.stderr)
             return 2
         print(f"report: {out}")
+        return 0
+    if args.command == "card":
+        from curation.card import write_card
+
+        cfg.out = args.input.rstrip("/")
+        print(f"dataset card: {write_card(cfg.out, cfg)}")
         return 0
     if args.command == "run":
         results = pipeline.run_all(cfg, args.input, force)

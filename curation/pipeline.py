@@ -118,4 +118,8 @@ def run_all(cfg: PipelineConfig, input_spec: str | None = None, force: set[str] 
     for s in STAGES:
         if s.name in stages and s.when(cfg):
             results[s.name] = run_stage(runner, s.name, cfg.out)
+    # Every finished run describes itself: counts, thresholds, schemas, how to load (curation/card.py).
+    from curation.card import write_card
+
+    write_card(cfg.out, cfg, input_spec=input_spec)
     return results
