@@ -106,5 +106,18 @@ class ImageFilterConfig:
     max_aspect_ratio: float = 2.0
     max_bytes: int = 20_000_000
     max_pixels: int = 89_478_485  # PIL's decompression-bomb limit
-    url_banlist_file: str | None = None
-    phash_max_hamming: int = 5
+    url_banlist_file: str | None = None  # domains / URL prefixes / re:regex, one per line
+    phash_max_hamming: int = 5  # MMC4; -1 turns near-duplicate removal off
+
+    def validate(self) -> None:
+        if not self.formats:
+            raise ValueError("formats must name at least one image format")
+        if self.min_side < 1 or self.min_side > self.max_side:
+            raise ValueError(f"need 1 <= min_side <= max_side, got {self.min_side}, {self.max_side}")
+        if not 0 < self.min_aspect_ratio <= self.max_aspect_ratio:
+            raise ValueError(f"need 0 < min_aspect_ratio <= max_aspect_ratio, got {self.min_aspect_ratio}, "
+                             f"{self.max_aspect_ratio}")
+        if self.max_bytes < 1 or self.max_pixels < 1:
+            raise ValueError("max_bytes and max_pixels must be >= 1")
+        if not -1 <= self.phash_max_hamming <= 64:
+            raise ValueError(f"phash_max_hamming must be in [-1, 64], got {self.phash_max_hamming}")
