@@ -40,11 +40,22 @@ class SparkConfig:
 
 @dataclass
 class DaskConfig:
-    """Where Dask stages run: a LocalCluster when ``scheduler`` is empty."""
+    """Where Dask stages run: a LocalCluster when ``scheduler`` is empty (see curation/dask_cluster.py)."""
 
     scheduler: str | None = None
+    # LocalCluster size; default one worker per GPU, else one per 8 CPU cores (at least one).
     n_workers: int | None = None
     threads_per_worker: int = 1
+    # LocalCluster workers as processes (a model per process, no GIL contention); false runs
+    # threads inside this process (quick to start: tests, debugging).
+    processes: bool = True
+    memory_limit: str = "auto"
+
+    def validate(self) -> None:
+        if self.n_workers is not None and self.n_workers < 1:
+            raise ValueError(f"n_workers must be >= 1, got {self.n_workers}")
+        if self.threads_per_worker < 1:
+            raise ValueError(f"threads_per_worker must be >= 1, got {self.threads_per_worker}")
 
 
 @dataclass
@@ -121,6 +132,78 @@ class ReportConfig:
 
 
 @dataclass
+class PairFilterConfig:
+    """DataComp's basic filter on pairs (Gadre et al. 2023, ``baselines/filters.py``)."""
+
+    enabled: bool = True
+    languages: list[str] = field(default_factory=lambda: ["en"])  # fastText lid.176 on the caption
+    min_words: int = 3  # DataComp: more than 2 words
+    min_chars: int = 6  # DataComp: more than 5 characters
+    min_side: int = 200  # shorter image side, pixels
+    max_aspect_ratio: float = 3.0  # longer side / shorter side
+
+
+@dataclass
+class ScoreConfig:
+    """CLIP scoring on Dask (pipelines/dask_score.py): model, batching, filters, semantic dedup.
+
+    Real defaults: ViT-B-32 with LAION-2B weights and LAION's 0.28 threshold. ``pretrained``
+    is an open_clip tag, a local checkpoint path, or null for random weights (scores are then
+    meaningless; the stage warns in the log and in stats). ``SNAPSHOT=sample`` runs use
+    :data:`SAMPLE_DEFAULTS` for keys the user did not set.
+    """
+
+    model: str = "ViT-B-32"
+    pretrained: str | None = "laion2b_s34b_b79k"
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
+    batch_size: int = 64
+    loader_threads: int = 2  # image decode + preprocess threads per worker, overlapped with the model
+    seed: int = 0  # random-init weights (pretrained null) are seeded so every worker has the same model
+    shard_rows: int = 2048  # rows per Dask task (input files are split by row groups)
+    # none | threshold (LAION: clip_score >= min_clip_score) | top_fraction (DataComp: global quantile)
+    filter_mode: str = "threshold"
+    min_clip_score: float = 0.28  # LAION-400M, ViT-B/32 cosine
+    top_fraction: float = 0.3  # DataComp "CLIP score (30%)"
+    filters: PairFilterConfig = field(default_factory=PairFilterConfig)
+    mmc4: bool = True
+    mmc4_min_sim: float = 0.15  # MMC4: images whose best sentence is below this are dropped
+    semantic_dedup: bool = True
+    semantic_dedup_threshold: float = 0.95  # cosine of image embeddings; one pair per cluster is kept
+    # Eval set to decontaminate against: a directory of images, a Parquet file/dir with an ``image``
+    # column, or a .npy of L2-normalised embeddings from the same model. Null: no decontamination.
+    decontaminate_eval: str | None = None
+    decontaminate_threshold: float = 0.95
+    keep_work: bool = False  # keep <out>/_work/score-*/ (per-shard intermediates) after success
+
+    def validate(self) -> None:
+        if self.filter_mode not in ("none", "threshold", "top_fraction"):
+            raise ValueError(f"filter_mode must be none, threshold or top_fraction, got {self.filter_mode!r}")
+        if not 0.0 < self.top_fraction <= 1.0:
+            raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
+        if self.batch_size < 1 or self.shard_rows < 1 or self.loader_threads < 0:
+            raise ValueError("batch_size and shard_rows must be >= 1, loader_threads >= 0")
+        for name in ("semantic_dedup_threshold", "decontaminate_threshold"):
+            if not -1.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a cosine in [-1, 1], got {getattr(self, name)}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+# Defaults of ``snapshot: sample`` runs, applied by PipelineConfig.load to keys the user did not
+# set (one place). The sample has no downloadable weights: until a bootstrap stage trains a tiny
+# CLIP, scoring uses the tiny config with random weights, whose scores are noise: no score filter,
+# no semantic dedup (random image embeddings are all alike), no image dropped by MMC4's min_sim.
+SAMPLE_DEFAULTS: dict[str, Any] = {
+    "score.model": "vlc-tiny-clip",
+    "score.pretrained": None,
+    "score.filter_mode": "none",
+    "score.semantic_dedup": False,
+    "score.mmc4_min_sim": -1.0,
+    "score.batch_size": 32,
+}
+
+
+@dataclass
 class PipelineConfig:
     """Everything one run of ``curate`` needs."""
 
@@ -138,6 +221,7 @@ class PipelineConfig:
     document_filters: DocumentFilterConfig = field(default_factory=DocumentFilterConfig)
     image_filters: ImageFilterConfig = field(default_factory=ImageFilterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     @classmethod
@@ -155,6 +239,10 @@ class PipelineConfig:
                 raise ConfigError(f"config file {path} must hold a mapping at top level")
         for key, value in (overrides or {}).items():
             _set_dotted(data, key, value)
+        if data.get("snapshot", cls.snapshot) == "sample":
+            for key, value in SAMPLE_DEFAULTS.items():
+                if not _has_dotted(data, key):
+                    _set_dotted(data, key, value)
         return from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,6 +250,15 @@ class PipelineConfig:
 
     def section(self, name: str) -> dict[str, Any]:
         return dataclasses.asdict(getattr(self, name))
+
+
+def _has_dotted(data: dict[str, Any], key: str) -> bool:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
