@@ -1,13 +1,10 @@
-"""pipelines/spark_dedup.py: every step, conservation, bad input, near-dup quality on real pages."""
+"""pipelines/spark_dedup.py: every step, conservation, bad input, near-dup quality on real pages and on the sample."""
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import random
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,18 +12,13 @@ import pytest
 from curation.config import DedupConfig, PipelineConfig, SparkConfig
 from curation.minhash import jaccard, shingles
 from curation.schemas import DOCUMENTS, PAIRS, spark_ddl
-from curation.spark import get_spark, java_available
+from curation.spark import java_available
+from tests.conftest import realdata_path
+from tests.pipelines.dedup_reference import datasketch_near_dup_keep, doc_text, pair_quality
 
 pytestmark = [pytest.mark.spark, pytest.mark.skipif(not java_available(), reason="Spark needs Java 17")]
 
-ROOT = Path(__file__).resolve().parents[2]
-REALDATA = Path(os.environ.get("REALDATA_DIR", ROOT / ".." / "shared" / "realdata"))
 DUP_REASONS = {"url_duplicate", "exact_duplicate", "near_duplicate", "image_set_duplicate"}
-
-
-@pytest.fixture(scope="module")
-def spark():
-    return get_spark(SparkConfig(master="local[2]", shuffle_partitions=4, show_progress=False))
 
 
 def make_doc(doc_id, url, texts=(), images=(), date="2024-01-01T00:00:00Z", warc="f1.warc.gz", order=None):
@@ -89,7 +81,7 @@ def check_conservation(docs_in, pairs_in, kept, rej, pairs_kept):
         assert len(d["texts"]) == len(d["images"]) == len(json.loads(d["metadata"]))
         assert all((t is None) != (i is None) for t, i in zip(d["texts"], d["images"]))
         for i, m in zip(d["images"], json.loads(d["metadata"])):
-            assert (m is None) == (i is None) and (m is None or m["src"] == i)
+            assert (m is None) == (i is None) and (m is None or m["src"])  # src as written (may be relative)
 
 
 LOREM = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
@@ -118,6 +110,13 @@ def test_every_step(spark):
         # 4. paragraphs: the same footer on 3 pages of one domain (> 2) goes; the page text stays.
         *[make_doc(f"p{i}", f"http://www.blog.net/{i}", [prose(20 + i), "Copyright 2024 Blog. All rights reserved."],
                    [f"http://img/p{i}.jpg"], order="tit") for i in range(3)],
+        # 4. ... also when the repeated paragraph shares a text position with others (joined by a blank line);
+        # the same paragraph on only 2 pages of another domain stays.
+        *[make_doc(f"q{i}", f"http://news.org/{i}", [f"{prose(30 + i)}\n\nSubscribe to our newsletter, it is free.",
+                                                     f"Second part {LOREM[i]}.\n\nSubscribe to our newsletter, it is free!"],
+                   [f"http://img/q{i}.jpg"], order="tit") for i in range(3)],
+        *[make_doc(f"o{i}", f"http://other.org/{i}", [f"{prose(35 + i)}\n\nSubscribe to our newsletter, it is free."],
+                   [f"http://img/o{i}.jpg"]) for i in range(2)],
         # 5. images: one URL on 12 documents (> 10) is dropped everywhere; a repeat inside a doc keeps the first.
         *[make_doc(f"c{i:02d}", f"http://z{i}.com/", [prose(40 + i)], ["http://img/common.gif", f"http://img/c{i}.jpg"],
                    order="iti") for i in range(12)],
@@ -144,16 +143,34 @@ def test_every_step(spark):
     for i in range(3):
         assert kept[f"p{i}"]["texts"] == [prose(20 + i), None]
         assert kept[f"p{i}"]["images"] == [None, f"http://img/p{i}.jpg"]
+        assert kept[f"q{i}"]["texts"] == [prose(30 + i), None, f"Second part {LOREM[i]}."]
+    for i in range(2):
+        assert kept[f"o{i}"]["texts"][0] == f"{prose(35 + i)}\n\nSubscribe to our newsletter, it is free."
     for i in range(12):
         d = kept[f"c{i:02d}"]
         assert d["images"] == [None, f"http://img/c{i}.jpg"] and d["texts"] == [prose(40 + i), None]
         assert reason[f"c{i:02d}#0"][0] == "image_too_common" and f"c{i:02d}#2" in pairs_kept
-    assert kept["r1"]["images"] == ["http://img/r.jpg", None, None] and kept["r1"]["texts"] == [None, prose(60), prose(61)]
+    # the repeated image goes; the two text positions it separated become one
+    assert kept["r1"]["images"] == ["http://img/r.jpg", None]
+    assert kept["r1"]["texts"] == [None, prose(60) + "\n\n" + prose(61)]
     c = res.counters
     assert (c["url_duplicates"], c["exact_duplicates"], c["near_duplicates"], c["image_set_duplicates"]) == (1, 1, 1, 1)
-    assert c["paragraphs_removed"] == 3 and c["images_too_common_urls"] == 1
+    assert c["paragraphs_removed"] == 3 + 6 and c["paragraph_docs_touched"] == 6 and c["images_too_common_urls"] == 1
     assert c["image_positions_too_common"] == 12 and c["image_positions_repeated_in_doc"] == 1
     assert c["cc_converged"] and c["near_component_size_histogram"]["2"] == 1
+
+
+def test_rewrite_document_keeps_positions_aligned():
+    from pipelines.spark_dedup import rewrite_document
+
+    texts = [b"intro\n\nboiler\n\nmore", None, b"caf\xe9 not utf-8\n\nboiler", None, b"tail"]
+    images = [None, "a.jpg", None, "b.jpg", None]
+    meta = [None, {"src": "a.jpg"}, None, {"src": "b.jpg"}, None]
+    t, i, m = rewrite_document(texts, images, meta, {0: {1}, 2: {1}, 3: {-1}})
+    assert t == [b"intro\n\nmore", None, b"caf\xe9 not utf-8\n\ntail"]  # b.jpg gone: texts around it joined
+    assert i == [None, "a.jpg", None] and m == [None, {"src": "a.jpg"}, None]
+    t, i, m = rewrite_document([b"only boiler", None], [None, "a.jpg"], "not a list", {0: {0}})
+    assert (t, i, m) == ([None], ["a.jpg"], [{"src": "a.jpg"}])  # empty position dropped, metadata rebuilt
 
 
 def test_bad_input(spark, tmp_path):
@@ -197,32 +214,31 @@ def test_bad_input(spark, tmp_path):
     assert res.counters["near_component_size_max"] == 2000
 
 
-def _real_pages(min_words=150):
-    fastwarc = pytest.importorskip("fastwarc.warc")
-    lexbor = pytest.importorskip("selectolax.lexbor")
-    warcs = sorted((REALDATA / "warc").glob("*.warc.gz"))
-    if not warcs:
-        pytest.skip(f"no WARC files under {REALDATA / 'warc'} (set REALDATA_DIR)")
+def _real_pages(min_words: int = 150) -> list[str]:
+    """Text of every real HTML page with >= ``min_words`` words, extracted by the project's extractor."""
+    from curation.extract import decode_html
+    from curation.html_extract import ExtractedImage, extract_page
+    from curation.warc_reader import ResponseRecord, iter_warc
+
     pages = []
-    for p in warcs:
-        with open(p, "rb") as fh:
-            for rec in fastwarc.ArchiveIterator(fh, parse_http=True):
-                if rec.record_type != fastwarc.WarcRecordType.response:
-                    continue
-                body = rec.reader.read()
-                if b"<html" not in body[:4096].lower():
-                    continue
-                tree = lexbor.LexborHTMLParser(body.decode("utf-8", "replace"))
-                if tree.body is None:
-                    continue
-                text = " ".join(tree.body.text(separator=" ").split())
-                if len(text.split()) >= min_words:
-                    pages.append(text)
+    for path in sorted(realdata_path("warc").glob("*.warc.gz")):
+        for rec in iter_warc(str(path)):
+            if not isinstance(rec, ResponseRecord) or rec.http_status != 200 or not rec.payload:
+                continue
+            if not (rec.content_type or "text/html").startswith("text/html"):
+                continue
+            html, _, _ = decode_html(rec.payload, rec.charset)
+            if not html:
+                continue
+            page = extract_page(html, rec.target_uri)
+            text = " ".join(q for it in page.items if not isinstance(it, ExtractedImage) for q in it)
+            if len(text.split()) >= min_words:
+                pages.append(" ".join(text.split()))
     return pages
 
 
 def _variant(words, target, rng, base_sh):
-    """Replace words at random positions until the shingle Jaccard with the original drops to ~target."""
+    """Replace words at random positions until the shingle Jaccard with the original is closest to ``target``."""
     order = list(range(len(words)))
     rng.shuffle(order)
     lo, hi = 0, len(words)
@@ -231,7 +247,7 @@ def _variant(words, target, rng, base_sh):
         k = (lo + hi) // 2
         w = list(words)
         for i in order[:k]:
-            w[i] = f"edit{rng.randrange(10**9)}"
+            w[i] = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(9))
         text = " ".join(w)
         j = jaccard(base_sh, shingles(text))
         if best is None or abs(j - target) < abs(best[1] - target):
@@ -243,85 +259,191 @@ def _variant(words, target, rng, base_sh):
     return best[0]
 
 
+NEAR_ONLY = dict(url_dedup=False, exact_dedup=False, paragraph_dedup=False, image_dedup=False, image_set_dedup=False)
+
+
+def _groups(res, ids):
+    """(kept ids, removed id -> kept id) from a run_dedup result."""
+    kept = {r["doc_id"] for r in res.documents.select("doc_id").collect()}
+    dup_of = {r["row_id"]: r["duplicate_of"] for r in res.rejects.collect() if r["table"] == "documents"}
+    assert kept | set(dup_of) == set(ids) and not kept & set(dup_of)
+    return kept, dup_of
+
+
 def test_near_dup_quality_on_real_pages(spark):
-    """Precision and recall of detected pairs at true Jaccard >= 0.8 (both >= 0.95), and agreement with datasketch.
+    """Real pages plus edited copies at known Jaccard: pair precision/recall >= 0.95, same result as datasketch.
 
-    Set: real pages from the WARC files (>= 150 words) plus, per page, copies with words replaced at random
-    to land near true Jaccard 0.95, 0.9, 0.85, 0.8, 0.7, 0.5 and 0.3. True Jaccard is computed exactly for
-    every pair of documents from their shingle sets. "Detected pairs" = the near-dup edges the pipeline keeps
-    (LSH band collision + exact-Jaccard verification at 0.8). Precision = detected pairs with true J >= 0.8 /
-    detected; recall = true pairs (J >= 0.8) found as edges, directly or through the component
-    (both in one component).
-
-    Agreement with datasketch: MinHashLSH(threshold=0.72, num_perm=112, params=(14, 8)) over MinHash of the
-    same shingles (our 64-bit shingle hashes as 8-byte strings), candidates verified at the same 0.8,
-    components by union-find in the test (a reference, not the pipeline), one kept per component by the same
-    rule. Agreement = fraction of documents that both keep or both remove; required >= 0.95.
+    Set: real pages of ../shared/realdata/warc (>= 150 words, the project's extractor) and, per page, copies
+    with words replaced at random to land near true Jaccard 0.95, 0.9, 0.85, 0.8, 0.7, 0.5 and 0.3. True
+    Jaccard is exact, for every pair of documents, over the same normalised 5-gram shingles. Default config
+    (14 x 8 bands, candidates verified at Jaccard >= 0.8). Precision: near-duplicate pairs the job links
+    (verified edges) that are true (J >= 0.8). Recall: true pairs whose two documents end in one component
+    (one of them kept). datasketch: MinHashLSH with the same scheme/seed/bands/rows over the same shingles,
+    same verification, union-find, same keeper rule: the kept set and every duplicate_of must be equal.
     """
-    datasketch = pytest.importorskip("datasketch")
+    pytest.importorskip("datasketch")
     pages = _real_pages()
-    if len(pages) < 10:
-        pytest.skip(f"only {len(pages)} real pages with >= 150 words under {REALDATA}")
+    assert len(pages) >= 10, f"only {len(pages)} real pages with >= 150 words"
     rng = random.Random(42)
-    pages = pages[:30]
     texts, ids = [], []
-    for pi, page in enumerate(pages):
+    for pi, page in enumerate(pages[:30]):
         words = page.split()[:600]
         base_sh = shingles(" ".join(words))
         texts.append(" ".join(words)); ids.append(f"p{pi:02d}-base")
         for t in (0.95, 0.9, 0.85, 0.8, 0.7, 0.5, 0.3):
             texts.append(_variant(words, t, rng, base_sh)); ids.append(f"p{pi:02d}-{int(t * 100)}")
-    sh = [shingles(t) for t in texts]
-    n = len(texts)
-    truth = {}
-    for i, j in itertools.combinations(range(n), 2):
-        if ids[i][:3] == ids[j][:3] or len(np.intersect1d(sh[i], sh[j])) > 0:
-            truth[tuple(sorted((ids[i], ids[j])))] = jaccard(sh[i], sh[j])
-    positives = {p for p, v in truth.items() if v >= 0.8}
-    assert len(positives) >= 100
-
-    docs = [make_doc(ids[i], f"http://real{i}.test/", [texts[i]], []) for i in range(n)]
-    res = run(spark, docs, [], url_dedup=False, exact_dedup=False, paragraph_dedup=False, image_dedup=False,
-              image_set_dedup=False, jaccard_threshold=0.8)
+    docs = [make_doc(ids[i], f"http://real{i}.test/", [texts[i]], []) for i in range(len(texts))]
+    res = run(spark, docs, [], **NEAR_ONLY)
+    kept, dup_of = _groups(res, ids)
     edges = {tuple(sorted((r["src"], r["dst"]))) for r in res.near_pairs.collect()}
-    kept = {r["doc_id"] for r in res.documents.select("doc_id").collect()}
-    rej = {r["row_id"]: r["duplicate_of"] for r in res.rejects.collect()}
-    comp = {d: rej.get(d, d) for d in ids}
-    precision = sum(1 for e in edges if truth.get(e, 0.0) >= 0.8) / max(1, len(edges))
-    recall_edges = len(edges & positives) / len(positives)
-    recall = sum(1 for a, b in positives if comp[a] == comp[b]) / len(positives)
-    print(f"pairs>=0.8: {len(positives)} edges: {len(edges)} precision {precision:.3f} "
-          f"recall(edges) {recall_edges:.3f} recall(components) {recall:.3f}")
-    assert precision >= 0.95 and recall >= 0.95 and recall_edges >= 0.9
+    q = pair_quality(ids, texts, {d: dup_of.get(d, d) for d in ids}, edges)
+    print("real pages:", json.dumps(q))
+    assert q["positives"] >= 100
+    assert q["edge_precision"] >= 0.95 and q["recall"] >= 0.95, q
+    assert res.counters["near_duplicates"] == len(dup_of)
 
-    # datasketch reference on the same shingles
-    lsh = datasketch.MinHashLSH(threshold=0.72, num_perm=112, params=(14, 8))
-    mhs = []
-    for i in range(n):
-        m = datasketch.MinHash(num_perm=112, seed=1)
-        m.update_batch([int(h).to_bytes(8, "little") for h in sh[i]])
-        mhs.append(m)
-        lsh.insert(ids[i], m)
-    parent = {d: d for d in ids}
+    ds_kept, ds_dup_of = datasketch_near_dup_keep(docs, DedupConfig(**NEAR_ONLY))
+    assert kept == ds_kept and dup_of == ds_dup_of
 
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
 
-    index = {d: i for i, d in enumerate(ids)}
-    for i in range(n):
-        for other in lsh.query(mhs[i]):
-            if other != ids[i] and jaccard(sh[i], sh[index[other]]) >= 0.8:
-                parent[find(other)] = find(ids[i])
-    groups = {}
-    for d in ids:
-        groups.setdefault(find(d), []).append(d)
-    ds_kept = {min(g, key=lambda d: (-len(texts[index[d]]), d)) for g in groups.values()}
-    agree = sum(1 for d in ids if (d in kept) == (d in ds_kept)) / n
-    print(f"kept: ours {len(kept)} datasketch {len(ds_kept)} agreement {agree:.3f}")
-    assert agree >= 0.95
+# --------------------------------------------------------------------------- the sample's planted ground truth
+@pytest.fixture(scope="module")
+def sample_run(spark, tmp_path_factory):
+    """extract + dedup on a 300-page sample mini-crawl (the planted ground truth is beside it)."""
+    from curation.pipeline import run_all, sample_dir_of
+
+    out = tmp_path_factory.mktemp("dedup-sample")
+    cfg = PipelineConfig.load(overrides={"out": str(out), "sample_pages": 300, "spark.master": "local[2]",
+                                         "spark.shuffle_partitions": 4, "spark.show_progress": False})
+    stats = run_all(cfg, stages=("extract", "dedup"))
+    gt = sample_dir_of(str(out)) / "ground_truth"
+    truth = [json.loads(line) for line in (gt / "pages.jsonl").open()]
+    ex_docs = pq.read_table(out / "extract" / "documents").to_pylist()
+    row_of = {}
+    for d in ex_docs:
+        gm = json.loads(d["general_metadata"])
+        row_of[f"{gm['warc_filename']}@{gm['warc_record_offset']}"] = d["doc_id"]
+    for page in truth:  # the extract document of each planted page, if it became one
+        page["doc_id"] = row_of.get(f"sample/{Path(page['warc_file']).name}@{page['offset']}")
+    kept = {d["doc_id"]: d for d in pq.read_table(out / "dedup" / "documents").to_pylist()}
+    rejects = pq.read_table(out / "dedup" / "rejects").to_pylist()
+    return dict(out=out, cfg=cfg, stats=stats, gt=gt, truth=truth, ex_docs=ex_docs, kept=kept, rejects=rejects)
+
+
+TEXT_DUP_REASONS = ("url_duplicate", "exact_duplicate", "near_duplicate")
+
+
+@pytest.mark.slow
+def test_sample_planted_duplicates_precision_recall(sample_run):
+    """Planted exact/near/URL duplicates (ground truth duplicate_of, jaccard): pair P/R >= 0.95 at J >= 0.8."""
+    truth, ex_docs = sample_run["truth"], sample_run["ex_docs"]
+    doc_rej = {r["row_id"]: r for r in sample_run["rejects"] if r["table"] == "documents"}
+    group = {d["doc_id"]: d["doc_id"] for d in ex_docs}
+    for r in doc_rej.values():
+        if r["reason"] in TEXT_DUP_REASONS:
+            group[r["row_id"]] = r["duplicate_of"]
+    by_url = {}
+    for page in truth:
+        if page["doc_id"] and page["kind"] not in TEXT_DUP_REASONS:
+            by_url.setdefault(page["url"], page)
+    planted = {}  # (doc, doc) -> true jaccard, for every planted pair that reached dedup as two documents
+    for page in truth:
+        orig = by_url.get(page["duplicate_of"] or "")
+        if page["kind"] in TEXT_DUP_REASONS and page["doc_id"] and orig is not None:
+            planted[tuple(sorted((page["doc_id"], orig["doc_id"])))] = page["jaccard"]
+    positives = {pair for pair, j in planted.items() if j >= 0.8}
+    assert len(positives) >= 20
+    recall = sum(1 for a, b in positives if group[a] == group[b]) / len(positives)
+
+    # Predicted pairs: every document removed as an exact/near duplicate, with the document it names.
+    # True Jaccard: the ground truth for planted pairs, else exact Jaccard of the two extracted texts.
+    texts = {d["doc_id"]: doc_text(d) for d in ex_docs}
+    predicted = [(r["row_id"], r["duplicate_of"]) for r in doc_rej.values()
+                 if r["reason"] in ("exact_duplicate", "near_duplicate")]
+
+    def true_j(a, b):
+        pair = tuple(sorted((a, b)))
+        return planted[pair] if pair in planted else jaccard(shingles(texts[a]), shingles(texts[b]))
+
+    precision = sum(1 for a, b in predicted if true_j(a, b) >= 0.8) / max(1, len(predicted))
+    missed = [(p, planted[p]) for p in positives if group[p[0]] != group[p[1]]]
+    print(f"sample: {len(positives)} planted pairs at J>=0.8, {len(predicted)} removed as exact/near duplicates, "
+          f"precision {precision:.3f} recall {recall:.3f} missed {missed}")
+    assert precision >= 0.95 and recall >= 0.95
+    # Planted pairs well below the threshold stay apart (J ~0.5: both documents kept by the text steps).
+    low = [p for p, j in planted.items() if j < 0.6]
+    assert low and all(group[a] != group[b] for a, b in low)
+
+
+@pytest.mark.slow
+def test_sample_kept_set_agrees_with_datasketch(sample_run, spark):
+    """Near-dup step alone on the sample's extracted documents == datasketch MinHashLSH with the same parameters."""
+    pytest.importorskip("datasketch")
+    ex_docs = sample_run["ex_docs"]
+    res = run(spark, ex_docs, [], **NEAR_ONLY)
+    kept, dup_of = _groups(res, [d["doc_id"] for d in ex_docs])
+    ds_kept, ds_dup_of = datasketch_near_dup_keep(ex_docs, DedupConfig(**NEAR_ONLY))
+    assert dup_of, "the sample's planted duplicates must produce near-duplicate removals"
+    assert kept == ds_kept and dup_of == ds_dup_of
+
+
+@pytest.mark.slow
+def test_sample_dedup_accounts_for_every_row_and_matches_the_ground_truth(sample_run):
+    """Conservation in stats, reasons and duplicate_of in rejects, URL/boilerplate/sponsor-image truth."""
+    from curation.stage import read_stats
+
+    out, truth, kept, rejects, ex_docs = (sample_run[k] for k in ("out", "truth", "kept", "rejects", "ex_docs"))
+    stats = read_stats(str(out / "dedup"))
+    ex_pairs = pq.read_table(out / "extract" / "pairs").to_pylist()
+    out_pairs = pq.read_table(out / "dedup" / "pairs").to_pylist()
+    check_conservation(ex_docs, ex_pairs, kept, rejects, {p["key"]: p for p in out_pairs})
+    assert stats.conserved() and stats.rows_in == len(ex_docs) and stats.rows_out == len(kept)
+    counted = {}
+    for r in rejects:
+        assert r["reason"] and r["stage"] == "dedup"
+        counted.setdefault(r["table"], {}).setdefault(r["reason"], 0)
+        counted[r["table"]][r["reason"]] += 1
+    assert counted["documents"] == stats.rejected and counted["pairs"] == stats.tables["pairs"]["rejected"]
+    dup_rej = [r for r in rejects if r["table"] == "documents" and r["reason"] in DUP_REASONS]
+    assert dup_rej and all(r["duplicate_of"] in kept for r in dup_rej)
+
+    # URL duplicates: a re-crawl of the same URL; the later capture is kept.
+    doc_rej = {r["row_id"]: r for r in rejects if r["table"] == "documents"}
+    date_of = {p["doc_id"]: p["warc_date"] for p in truth if p["doc_id"]}
+    url_pairs = [(p["doc_id"], q["doc_id"]) for p in truth if p["kind"] == "url_duplicate" and p["doc_id"]
+                 for q in truth if q["url"] == p["url"] and q is not p and q["doc_id"]]
+    assert url_pairs
+    for a, b in url_pairs:
+        older, newer = sorted((a, b), key=lambda d: date_of[d])
+        assert doc_rej[older]["reason"] == "url_duplicate" and doc_rej[older]["duplicate_of"] in (newer, doc_rej.get(newer, {}).get("duplicate_of"))
+
+    # A domain's boilerplate paragraphs are gone from every kept page of that domain (copies republished
+    # on another domain carry them once or twice there, under the > 2 rule, and keep them).
+    from curation.urls import url_domain
+
+    boiler = {(url_domain("http://" + b["domain"]), b["text"])
+              for b in map(json.loads, (sample_run["gt"] / "boilerplate_paragraphs.jsonl").open())}
+
+    def paras(docs):
+        return [(url_domain(d["url"]), q) for d in docs for t in d["texts"] if t for q in t.split("\n\n")]
+
+    in_input = sum(1 for x in paras(ex_docs) if x in boiler)
+    assert in_input > 20 and not boiler & set(paras(kept.values()))
+    assert stats.counters["paragraphs_removed"] >= 0.5 * in_input
+
+    # Sponsor images (one file on many pages) are dropped everywhere; content images are not "too common".
+    images = [json.loads(line) for line in (sample_run["gt"] / "images.jsonl").open()]
+    common = {i["url"] for i in images if i["n_documents"] > 10 and i["role"] == "sponsor"}
+    content = {i["url"] for i in images if i["role"] == "content"}
+    kept_images = {u for d in kept.values() for u in d["images"] if u}
+    assert common and not common & kept_images
+    assert content & kept_images
+    pair_rej = {r["row_id"]: r["reason"] for r in rejects if r["table"] == "pairs"}
+    for pair in ex_pairs:
+        if pair["url"] in common:
+            assert pair_rej.get(pair["key"]) in ("image_too_common", "doc_removed")
+        if pair["url"] in content and pair["key"] in pair_rej:
+            assert pair_rej[pair["key"]] != "image_too_common"
 
 
 def test_stage_runner_writes_outputs(spark, tmp_path):
