@@ -214,6 +214,61 @@ SAMPLE_DEFAULTS: dict[str, Any] = {
 
 
 @dataclass
+class ImagesConfig:
+    """Image acquisition (pipelines/images.py): img2dataset fetch, safety policy, joins and shards.
+
+    Image thresholds (formats, sizes, aspect, bytes, pixels, pHash distance) are in ``image_filters``.
+    """
+
+    # multiprocessing | pyspark | auto (pyspark when spark.master is not local, else multiprocessing)
+    distributor: str = "auto"
+    processes: int = 0  # multiprocessing workers; 0 = one per CPU core (never more than shards)
+    threads_per_process: int = 32
+    urls_per_shard: int = 1000
+    timeout: float = 10.0  # seconds per socket operation (connect, each read)
+    max_fetch_seconds: float = 60.0  # a body still arriving after this is abandoned
+    retries: int = 0
+    max_redirects: int = 5
+    # IP, IP:port, CIDR or CIDR:port let through the private-address refusal (the sample's
+    # loopback server is added automatically for sample runs).
+    allow_addresses: list[str] = field(default_factory=list)
+    user_agent_token: str | None = "img2dataset"
+    # X-Robots-Tag directives that forbid use (img2dataset's default list).
+    disallowed_header_directives: list[str] = field(
+        default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"]
+    )
+    opt_out_file: str | None = None  # domains / URL prefixes / re:regex, one per line
+    # img2dataset resize modes: no (keep original bytes) | keep_ratio | center_crop | border | keep_ratio_largest
+    resize_mode: str = "no"
+    image_size: int = 256
+    encode_format: str = "jpg"  # used only when resizing
+    encode_quality: int = 95
+    normalize_high_bit_depth: bool = True  # 16-bit grey PNGs -> 8-bit (loaders clip them otherwise)
+    drop_documents_without_images: bool = True
+    webdataset: bool = True
+    webdataset_image_format: str = "original"  # original (jpg/png/webp) | jpg (re-encode the others)
+    samples_per_tar: int = 10000
+    keep_fetch_cache: bool = False  # keep <out>/_work/images-*/ (img2dataset shards) after success
+
+    def validate(self) -> None:
+        if self.distributor not in ("auto", "multiprocessing", "pyspark"):
+            raise ValueError(f"distributor must be auto, multiprocessing or pyspark, got {self.distributor!r}")
+        if self.resize_mode not in ("no", "keep_ratio", "center_crop", "border", "keep_ratio_largest"):
+            raise ValueError(f"unknown resize_mode {self.resize_mode!r}")
+        if self.encode_format not in ("jpg", "png", "webp"):
+            raise ValueError(f"encode_format must be jpg, png or webp, got {self.encode_format!r}")
+        if self.webdataset_image_format not in ("original", "jpg"):
+            raise ValueError(f"webdataset_image_format must be original or jpg, got {self.webdataset_image_format!r}")
+        for name in ("threads_per_process", "urls_per_shard", "samples_per_tar", "image_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.processes < 0 or self.retries < 0 or self.max_redirects < 0:
+            raise ValueError("processes, retries and max_redirects must be >= 0")
+        if self.timeout <= 0 or self.max_fetch_seconds <= 0:
+            raise ValueError("timeout and max_fetch_seconds must be > 0")
+
+
+@dataclass
 class PipelineConfig:
     """Everything one run of ``curate`` needs."""
 
@@ -224,12 +279,15 @@ class PipelineConfig:
     out: str = "out/sample"
     sample_pages: int = 300
     sample_seed: int = 0
+    # Port of the sample's loopback image server (its image URLs point at it; the images stage serves it).
+    sample_image_port: int = 8417
     spark: SparkConfig = field(default_factory=SparkConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     paragraph_filters: ParagraphFilterConfig = field(default_factory=ParagraphFilterConfig)
     document_filters: DocumentFilterConfig = field(default_factory=DocumentFilterConfig)
     image_filters: ImageFilterConfig = field(default_factory=ImageFilterConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     report: ReportConfig = field(default_factory=ReportConfig)

@@ -61,6 +61,10 @@ STAGES: list[StageSpec] = [
         {"documents": "extract/documents", "pairs": "extract/pairs"},
         "URL, exact, MinHash, paragraph and image dedup (Spark)",
     ),
+    StageSpec(
+        "images", "pipelines.images:ImageStage", {"documents": "dedup/documents", "pairs": "dedup/pairs"},
+        "fetch images with img2dataset, safety checks, image filters, shards with bytes",
+    ),
 ]
 
 
@@ -83,11 +87,17 @@ def prepare_inputs(cfg: PipelineConfig, input_spec: str | None = None) -> RunInp
         from curation.sample import generate_sample
 
         sample_dir = sample_dir_of(cfg.out)
-        manifest = generate_sample(str(sample_dir), n_pages=cfg.sample_pages, seed=cfg.sample_seed)
+        manifest = generate_sample(str(sample_dir), n_pages=cfg.sample_pages, seed=cfg.sample_seed,
+                                   image_base_url=sample_image_base_url(cfg))
         log.info("sample mini-crawl at %s (%s pages)", sample_dir, manifest.get("n_pages"))
         warcs = resolve_inputs(str(sample_dir / "warc"), cfg.cc_base, cfg.limit)
         return RunInputs([WarcInput(w.path, "sample/" + Path(w.path).name) for w in warcs], "sample")
     return RunInputs(resolve_inputs(cfg.snapshot, cfg.cc_base, cfg.limit), cfg.snapshot)
+
+
+def sample_image_base_url(cfg: PipelineConfig) -> str:
+    """Where the sample's image URLs point: the loopback server the images stage starts."""
+    return f"http://127.0.0.1:{cfg.sample_image_port}/"
 
 
 def sample_dir_of(out_root: str) -> Path:
