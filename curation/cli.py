@@ -16,6 +16,7 @@ from pathlib import Path
 
 from curation.config import ConfigError, PipelineConfig, parse_override
 from curation.snapshot import InputError
+from models.clip import ModelLoadError  # stdlib-only import: no torch until a model loads
 
 log = logging.getLogger("curation")
 
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return _dispatch(args)
-    except (ConfigError, InputError) as exc:
+    except (ConfigError, InputError, ModelLoadError) as exc:
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
 

@@ -65,6 +65,11 @@ STAGES: list[StageSpec] = [
         "images", "pipelines.images:ImageStage", {"documents": "dedup/documents", "pairs": "dedup/pairs"},
         "fetch images with img2dataset, safety checks, image filters, shards with bytes",
     ),
+    StageSpec(
+        "score", "pipelines.dask_score:ScoreStage",
+        {"pairs": "images/pairs", "documents": "images/documents", "images": "images/images"},
+        "CLIP scores and embeddings, pair filters, MMC4 documents, semantic dedup (Dask)",
+    ),
 ]
 
 

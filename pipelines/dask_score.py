@@ -1,0 +1,686 @@
+"""``curate score``: CLIP scores and embeddings, pair filters, MMC4 documents, semantic dedup (Dask).
+
+Inputs (the image stage's outputs): ``pairs`` (IMAGE_PAIRS), ``documents`` (INTERLEAVED, image
+bytes aligned with positions), ``images`` (IMAGES, one row per unique image). Any of them may be
+absent (counted as zero rows), not all.
+
+Phases, each a :func:`curation.dask_cluster.run_shards` over row-group shards (models loaded
+once per worker, per-shard outputs atomic, finished shards skipped on rerun):
+
+1. ``images``: every unique image is decoded and encoded once; its unit embedding is kept.
+2. ``pairs``: captions are encoded; each pair's image embedding is looked up by URL in phase 1's
+   output (decoded from the pair's own bytes only when the image table lacks it); ``clip_score``
+   is their cosine. Per row: undecodable images, eval-set contamination and DataComp's basic
+   filter give reasons.
+3. ``documents``: sentences (``models.mmc4.split_sentences``) of each document are encoded,
+   images looked up like pairs, the image x sentence similarity goes to
+   ``models.mmc4.build_mmc4_document`` (max-weight assignment, MMC4 schema, ``is_core``).
+
+Then, on the client, the decisions that need every row: the CLIP-score filter (LAION threshold,
+or DataComp's top fraction by global quantile) and semantic dedup of the surviving pairs' image
+embeddings (faiss). A last sharded pass writes the stage's outputs:
+
+``<stage>/pairs/`` SCORED_PAIRS (``embedding_row`` is a stage-wide row number),
+``<stage>/embeddings/{image,text}/<shard>.npy`` float16 unit vectors with one row per input
+pair, ``index.json`` mapping row ranges to files (:func:`load_embeddings` reads them),
+``<stage>/mmc4/`` MMC4 documents (+ ``is_core``, ``doc_id``), ``rejects/``, ``stats.json`` with
+``tables`` for documents, document images and images, each conserved.
+
+Per-shard intermediates live in ``<out>/_work/score-<hash>/`` (keyed by the model, the
+per-row settings and the inputs' run ids), so a crashed run resumes where it stopped although
+the stage runner deletes an unfinished stage directory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from curation.config import PairFilterConfig, ScoreConfig
+from curation.dask_cluster import (
+    Shard,
+    ShardOutput,
+    cpu_threads_per_worker,
+    dask_client,
+    plan_shards,
+    read_shard,
+    run_shards,
+    setup_once,
+    work_dir_for,
+)
+from curation.schemas import IMAGE_PAIRS, IMAGES, INTERLEAVED, REJECTS, SCORED_PAIRS
+from curation.stage import Stage, StageContext, StageError, StageStats, read_marker
+from filters.pairs import PairView, basic_filters, run_filters, score_filter
+from models.assignment import assign
+from models.mmc4 import build_mmc4_document, mmc4_arrow_schema, split_sentences
+from models.scoring import RANDOM_WEIGHTS_WARNING, ModelSpec, clip_scores, get_scorer
+
+log = logging.getLogger(__name__)
+
+STAGE = "score"
+EMBED_DTYPE = np.float16
+# MMC4's schema (models/mmc4.py) plus the document id the rejects and upstream stages use.
+MMC4_DOCUMENTS = mmc4_arrow_schema().append(pa.field("doc_id", pa.string()))
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs besides the shard (picklable, small)."""
+
+    model: ModelSpec
+    batch_size: int
+    loader_threads: int
+    filters: PairFilterConfig
+    mmc4_min_sim: float
+    eval_path: str | None
+    eval_threshold: float
+
+    def scorer(self):
+        return get_scorer(self.model, self.batch_size, self.loader_threads)
+
+    def eval_index(self):
+        if not self.eval_path:
+            return None
+        return setup_once(("eval-index", self.model, self.eval_path), partial(_build_eval_index, self))
+
+    def pair_filters(self):
+        key = ("pair-filters", json.dumps(asdict(self.filters), sort_keys=True))
+        return setup_once(key, partial(basic_filters, self.filters))
+
+
+def _preflight(spec: WorkerSpec) -> int:
+    """Load the model (and the eval index) on a worker; returns the embedding width."""
+    dim = spec.scorer().dim
+    spec.eval_index()
+    return dim
+
+
+def _build_eval_index(spec: WorkerSpec):
+    from models.semantic_dedup import EvalIndex, load_eval_embeddings
+
+    emb = load_eval_embeddings(spec.eval_path, spec.scorer())
+    log.info("decontamination: %d eval images from %s", emb.shape[0], spec.eval_path)
+    return EvalIndex(emb)
+
+
+@dataclass
+class ImageLookup:
+    """Rows of a shard -> (file, row) of phase 1's image embeddings; file index -1 = not there."""
+
+    files: list[str]
+    file_idx: np.ndarray
+    row: np.ndarray
+    width: np.ndarray
+    height: np.ndarray
+
+    def gather(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self.file_idx)
+        emb = np.zeros((n, dim), dtype=np.float32)
+        found = self.file_idx >= 0
+        for f in np.unique(self.file_idx[found]).tolist():
+            sel = np.flatnonzero(self.file_idx == f)
+            arr = _load_npy(self.files[f])
+            emb[sel] = arr[self.row[sel]]
+        return emb, found
+
+
+def _load_npy(path: str) -> np.ndarray:
+    """A ``.npy`` file, memory-mapped when local (only the gathered rows are read)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, p = url_to_fs(path)
+    if isinstance(fs, LocalFileSystem):
+        return np.load(p, mmap_mode="r")
+    with fs.open(p, "rb") as fh:
+        return np.load(fh)
+
+
+def _rejects(row_ids: list[str], table: str, reasons: list[str], details: list[str | None],
+             duplicate_of: list[str | None] | None = None) -> pa.Table:
+    n = len(row_ids)
+    return pa.table(
+        {
+            "row_id": pa.array(row_ids, pa.string()),
+            "table": pa.array([table] * n, pa.string()),
+            "stage": pa.array([STAGE] * n, pa.string()),
+            "reason": pa.array(reasons, pa.string()),
+            "detail": pa.array(details, pa.string()),
+            "duplicate_of": pa.array(duplicate_of or [None] * n, pa.string()),
+        },
+        schema=REJECTS,
+    )
+
+
+def _encode_missing(scorer, blobs: list[bytes | None], need: np.ndarray, emb: np.ndarray, ok: np.ndarray,
+                    errors: list, sizes: np.ndarray) -> tuple[int, float]:
+    """Decode + encode the rows in ``need`` into ``emb``/``ok``/``errors``/``sizes``; (count, model seconds)."""
+    idx = np.flatnonzero(need)
+    if not idx.size:
+        return 0, 0.0
+    res = scorer.encode_images([blobs[i] for i in idx.tolist()])
+    emb[idx] = res.embeddings
+    ok[idx] = res.ok
+    sizes[idx] = res.sizes
+    for j, i in enumerate(idx.tolist()):
+        errors[i] = res.errors[j]
+    return int(idx.size), res.seconds_model
+
+
+def embed_images_shard(spec: WorkerSpec, shard: Shard, payload: Any, out: ShardOutput) -> dict:
+    """Phase 1: encode each unique image once; write its embedding, decode status and size."""
+    t = read_shard(shard, ["url", "image", "width", "height"], schema=IMAGES)
+    scorer = spec.scorer()
+    start = time.perf_counter()
+    res = scorer.encode_images(t.column("image").to_pylist())
+    out.write_array("images_emb", res.embeddings)
+    width = np.where(res.sizes[:, 0] > 0, res.sizes[:, 0], t.column("width").fill_null(0).to_numpy()).astype(np.int32)
+    height = np.where(res.sizes[:, 1] > 0, res.sizes[:, 1], t.column("height").fill_null(0).to_numpy()).astype(np.int32)
+    out.write_table("images_meta", pa.table({"url": t.column("url"), "ok": pa.array(res.ok), "width": width, "height": height}))
+    bad = np.flatnonzero(~res.ok).tolist()
+    urls = t.column("url").to_pylist()
+    out.write_table("rejects", _rejects([urls[i] for i in bad], "images", [res.errors[i][0] for i in bad],
+                                        [res.errors[i][1] for i in bad]))
+    return {
+        "rows": t.num_rows, "rows_out": int(res.ok.sum()),
+        "rejected": dict(Counter(res.errors[i][0] for i in bad)),
+        "images_encoded": t.num_rows, "seconds_model": res.seconds_model,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def score_pairs_shard(spec: WorkerSpec, shard: Shard, lookup: ImageLookup | None, out: ShardOutput) -> dict:
+    """Phase 2: clip_score per pair plus the per-row reasons (undecodable, decontaminated, basic filter)."""
+    start = time.perf_counter()
+    t = read_shard(shard, ["key", "caption", "width", "height"], schema=IMAGE_PAIRS)
+    n = t.num_rows
+    scorer = spec.scorer()
+    txt = scorer.encode_texts(t.column("caption").to_pylist())
+    dim = txt.shape[1] if n else scorer.dim
+    emb = np.zeros((n, dim), dtype=np.float32)
+    ok = np.zeros(n, dtype=bool)
+    sizes = np.zeros((n, 2), dtype=np.int64)
+    errors: list[tuple[str, str] | None] = [None] * n
+    if lookup is not None:
+        found_emb, found = lookup.gather(dim)
+        emb[found], ok[found] = found_emb[found], True
+        sizes[found] = np.stack([lookup.width, lookup.height], axis=1)[found]
+    need = ~ok
+    blobs = read_shard(shard, ["image"], schema=IMAGE_PAIRS).column("image").to_pylist() if need.any() else []
+    encoded, model_s = _encode_missing(scorer, blobs, need, emb, ok, errors, sizes)
+    del blobs
+    scores = clip_scores(emb, txt)
+    scores[~ok] = np.nan
+
+    reasons: list[str | None] = [e[0] if e else None for e in errors]
+    details: list[str | None] = [e[1] if e else None for e in errors]
+    index = spec.eval_index()
+    n_contaminated = 0
+    if index is not None and ok.any():
+        rows = np.flatnonzero(ok)
+        hit, sims, ids = index.contaminated(emb[rows], spec.eval_threshold)
+        for r, s, j in zip(rows[hit].tolist(), sims[hit].tolist(), ids[hit].tolist()):
+            reasons[r], details[r] = "decontaminated", f"cosine {s:.4f} to eval image {j}"
+            n_contaminated += 1
+    filters = spec.pair_filters()
+    if filters:
+        captions = t.column("caption").to_pylist()
+        widths = t.column("width").to_pylist()
+        heights = t.column("height").to_pylist()
+        for i in range(n):
+            if reasons[i] is not None:
+                continue
+            view = PairView(captions[i], widths[i] or int(sizes[i, 0]) or None, heights[i] or int(sizes[i, 1]) or None)
+            reason = run_filters(filters, view)
+            if reason is not None:
+                reasons[i] = reason
+    out.write_table("pairs_scores", pa.table({
+        "key": t.column("key"),
+        "clip_score": pa.array(scores, pa.float32()),
+        "reason": pa.array(reasons, pa.string()),
+        "detail": pa.array(details, pa.string()),
+    }))
+    out.write_array("pairs_img", emb.astype(EMBED_DTYPE))
+    out.write_array("pairs_txt", txt.astype(EMBED_DTYPE))
+    return {
+        "rows": n, "scored": int(ok.sum()), "reasons": dict(Counter(r for r in reasons if r)),
+        "images_encoded": encoded, "images_looked_up": int(n - need.sum()), "decontaminated": n_contaminated,
+        "seconds_model": model_s, "seconds": time.perf_counter() - start, "dim": int(dim),
+    }
+
+
+def _doc_sentences(texts: list[str | None] | None) -> list[str]:
+    return split_sentences("\n".join(t for t in (texts or []) if t))
+
+
+def mmc4_shard(spec: WorkerSpec, shard: Shard, lookup: ImageLookup | None, out: ShardOutput) -> dict:
+    """Phase 3: MMC4 documents (sentences x images similarity, max-weight assignment, is_core)."""
+    start = time.perf_counter()
+    t = read_shard(shard, ["doc_id", "url", "texts", "images"], schema=INTERLEAVED)
+    docs = t.to_pylist()
+    scorer = spec.scorer()
+    sentences = [_doc_sentences(d["texts"]) for d in docs]
+    flat_sent = [s for ss in sentences for s in ss]
+    sent_emb = scorer.encode_texts(flat_sent)
+    dim = sent_emb.shape[1] if flat_sent else scorer.dim
+    # Images in (document, position) order: the order the driver's lookup was built in.
+    positions = [[i for i, u in enumerate(d["images"] or []) if u is not None] for d in docs]
+    n_img = sum(len(p) for p in positions)
+    emb = np.zeros((n_img, dim), dtype=np.float32)
+    ok = np.zeros(n_img, dtype=bool)
+    sizes = np.zeros((n_img, 2), dtype=np.int64)
+    errors: list[tuple[str, str] | None] = [None] * n_img
+    if lookup is not None:
+        found_emb, found = lookup.gather(dim)
+        emb[found], ok[found] = found_emb[found], True
+    need = ~ok
+    encoded, model_s = 0, 0.0
+    if need.any():
+        bytes_col = read_shard(shard, ["image_bytes"], schema=INTERLEAVED).column("image_bytes").to_pylist()
+        blobs: list[bytes | None] = []
+        for d, pos in enumerate(positions):
+            aligned = bytes_col[d] or []
+            blobs.extend(aligned[i] if i < len(aligned) else None for i in pos)
+        del bytes_col
+        encoded, model_s = _encode_missing(scorer, blobs, need, emb, ok, errors, sizes)
+        del blobs
+    contaminated = np.zeros(n_img, dtype=bool)
+    contam_detail: dict[int, str] = {}
+    index = spec.eval_index()
+    if index is not None and ok.any():
+        rows = np.flatnonzero(ok)
+        hit, sims, ids = index.contaminated(emb[rows], spec.eval_threshold)
+        contaminated[rows[hit]] = True
+        contam_detail = {int(r): f"cosine {s:.4f} to eval image {j}" for r, s, j in zip(rows[hit], sims[hit], ids[hit])}
+
+    out_rows: list[dict] = []
+    doc_rej: list[tuple[str, str, str | None]] = []
+    img_rej: list[tuple[str, str, str | None]] = []
+    n_core = n_images_out = 0
+    k = s0 = 0
+    for d, doc in enumerate(docs):
+        pos = positions[d]
+        img_idx = np.arange(k, k + len(pos))
+        k += len(pos)
+        sents = sentences[d]
+        s_emb = sent_emb[s0:s0 + len(sents)]
+        s0 += len(sents)
+        doc_id, urls = doc["doc_id"], doc["images"] or []
+
+        def img_id(i: int) -> str:
+            return f"{doc_id}-{pos[i]}"
+
+        usable = []
+        for j, gi in enumerate(img_idx.tolist()):
+            if not ok[gi]:
+                img_rej.append((img_id(j), errors[gi][0], f"{urls[pos[j]]}: {errors[gi][1]}"))
+            elif contaminated[gi]:
+                img_rej.append((img_id(j), "decontaminated", f"{urls[pos[j]]}: {contam_detail[gi]}"))
+            else:
+                usable.append(j)
+        if not pos:
+            doc_rej.append((doc_id, "no_images", None))
+            continue
+        if not sents:
+            doc_rej.append((doc_id, "no_sentences", None))
+            img_rej.extend((img_id(j), "document_rejected", "no_sentences") for j in usable)
+            continue
+        sim = emb[img_idx[usable]] @ s_emb.T if usable else np.zeros((0, len(sents)))
+        mm = build_mmc4_document(doc["url"], sents, [urls[pos[j]] for j in usable], sim, min_sim=spec.mmc4_min_sim)
+        for row, (j, s) in enumerate(zip(usable, assign(sim, min_sim=spec.mmc4_min_sim))):
+            if s is None:  # the images build_mmc4_document left out
+                img_rej.append((img_id(j), "below_min_sim",
+                                f"best sentence similarity {float(sim[row].max()):.4f} < {spec.mmc4_min_sim}"))
+        if not mm["image_info"]:
+            doc_rej.append((doc_id, "no_images_kept", f"{len(pos)} images, none kept"))
+            continue
+        mm["doc_id"] = doc_id
+        out_rows.append(mm)
+        n_core += bool(mm["is_core"])
+        n_images_out += len(mm["image_info"])
+    out.write_table("mmc4", pa.Table.from_pylist(out_rows, schema=MMC4_DOCUMENTS))
+    rej = pa.concat_tables([
+        _rejects([r[0] for r in doc_rej], "documents", [r[1] for r in doc_rej], [r[2] for r in doc_rej]),
+        _rejects([r[0] for r in img_rej], "document_images", [r[1] for r in img_rej], [r[2] for r in img_rej]),
+    ])
+    out.write_table("rejects", rej)
+    return {
+        "rows": len(docs), "rows_out": len(out_rows), "rejected": dict(Counter(r[1] for r in doc_rej)),
+        "images_in": n_img, "images_out": n_images_out, "images_rejected": dict(Counter(r[1] for r in img_rej)),
+        "core": n_core, "sentences": len(flat_sent), "images_encoded": encoded,
+        "images_looked_up": int(n_img - need.sum()), "seconds_model": model_s, "seconds": time.perf_counter() - start,
+    }
+
+
+@dataclass
+class PairDecisions:
+    """The client's verdict on one pairs shard: reason/detail/duplicate_of per input row (None = keep)."""
+
+    reason: list[str | None]
+    detail: list[str | None]
+    duplicate_of: list[str | None]
+
+
+def write_pairs_shard(work_dir: str, shard: Shard, decisions: PairDecisions, out: ShardOutput) -> dict:
+    """Last pass: kept pairs as SCORED_PAIRS, their rejects, and the float16 embeddings."""
+    t = read_shard(shard, IMAGE_PAIRS.names, schema=IMAGE_PAIRS)
+    scores = pq.read_table(f"{work_dir}/pairs_scores/{shard.id}.parquet")
+    if scores.num_rows != t.num_rows:
+        raise StageError(f"shard {shard.id}: {scores.num_rows} scores for {t.num_rows} rows")
+    keep = np.array([r is None for r in decisions.reason], dtype=bool)
+    full = t.append_column("clip_score", scores.column("clip_score")).append_column(
+        "embedding_row", pa.array(np.arange(shard.offset, shard.offset + t.num_rows, dtype=np.int64)))
+    out.write_table("pairs", full.filter(pa.array(keep)).cast(SCORED_PAIRS))
+    idx = np.flatnonzero(~keep).tolist()
+    keys = t.column("key").to_pylist()
+    out.write_table("rejects", _rejects([keys[i] for i in idx], "pairs", [decisions.reason[i] for i in idx],
+                                        [decisions.detail[i] for i in idx], [decisions.duplicate_of[i] for i in idx]))
+    for kind in ("img", "txt"):
+        arr = np.asarray(_load_npy(f"{work_dir}/pairs_{kind}/{shard.id}.npy"))
+        out.write_array("embeddings/" + ("image" if kind == "img" else "text"), arr)
+    return {"rows": t.num_rows, "rows_out": int(keep.sum())}
+
+
+# --------------------------------------------------------------------------- client side
+
+
+def _lookup_table(work_dir: str, image_shards: list[Shard]) -> tuple[pa.Table, list[str]] | None:
+    """Decodable images of phase 1: url -> (file index, row, width, height)."""
+    if not image_shards:
+        return None
+    parts, files = [], []
+    for f, s in enumerate(image_shards):
+        meta = pq.read_table(f"{work_dir}/images_meta/{s.id}.parquet")
+        files.append(f"{work_dir}/images_emb/{s.id}.npy")
+        n = meta.num_rows
+        meta = meta.append_column("file", pa.array(np.full(n, f, dtype=np.int32))).append_column(
+            "row", pa.array(np.arange(n, dtype=np.int64)))
+        parts.append(meta.filter(meta.column("ok")))
+    table = pa.concat_tables(parts)
+    # index_in finds the first occurrence of a URL, so a repeated URL (the image stage writes
+    # unique ones) resolves to its first decodable copy.
+    return table, files
+
+
+def _lookup_for(urls: pa.Array, index: tuple[pa.Table, list[str]] | None) -> ImageLookup | None:
+    if index is None:
+        return None
+    table, files = index
+    n = len(urls)
+    if not table.num_rows or not n:
+        missing = np.full(n, -1, dtype=np.int64)
+        return ImageLookup(files, missing, missing.copy(), np.zeros(n, np.int64), np.zeros(n, np.int64))
+    pos = pc.index_in(urls, value_set=table.column("url")).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    hit = pos >= 0
+    take = np.where(hit, pos, 0)
+
+    def col(name: str, missing: int) -> np.ndarray:
+        return np.where(hit, table.column(name).to_numpy()[take], missing).astype(np.int64)
+
+    return ImageLookup(files, col("file", -1), col("row", -1), col("width", 0), col("height", 0))
+
+
+def _copy_into(src: str, dst: str) -> None:
+    """Copy one finished work file into the stage directory (temp name + rename)."""
+    fs, s = url_to_fs(src)
+    _, d = url_to_fs(dst)
+    fs.makedirs(d.rsplit("/", 1)[0], exist_ok=True)
+    tmp = f"{d.rsplit('/', 1)[0]}/.tmp-{d.rsplit('/', 1)[1]}"
+    fs.copy(s, tmp)
+    fs.mv(tmp, d)
+
+
+def load_embeddings(stage_dir: str, rows: np.ndarray | None = None, kind: str = "image") -> np.ndarray:
+    """float16 unit embeddings (``kind`` image or text) of stage-wide ``embedding_row`` values (all when None)."""
+    base = stage_dir.rstrip("/") + "/embeddings"
+    fs, p = url_to_fs(base)
+    with fs.open(f"{p}/index.json", "r") as fh:
+        index = json.load(fh)
+    shards = index["shards"]
+    offsets = np.array([s["offset"] for s in shards], dtype=np.int64)
+    dim = index["dim"]
+    if rows is None:
+        arrays = [_load_npy(f"{base}/{s[kind]}") for s in shards]
+        return np.concatenate(arrays) if arrays else np.zeros((0, dim), dtype=EMBED_DTYPE)
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.zeros((len(rows), dim), dtype=EMBED_DTYPE)
+    which = np.searchsorted(offsets, rows, side="right") - 1
+    for w in np.unique(which).tolist():
+        sel = np.flatnonzero(which == w)
+        arr = _load_npy(f"{base}/{shards[w][kind]}")
+        out[sel] = arr[rows[sel] - shards[w]["offset"]]
+    return out
+
+
+def _sum_counters(summaries, key: str) -> dict[str, int]:
+    total: Counter = Counter()
+    for s in summaries:
+        total.update(s.get(key, {}))
+    return dict(total)
+
+
+class ScoreStage(Stage):
+    """``curate score``: inputs {"pairs", "documents", "images"} (any subset present on disk)."""
+
+    name = STAGE
+    outputs = ("pairs", "mmc4", "embeddings")
+    config_sections = ("score",)
+
+    def run(self, ctx: StageContext) -> StageStats:
+        cfg: ScoreConfig = ctx.config.score
+        plans: dict[str, list[Shard]] = {}
+        present = []
+        for key in ("images", "pairs", "documents"):
+            path = ctx.inputs.get(key)
+            fs, p = url_to_fs(path) if path else (None, None)
+            if path and fs.exists(p):
+                present.append(key)
+                plans[key] = plan_shards(path, cfg.shard_rows, prefix=f"{key}-")
+            else:
+                plans[key] = []
+                if path:
+                    log.warning("score: input %s not found at %s: counted as 0 rows", key, path)
+        if not present:
+            raise StageError(f"score: none of its inputs exist ({ctx.inputs}); run the images stage first")
+
+        out_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
+        # What decides the per-shard work (not the global filter/dedup settings, applied after).
+        work_key = {
+            "model": [cfg.model, cfg.pretrained, cfg.seed], "filters": asdict(cfg.filters),
+            "mmc4_min_sim": cfg.mmc4_min_sim, "decontaminate": [cfg.decontaminate_eval, cfg.decontaminate_threshold],
+            "shard_rows": cfg.shard_rows, "inputs": _input_run_ids(ctx.inputs),
+        }
+        work_dir = work_dir_for(out_root, STAGE, work_key)
+        counters: dict[str, Any] = {"model": cfg.model, "pretrained": cfg.pretrained, "filter_mode": cfg.filter_mode,
+                                    "work_dir": work_dir}
+        if cfg.pretrained is None:
+            counters["warning"] = RANDOM_WEIGHTS_WARNING.format(name=cfg.model)
+            log.warning(counters["warning"])
+        n_shards = sum(len(v) for v in plans.values())
+        log.info("score: %s shards (%s), work dir %s", n_shards, {k: len(v) for k, v in plans.items()}, work_dir)
+
+        with dask_client(ctx.config.dask) as client:
+            threads = cpu_threads_per_worker(client)
+            spec = WorkerSpec(
+                model=ModelSpec(cfg.model, cfg.pretrained, cfg.device, cfg.seed, threads),
+                batch_size=cfg.batch_size, loader_threads=cfg.loader_threads, filters=cfg.filters,
+                mmc4_min_sim=cfg.mmc4_min_sim, eval_path=cfg.decontaminate_eval, eval_threshold=cfg.decontaminate_threshold,
+            )
+            # Load the model on one worker before scheduling shards: a missing checkpoint or an
+            # offline remote tag fails here with models.clip's hint, not once per shard.
+            counters["embedding_dim"] = client.submit(_preflight, spec, pure=False).result()
+            img_sum = run_shards(client, partial(embed_images_shard, spec), plans["images"], work_dir, desc="score:images")
+            index = _lookup_table(work_dir, plans["images"])
+            pair_payloads = {s.id: _lookup_for(read_shard(s, ["url"], schema=IMAGE_PAIRS).column("url").combine_chunks(), index)
+                             for s in plans["pairs"]}
+            pair_sum = run_shards(client, partial(score_pairs_shard, spec), plans["pairs"], work_dir, pair_payloads,
+                                  desc="score:pairs")
+            doc_sum: dict[str, dict] = {}
+            if cfg.mmc4:
+                doc_payloads = {}
+                for s in plans["documents"]:
+                    images = read_shard(s, ["images"], schema=INTERLEAVED).column("images").combine_chunks()
+                    flat = pc.list_flatten(images)
+                    doc_payloads[s.id] = _lookup_for(flat.filter(pc.is_valid(flat)), index)
+                doc_sum = run_shards(client, partial(mmc4_shard, spec), plans["documents"], work_dir, doc_payloads,
+                                     desc="score:documents")
+            decisions, dec_counters = self._decide(cfg, work_dir, plans["pairs"])
+            counters.update(dec_counters)
+            write_sum = run_shards(client, partial(write_pairs_shard, work_dir), plans["pairs"], ctx.stage_dir,
+                                   decisions, desc="score:write")
+
+        # Copy phase 1 and 3 outputs (rejects, MMC4 documents) into the stage directory.
+        for s in plans["images"] + (plans["documents"] if cfg.mmc4 else []):
+            _copy_into(f"{work_dir}/rejects/{s.id}.parquet", f"{ctx.rejects_path}/{s.id}.parquet")
+        for s in plans["documents"] if cfg.mmc4 else []:
+            _copy_into(f"{work_dir}/mmc4/{s.id}.parquet", f"{ctx.output_path('mmc4')}/{s.id}.parquet")
+        fs, _ = url_to_fs(ctx.stage_dir)
+        for name in ("pairs", "mmc4", "rejects"):  # an empty dataset is a directory with a valid empty file
+            d = url_to_fs(ctx.output_path(name))[1]
+            if not fs.exists(d) or not fs.ls(d):
+                schema = {"pairs": SCORED_PAIRS, "mmc4": MMC4_DOCUMENTS, "rejects": REJECTS}[name]
+                fs.makedirs(d, exist_ok=True)
+                with fs.open(f"{d}/empty.parquet", "wb") as fh:
+                    pq.write_table(schema.empty_table(), fh)
+        dim = next((s.get("dim") for s in pair_sum.values() if s.get("dim")), None)
+        self._write_index(ctx, plans["pairs"], dim)
+
+        stats = self._stats(cfg, plans, img_sum, pair_sum, doc_sum, write_sum, decisions, counters)
+        if not cfg.keep_work:
+            wfs, wp = url_to_fs(work_dir)
+            if stats.conserved() and wfs.exists(wp):
+                wfs.rm(wp, recursive=True)
+        return stats
+
+    # ----------------------------------------------------------------- global decisions
+
+    def _decide(self, cfg: ScoreConfig, work_dir: str, shards: list[Shard]) -> tuple[dict[str, PairDecisions], dict]:
+        """Score filter (threshold or global top fraction) and semantic dedup over all pairs."""
+        counters: dict[str, Any] = {}
+        if not shards:
+            return {}, counters
+        tables = [pq.read_table(f"{work_dir}/pairs_scores/{s.id}.parquet") for s in shards]
+        keys = [k for t in tables for k in t.column("key").to_pylist()]
+        scores = np.concatenate([t.column("clip_score").to_numpy(zero_copy_only=False) for t in tables]).astype(np.float64)
+        reason = [r for t in tables for r in t.column("reason").to_pylist()]
+        detail = [d for t in tables for d in t.column("detail").to_pylist()]
+        dup: list[str | None] = [None] * len(keys)
+        finite = scores[np.isfinite(scores)]
+        if finite.size:
+            counters["clip_score"] = {
+                "mean": round(float(finite.mean()), 4),
+                **{f"p{q}": round(float(np.percentile(finite, q)), 4) for q in (10, 50, 90)},
+            }
+        filt = score_filter(cfg.filter_mode, cfg.min_clip_score, cfg.top_fraction, finite)
+        if filt is not None:
+            cutoff = filt.min_score
+            counters["clip_score_cutoff"] = None if math.isinf(cutoff) else round(float(cutoff), 6)
+            for i, s in enumerate(scores.tolist()):
+                if reason[i] is None and filt.filter(PairView(None, clip_score=s)) is not True:
+                    reason[i], detail[i] = filt.name, f"clip_score {s:.4f} < {cutoff:.4f}"
+        if cfg.semantic_dedup:
+            from models.semantic_dedup import semantic_dedup
+
+            cand = np.array([r is None for r in reason], dtype=bool)
+            offsets = np.cumsum([0] + [t.num_rows for t in tables])
+            emb_parts = []
+            for s, lo in zip(shards, offsets[:-1]):
+                arr = _load_npy(f"{work_dir}/pairs_img/{s.id}.npy")
+                sel = np.flatnonzero(cand[lo:lo + s.rows])
+                emb_parts.append(np.asarray(arr[sel], dtype=np.float32))
+            cidx = np.flatnonzero(cand)
+            if cidx.size:
+                res = semantic_dedup(np.concatenate(emb_parts), cfg.semantic_dedup_threshold, scores[cidx])
+                for j in np.flatnonzero(~res.keep).tolist():
+                    i, w = int(cidx[j]), int(cidx[res.duplicate_of[j]])
+                    reason[i], detail[i], dup[i] = "semantic_duplicate", f"image cosine >= {cfg.semantic_dedup_threshold}", keys[w]
+                counters["semantic_dedup"] = {"candidates": int(cidx.size), "links": res.n_links,
+                                              "clusters_with_duplicates": res.n_components_with_duplicates,
+                                              "removed": int((~res.keep).sum())}
+        decisions = {}
+        lo = 0
+        for s in shards:
+            decisions[s.id] = PairDecisions(reason[lo:lo + s.rows], detail[lo:lo + s.rows], dup[lo:lo + s.rows])
+            lo += s.rows
+        return decisions, counters
+
+    # ----------------------------------------------------------------- outputs and stats
+
+    def _write_index(self, ctx: StageContext, shards: list[Shard], dim: int | None) -> None:
+        index = {
+            "dim": dim, "dtype": "float16", "normalised": True,
+            "about": "embedding_row r of score/pairs is row r - offset of the shard whose [offset, offset+rows) holds r",
+            "shards": [{"id": s.id, "offset": s.offset, "rows": s.rows, "image": f"image/{s.id}.npy",
+                        "text": f"text/{s.id}.npy"} for s in shards],
+        }
+        fs, p = url_to_fs(ctx.output_path("embeddings"))
+        fs.makedirs(p, exist_ok=True)
+        with fs.open(f"{p}/index.json", "w") as fh:
+            json.dump(index, fh, indent=1)
+
+    def _stats(self, cfg, plans, img_sum, pair_sum, doc_sum, write_sum, decisions, counters) -> StageStats:
+        pair_rejected = Counter(r for d in decisions.values() for r in d.reason if r is not None)
+        rows_in = sum(s.rows for s in plans["pairs"])
+        rows_out = sum(w["rows_out"] for w in write_sum.values())
+        stats = StageStats(stage=STAGE, rows_in=rows_in, rows_out=rows_out, rejected=dict(pair_rejected))
+        stats.tables["images"] = {
+            "rows_in": sum(s["rows"] for s in img_sum.values()),
+            "rows_out": sum(s["rows_out"] for s in img_sum.values()),
+            "rejected": _sum_counters(img_sum.values(), "rejected"),
+        }
+        if cfg.mmc4:
+            stats.tables["documents"] = {
+                "rows_in": sum(s["rows"] for s in doc_sum.values()),
+                "rows_out": sum(s["rows_out"] for s in doc_sum.values()),
+                "rejected": _sum_counters(doc_sum.values(), "rejected"),
+            }
+            stats.tables["document_images"] = {
+                "rows_in": sum(s["images_in"] for s in doc_sum.values()),
+                "rows_out": sum(s["images_out"] for s in doc_sum.values()),
+                "rejected": _sum_counters(doc_sum.values(), "images_rejected"),
+            }
+        all_sums = [*img_sum.values(), *pair_sum.values(), *doc_sum.values()]
+        encoded = sum(s.get("images_encoded", 0) for s in all_sums)
+        model_s = sum(s.get("seconds_model", 0.0) for s in all_sums)
+        counters.update({
+            "images_encoded": encoded,
+            "images_looked_up": sum(s.get("images_looked_up", 0) for s in all_sums),
+            "pair_images_encoded_from_pair_bytes": sum(s.get("images_encoded", 0) for s in pair_sum.values()),
+            "decontaminated_pairs": sum(s.get("decontaminated", 0) for s in pair_sum.values()),
+            "sentences_encoded": sum(s.get("sentences", 0) for s in doc_sum.values()),
+            "mmc4_core_documents": sum(s.get("core", 0) for s in doc_sum.values()),
+            "image_model_seconds": round(model_s, 3),
+            "images_per_model_second": round(encoded / model_s, 1) if model_s else None,
+            "shards": {k: len(v) for k, v in plans.items()},
+            "shards_skipped": sum(bool(s.get("_resumed")) for s in all_sums),  # finished by an earlier attempt
+        })
+        stats.counters = counters
+        stats.outputs = {
+            "pairs": rows_out,
+            "mmc4": stats.tables.get("documents", {}).get("rows_out", 0),
+            "mmc4_core": counters["mmc4_core_documents"],
+            "embeddings": rows_in,
+        }
+        return stats
+
+
+def _input_run_ids(inputs: dict[str, str]) -> dict[str, str]:
+    """Each input's upstream run id (its stage marker), or its path when it has none."""
+    ids = {}
+    for key, path in sorted(inputs.items()):
+        marker = read_marker(path.rstrip("/").rsplit("/", 1)[0]) if "/" in path else None
+        ids[key] = marker.get("run_id") if marker else path
+    return ids
