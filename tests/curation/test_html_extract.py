@@ -1,15 +1,17 @@
 """DOM walk: text and images in page order, lazy-load sources, furniture dropped."""
 from __future__ import annotations
 
-import re
+from html.parser import HTMLParser
 from urllib.parse import urljoin
 
 import pytest
 
 from curation.config import ExtractConfig
 from curation.html_extract import (
+    REMOVED_TAGS,
     ExtractedImage,
     HtmlTooDeep,
+    _is_boilerplate_container,
     banned_word_in_url,
     extract_page,
     pick_image_src,
@@ -78,20 +80,53 @@ def test_deep_nesting_is_refused_quickly():
     assert extract_page(moderate, "http://a/", max_depth=1000).items == [["deep text here"]]
 
 
+class _ImgOrder(HTMLParser):
+    """Independent reference (stdlib parser): every <img> of the page in document order, with whether
+    it sits inside an element the extractor removes by design (nav, header, footer, form, ... or a
+    menu/share/cookie container by class/id/role)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack: list[bool] = []  # per open element: does it (or an ancestor) remove its subtree?
+        self.imgs: list[tuple[dict, bool]] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        removed = (self.stack[-1] if self.stack else False) or tag in REMOVED_TAGS or _is_boilerplate_container(attrs)
+        if tag == "img":
+            self.imgs.append((attrs, removed))
+        elif tag not in VOID:
+            self.stack.append(removed)
+
+    def handle_endtag(self, tag):
+        if tag not in VOID and self.stack:
+            self.stack.pop()
+
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr"}
+
+
 def test_wikipedia_capture_images_follow_html_img_order():
-    """Image order in the document equals the order of <img> in the real page's HTML."""
+    """Document image order equals the order of <img> in the real page's HTML, image for image."""
+    from curation.config import PipelineConfig
+    from curation.extract import RecordProcessor
+    from filters.text_pipeline import TextFilterPipeline
+
     path = realdata_path("warc", "ukwa_wikipedia-post-blackout_main-page.warc.gz")
     rec = next(r for r in iter_warc(str(path)) if r.content_type == "text/html")
     html = rec.payload.decode("utf-8")
-    page = extract_page(html, rec.target_uri, frozenset())  # no furniture filter: compare every <img>
-    body = html.split("<body", 1)[1]
-    # <img> in the HTML body, in order, resolved against the page URL (nav/footer images excluded
-    # the same way the extractor excludes those containers is not needed: compare as a subsequence).
-    srcs = [urljoin(rec.target_uri, m) for m in re.findall(r'<img[^>]*?\ssrc="([^"]+)"', body)]
-    got = [im.url for im in page.images]
-    assert len(got) >= 15
-    it = iter(srcs)
-    assert all(any(u == s for s in it) for u in got), "extracted images are not in HTML order"
-    # And with furniture filtering on, the content images keep the same relative order.
+    ref = _ImgOrder()
+    ref.feed(html)
+    assert len(ref.imgs) == html.count("<img")
+    in_content = [urljoin(rec.target_uri, pick_image_src(a)) for a, removed in ref.imgs if not removed]
+    assert len(in_content) >= 15 and len(in_content) == len(ref.imgs) - 1  # only the search box icon is in a <form>
+    page = extract_page(html, rec.target_uri, frozenset())  # no furniture filter: every <img>
+    assert [im.url for im in page.images] == in_content
+    # With the furniture filter, the images left are exactly the others, in the same order.
     filtered = [im.url for im in extract_page(html, rec.target_uri, BANNED).images]
-    assert filtered == [u for u in got if u in set(filtered)]
+    assert filtered == [u for u in in_content if banned_word_in_url(u, BANNED) is None]
+    # And the document the extract stage writes for the page carries them in that order.
+    cfg = PipelineConfig()
+    res = RecordProcessor(cfg.extract, TextFilterPipeline(cfg.paragraph_filters, cfg.document_filters), "t").process(rec)
+    assert res.document is not None, res.reason
+    assert [u for u in res.document["images"] if u] == filtered

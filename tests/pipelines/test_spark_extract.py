@@ -19,6 +19,42 @@ from tests.conftest import realdata_path
 pytestmark = pytest.mark.spark
 
 
+GOOD_PAGE = (
+    b"<html><body><p>The small village sits at the edge of a quiet river, and in the summer the children of the "
+    b"town walk down to the water to watch the boats go by in the late afternoon light.</p>"
+    b"<p>Most of the houses were built of local stone more than two hundred years ago, and many of them have "
+    b"been restored by families who have lived there for several generations.</p>"
+    b"<img src='/a.jpg' alt='boats on the quiet river'></body></html>"
+)
+# uri -> (content type, body, the reasons the record may get)
+HOSTILE = {
+    "http://hostile.test/huge.html": ("text/html", b"<html><body>" + b"<p>word word word</p>" * 1_000_000
+                                      + b"</body></html>", {"payload_too_large"}),  # ~21 MB
+    "http://hostile.test/deep.html": ("text/html", b"<html><body>" + b"<div>" * 100_000 + b"deep"
+                                      + b"</div>" * 100_000 + b"</body></html>", {"html_too_deep"}),
+    "http://hostile.test/pic.png": ("image/png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40, {"not_html"}),
+    "http://hostile.test/bytes.html": ("text/html; charset=utf-8", bytes(range(256)) * 64,
+                                       {"binary_payload", "undecodable"}),
+    "http://hostile.test/good.html": ("text/html", GOOD_PAGE, {None}),
+}
+
+
+def _write_hostile_warc(path):
+    """A WARC of records that must each become one counted outcome: a 21 MB page, 100,000 nested divs,
+    an image, bytes that are no text, then a good page (reading goes on after all of them)."""
+    import uuid
+
+    from curation.sample.warc_writer import WarcWriter, http_response, record_id
+
+    with open(path, "wb") as fh:
+        w = WarcWriter(fh)
+        for uri, (ctype, body, _) in HOSTILE.items():
+            resp = http_response(200, "OK", [("Content-Type", ctype), ("Content-Length", str(len(body)))], body)
+            w.write_record("response", [("WARC-Date", "2024-01-01T00:00:00Z"), ("WARC-Record-ID", record_id(uuid.uuid4())),
+                                        ("WARC-Target-URI", uri)], resp, "application/http; msgtype=response",
+                           payload=body)
+
+
 @pytest.fixture(scope="module")
 def extracted(spark, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("extract")
@@ -32,6 +68,7 @@ def extracted(spark, tmp_path_factory):
     (warcs / "z-corrupt.warc.gz").write_bytes(bytes(bad))
     (warcs / "z-cut.warc").write_bytes(gzip.decompress(data)[:250_000])
     (warcs / "z-garbage.warc.gz").write_bytes(b"\x1f\x8b\x08 definitely not gzip")
+    _write_hostile_warc(warcs / "z-hostile.warc.gz")
     cfg = PipelineConfig.load(overrides={"out": str(tmp / "run"), "spark.master": "local[2]"})
     stage = ExtractStage(resolve_inputs(str(warcs)), "test")
     stats = StageRunner(cfg.out, cfg).run(stage, {"warcs": str(warcs)})
@@ -85,3 +122,19 @@ def test_rerun_skips_the_finished_stage(extracted):
     cfg, stats, warcs, stage = extracted
     again = StageRunner(cfg.out, cfg).run(stage, {"warcs": str(warcs)})
     assert again.seconds == stats.seconds  # read back from stats.json, not recomputed
+
+
+def test_hostile_records_are_counted_not_fatal(extracted):
+    """20 MB page, deep nesting, non-HTML, undecodable bytes: each one counted reject; the good page after them kept."""
+    cfg, stats, warcs, _ = extracted
+    name = str(warcs / "z-hostile.warc.gz")
+    recs = [r for r in iter_warc(name) if isinstance(r, ResponseRecord)]
+    assert [r.target_uri for r in recs] == list(HOSTILE)
+    rejects = {r["row_id"]: r["reason"] for r in pq.read_table(f"{cfg.out}/extract/rejects").to_pylist()}
+    kept = {json.loads(d["general_metadata"])["url"] for d in pq.read_table(f"{cfg.out}/extract/documents").to_pylist()}
+    for rec in recs:
+        got = rejects.get(f"{name}@{rec.offset}")
+        assert got in HOSTILE[rec.target_uri][2], (rec.target_uri, got)
+        assert (got is None) == (rec.target_uri in kept)
+    for reason in ("payload_too_large", "html_too_deep", "not_html"):
+        assert stats.rejected.get(reason, 0) >= 1
