@@ -43,8 +43,9 @@ curate: check-java venv
 test: check-java venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Every bench/*.py, one after another; each prints one JSON object on stdout (names go to stderr).
 bench: check-java venv
-	$(BIN)/python bench/extract.py
+	@set -e; for b in bench/*.py; do echo "# $$b" >&2; $(BIN)/python $$b; done
 
 clean:
 	rm -rf out/ spark-warehouse/ .pytest_cache/

@@ -78,9 +78,9 @@ def _corpus(n_groups: int = 40):
         words = [rng.choice(vocab) for _ in range(150)]
         for v in range(rng.randint(1, 4)):  # v = 0..3
             w = list(words)
-            for _ in range(v * 2):
+            for _ in range((0, 2, 1, 8)[v]):  # one replaced word: J ~0.94 (near dup); eight: J ~0.6 (not)
                 w[rng.randrange(len(w))] = "edit"
-            # variants 0 and 1 share a page URL (1 with a trailing slash); 2 and 3 are near copies elsewhere
+            # variants 0 and 1 share a page URL (1 with a trailing slash); 2 and 3 are copies elsewhere
             url = f"http://site{g % 7}.com/page{g}" + ("/" if v == 1 else f"-{v}" if v > 1 else "")
             imgs = [f"http://img/{g}.jpg", "http://img/common.gif" if g % 2 else f"http://img/{g}b.jpg"]
             texts = [" ".join(w), f"footer of site{g % 7}"]
