@@ -2,6 +2,9 @@
 #   make curate   # set up .venv and run the whole pipeline on the offline sample
 #   make test     # set up .venv and run the test suite
 # Real use: make curate SNAPSHOT=CC-MAIN-2024-10 LIMIT=2 OUT=/data/cc-2024-10
+# Cluster: make curate CONFIG=cluster.yaml [MASTER=spark://h:7077 SCHEDULER=tcp://h:8786 SET="dedup.num_bands=20"]
+#   (with CONFIG, only the variables given on the command line override the YAML)
+# Report: make report [OUT=...]   -> $(OUT)/report.html (+ report.json)
 
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -14,14 +17,22 @@ MASTER ?=
 SCHEDULER ?=
 CONFIG ?=
 FORCE ?=
+SET ?=
 PYTEST_ARGS ?=
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_VERSION ?= 3.3.2
 
-CURATE_ARGS = --snapshot $(SNAPSHOT) --out $(OUT) \
+# A variable the user gave (command line or environment), not a default of this file.
+given = $(filter command environment override,$(firstword $(origin $(1))))
+# Without CONFIG the defaults above apply; with CONFIG only given variables override the YAML
+# (OUT follows a given SNAPSHOT).
+CURATE_ARGS = $(if $(or $(if $(CONFIG),,x),$(call given,SNAPSHOT)),--snapshot $(SNAPSHOT)) \
+	$(if $(or $(if $(CONFIG),,x),$(call given,OUT),$(call given,SNAPSHOT)),--out $(OUT)) \
 	$(if $(LIMIT),--limit $(LIMIT)) $(if $(CC_BASE),--cc-base $(CC_BASE)) \
 	$(if $(MASTER),--master $(MASTER)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
-	$(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(FORCE),--force $(s))
+	$(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(FORCE),--force $(s)) $(foreach s,$(SET),--set $(s))
 
-.PHONY: curate test venv check-java bench clean
+.PHONY: curate test venv check-java bench clean report airflow-venv test-browser
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+ or run make PYTHON=python3.x"; exit 1; }
@@ -40,8 +51,29 @@ check-java:
 curate: check-java venv
 	$(BIN)/curate run $(CURATE_ARGS)
 
-test: check-java venv
+test: check-java venv airflow-venv test-browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+report: check-java venv
+	$(BIN)/curate report --input $(OUT) $(if $(CONFIG),--config $(CONFIG)) $(if $(MASTER),--master $(MASTER)) \
+	  $(foreach s,$(SET),--set $(s))
+
+# Apache Airflow in its own venv (its pins clash with the project's), pinned by Airflow's
+# constraints-file approach; tests/pipelines/test_dags.py drives it.
+$(AIRFLOW_VENV)/.installed: pipelines/dags/constraints-airflow.txt
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" -c pipelines/dags/constraints-airflow.txt
+	@touch $@
+
+airflow-venv: $(AIRFLOW_VENV)/.installed
+
+# Headless Chromium (Debian's package) for the report's browser test: installed only when
+# missing and apt is there; elsewhere that test skips with the reason (CI fails instead).
+test-browser:
+	@command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "warning: could not install chromium (apt-get install chromium, as root)"
 
 # Every bench/*.py, one after another; each prints one JSON object on stdout (names go to stderr).
 bench: check-java venv
