@@ -38,3 +38,87 @@ def test_cli_reports_config_errors_before_work(tmp_path, capsys):
     assert code == 2
     assert "extract.max_payload_bytez" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------- every section, generically
+# Built from the dataclasses themselves, so a section or key another stage adds is covered
+# without editing these tests.
+def _sections() -> list[str]:
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(PipelineConfig)
+    return [f.name for f in dataclasses.fields(PipelineConfig) if dataclasses.is_dataclass(hints[f.name])]
+
+
+def _leaf_keys(cls=PipelineConfig, prefix: str = "") -> list[tuple[str, object]]:
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out += _leaf_keys(hint, f"{prefix}{f.name}.")
+        else:
+            out.append((prefix + f.name, hint))
+    return out
+
+
+def _wrong_value(hint):
+    """A value no field of this type accepts (None where every value is acceptable)."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any:
+        return None
+    if origin in (typing.Union, types.UnionType):  # e.g. str | None: a mapping is none of them
+        return None if any(a is typing.Any or a is dict or typing.get_origin(a) is dict for a in args) else {"x": [1]}
+    if origin is list or hint is list:
+        return "not-a-list"
+    if origin is dict or hint is dict:
+        return "not-a-mapping"
+    return {bool: "yes-please", int: "many", float: "lots", str: ["a", "list"]}.get(hint, {"x": [1]})
+
+
+@pytest.mark.parametrize("section", _sections())
+def test_every_section_refuses_unknown_keys(section):
+    with pytest.raises(ConfigError, match=rf"{section}\.no_such_key"):
+        PipelineConfig.load(overrides={f"{section}.no_such_key": 1})
+    with pytest.raises(ConfigError, match=rf"\b{section}\b.*(must be a mapping|is not a section)"):
+        PipelineConfig.load(overrides={section: "not a mapping"})
+
+
+@pytest.mark.parametrize("key, hint", [k for k in _leaf_keys() if _wrong_value(k[1]) is not None],
+                         ids=[k for k, h in _leaf_keys() if _wrong_value(h) is not None])
+def test_every_key_refuses_a_wrong_type_naming_it(key, hint):
+    import re
+
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        PipelineConfig.load(overrides={key: _wrong_value(hint)})
+
+
+def test_every_section_round_trips_through_yaml(tmp_path):
+    import yaml
+
+    cfg = PipelineConfig.load(overrides={"snapshot": "CC-MAIN-2024-10"})
+    path = tmp_path / "full.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    again = PipelineConfig.load(path)
+    assert again == cfg
+    assert set(cfg.to_dict()) >= set(_sections())
+
+
+def test_cli_flags_override_the_yaml(tmp_path):
+    from curation.cli import build_parser, load_config
+
+    path = tmp_path / "cluster.yaml"
+    path.write_text("snapshot: CC-MAIN-2024-10\nspark:\n  master: spark://a:7077\ndask:\n  scheduler: tcp://a:8786\n"
+                    "dedup:\n  num_bands: 10\n")
+    args = build_parser().parse_args(["run", "--config", str(path), "--master", "spark://b:7077",
+                                      "--set", "dedup.num_bands=12", "--out", "/data/run"])
+    cfg = load_config(args)
+    assert (cfg.spark.master, cfg.dask.scheduler, cfg.dedup.num_bands, cfg.out, cfg.snapshot) == (
+        "spark://b:7077", "tcp://a:8786", 12, "/data/run", "CC-MAIN-2024-10")
