@@ -555,8 +555,7 @@ class ScoreStage(Stage):
                 fs.makedirs(d, exist_ok=True)
                 with fs.open(f"{d}/empty.parquet", "wb") as fh:
                     pq.write_table(schema.empty_table(), fh)
-        dim = next((s.get("dim") for s in pair_sum.values() if s.get("dim")), None)
-        self._write_index(ctx, plans["pairs"], dim)
+        self._write_index(ctx, plans["pairs"], counters["embedding_dim"])
 
         stats = self._stats(cfg, plans, img_sum, pair_sum, doc_sum, write_sum, decisions, counters)
         if not cfg.keep_work:
