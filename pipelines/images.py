@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from curation.config import ImagesConfig, PipelineConfig
+from curation.config import ImagesConfig, PipelineConfig, SparkConfig
 from curation.safe_http import FetchPolicy, precheck_url
 from curation.schemas import DOCUMENTS, IMAGE_PAIRS, IMAGES, INTERLEAVED, PAIRS, REJECTS
 from curation.stage import Stage, StageContext, StageError, StageStats
@@ -125,8 +125,12 @@ def make_policy(images_cfg: ImagesConfig, filter_cfg: ImageFilterConfig, extra_a
 
 
 def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filter_cfg: ImageFilterConfig,
-                     images_cfg: ImagesConfig, spark_master: str = "local[*]") -> ImageDecisions:
-    """Steps 2-4 for ``urls``: the stage's whole fetch path (also what ``bench/images.py`` times)."""
+                     images_cfg: ImagesConfig, spark_cfg: SparkConfig | None = None) -> ImageDecisions:
+    """Steps 2-4 for ``urls``: the stage's whole fetch path (also what ``bench/images.py`` times).
+
+    ``spark_cfg`` picks the distributor (``images.distributor: auto``: pyspark when its master is
+    not local) and is the session img2dataset's pyspark distributor runs on.
+    """
     from curation.fetch import FetchSettings, read_shards, run_img2dataset, work_dir_for
 
     rejected: dict[str, tuple[str, str, str | None]] = {}
@@ -147,7 +151,12 @@ def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filte
         else:
             rejected[url] = (refusal[0], refusal[1], None)
 
-    settings = FetchSettings.from_config(images_cfg, spark_master)
+    spark_cfg = spark_cfg or SparkConfig()
+    settings = FetchSettings.from_config(images_cfg, spark_cfg.master)
+    if settings.distributor == "pyspark" and to_fetch:
+        from curation.spark import get_spark
+
+        get_spark(spark_cfg)  # the session img2dataset's pyspark distributor picks up
     fingerprint = {"filters": asdict(filter_cfg), "policy": asdict(policy), "settings": asdict(settings)}
     work_dir = work_dir_for(work_root, to_fetch, fingerprint)
     counters: dict[str, Any] = {"urls": len(urls), "refused_before_fetch": len(rejected), "fetch_work_dir": work_dir}
@@ -360,7 +369,7 @@ class ImageStage(Stage):
         run_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
         with sample_image_server(ctx.config, _source_root(ctx)) as extra_allow:
             policy = make_policy(cfg, fcfg, extra_allow)
-            decisions = fetch_and_filter(urls, run_root, policy, fcfg, cfg, ctx.config.spark.master)
+            decisions = fetch_and_filter(urls, run_root, policy, fcfg, cfg, ctx.config.spark)
         kept = decisions.kept
         rejects: list[tuple[str, str, str, str, str | None]] = [
             (url, "images", reason, detail, dup) for url, (reason, detail, dup) in sorted(decisions.rejected.items())
@@ -402,6 +411,10 @@ class ImageStage(Stage):
             fs, wpath = url_to_fs(counters["fetch_work_dir"])
             if fs.exists(wpath):
                 fs.rm(wpath, recursive=True)
+            parent = wpath.rsplit("/", 1)[0]
+            if fs.exists(parent) and not fs.ls(parent):
+                fs.rm(parent, recursive=True)
+            counters.pop("fetch_work_dir")
         counters.update(doc_counters)
         counters["formats_kept"] = dict(Counter(formats.values()))
         counters["webdataset_shards"] = len(wds_sizes)
