@@ -407,3 +407,22 @@ def test_offline_remote_tag_fails_with_the_local_checkpoint_hint(sample_inputs, 
     assert "curate: error: could not fetch pretrained weights ViT-B-32/laion2b_s34b_b79k" in proc.stderr
     assert "score.pretrained=/models/ViT-B-32/open_clip_model.safetensors" in proc.stderr
     assert not (run / "score" / "_STAGE_COMPLETE").exists()
+
+
+# ------------------------------------------------------------------------- configuration
+
+
+def test_score_config_defaults_and_validation():
+    from curation.config import ConfigError
+
+    real = PipelineConfig.load(overrides={"snapshot": "CC-MAIN-2024-10"}).score
+    assert (real.model, real.pretrained, real.filter_mode, real.min_clip_score) == ("ViT-B-32", "laion2b_s34b_b79k", "threshold", 0.28)
+    assert real.semantic_dedup and real.mmc4_min_sim == 0.15
+    # Sample defaults fill only what the user left unset.
+    sample = PipelineConfig.load(overrides={"score.filter_mode": "top_fraction", "score.pretrained": "/ckpt.pt"}).score
+    assert (sample.model, sample.pretrained, sample.filter_mode) == ("vlc-tiny-clip", "/ckpt.pt", "top_fraction")
+    for key, value, message in [("score.filter_mode", "top", "filter_mode"), ("score.device", "tpu", "device"),
+                                ("score.top_fraction", 0.0, "top_fraction"), ("dask.n_workers", 0, "n_workers"),
+                                ("score.semantic_dedup_threshold", 1.5, "semantic_dedup_threshold")]:
+        with pytest.raises(ConfigError, match=message):
+            PipelineConfig.load(overrides={key: value})
