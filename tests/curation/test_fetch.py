@@ -133,3 +133,18 @@ def _images_cfg():
     from curation.config import ImagesConfig
 
     return ImagesConfig()
+
+
+def test_checking_resizer_resizes_with_img2dataset_after_the_checks():
+    import io
+
+    from curation.fetch import CheckingResizer
+
+    resize = dict(image_size=256, resize_mode="keep_ratio_largest", resize_only_if_bigger=True,
+                  encode_format="jpg", encode_quality=90)
+    out, w, h, ow, oh, err = CheckingResizer(ImageFilterConfig(), resize=resize)(io.BytesIO(jpeg(800, 600, seed=3)))
+    assert err is None and (ow, oh) == (800, 600) and max(w, h) == 256
+    assert out.format == "jpeg" and out.reencoded == "resized" and bytes(out)[:3] == b"\xff\xd8\xff"
+    # the checks still run first: a tiny image is rejected, not upscaled
+    _, _, _, _, _, err = CheckingResizer(ImageFilterConfig(), resize=resize)(io.BytesIO(jpeg(100, 80)))
+    assert err.startswith("too_small")
