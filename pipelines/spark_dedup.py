@@ -298,6 +298,8 @@ def connected_components(spark, edges, max_iterations: int, views: _Views) -> tu
     """Large-star/small-star over ``edges`` (src, dst). Returns (node, root) rows, iterations, converged.
 
     Every node of the graph appears once; ``root`` is the smallest node of its component.
+    Each round is cut from its lineage (:func:`_cut`); convergence (small-star returned its
+    input) is one action per round.
     """
     from pyspark.sql import functions as F
 
@@ -308,18 +310,14 @@ def connected_components(spark, edges, max_iterations: int, views: _Views) -> tu
         iterations += 1
         large = _cut(spark.sql(load_sql("dedup_cc_large_star", edges=views(cur, f"cc{iterations}a"))), spark)
         small = _cut(spark.sql(load_sql("dedup_cc_small_star", edges=views(large, f"cc{iterations}b"))), spark)
-        n_new, n_old = small.count(), cur.count()
-        if n_new == n_old and small.join(cur, ["src", "dst"], "left_anti").isEmpty():
-            cur = small
+        a, b = small.withColumn("_a", F.lit(1)), cur.withColumn("_b", F.lit(1))
+        changed = a.join(b, ["src", "dst"], "full_outer").where(F.col("_a").isNull() | F.col("_b").isNull())
+        cur = small
+        if changed.isEmpty():
             converged = True
             break
-        cur = small
     if not converged:
         log.warning("connected components did not converge in %d iterations; components may be split", iterations)
-    # At the fixed point every edge is (node, root) with root < node; roots map to themselves.
-    members = cur.select(F.col("src").alias("node"), F.col("dst").alias("root"))
-    roots = cur.select(F.col("dst").alias("node"), F.col("dst").alias("root"))
-    if not converged:
         # Not a star forest yet: take each node's smallest neighbour-or-self as its label.
         sym = cur.select(F.col("src").alias("node"), F.col("dst").alias("root")).unionByName(
             cur.select(F.col("dst").alias("node"), F.col("src").alias("root"))
@@ -329,6 +327,9 @@ def connected_components(spark, edges, max_iterations: int, views: _Views) -> tu
             iterations,
             converged,
         )
+    # At the fixed point every edge is (node, root) with root < node; roots map to themselves.
+    members = cur.select(F.col("src").alias("node"), F.col("dst").alias("root"))
+    roots = cur.select(F.col("dst").alias("node"), F.col("dst").alias("root"))
     comp = members.unionByName(roots).groupBy("node").agg(F.min("root").alias("root"))
     return _cut(comp, spark), iterations, converged
 
@@ -342,7 +343,12 @@ def _histogram(sizes: list[int]) -> dict[str, int]:
 
 
 def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig) -> DedupResult:
-    """Run every enabled dedup step; return kept documents/pairs, rejects and counters."""
+    """Run every enabled dedup step; return kept documents/pairs, rejects and counters.
+
+    Intermediate results that later steps read more than once are cut from their lineage
+    (:func:`_cut`); counters come from a few aggregate actions on those, so a small input
+    costs tens of Spark jobs, not hundreds.
+    """
     from pyspark.sql import functions as F
 
     if hasattr(cfg, "validate"):
@@ -350,16 +356,13 @@ def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig) -> DedupResult:
     views = _Views(spark)
     counters: dict[str, Any] = {}
     docs = _cut(documents_df.select(*DOCUMENTS.names), spark)
-    docs_v = views(docs, "docs")
-    counters["documents_in"] = docs.count()
 
     feats = docs.select("doc_id", "url", "texts", "general_metadata").mapInArrow(_features_fn(cfg), FEATURES_DDL)
     keys = _cut(spark.sql(load_sql("dedup_doc_keys", features=views(feats, "features"))), spark)
     keys_v = views(keys, "keys")
 
-    reject_parts = []  # DataFrames (row_id, reason, detail, duplicate_of)
+    reject_parts = []  # DataFrames (row_id, reason, detail, duplicate_of), each cut
     near_pairs = None
-    alive = keys.select("doc_id")
 
     def removed_from(pairs, reason: str, detail_col):
         """Rows (doc_id, keep_id) with doc_id != keep_id -> reject frame."""
@@ -368,32 +371,32 @@ def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig) -> DedupResult:
             detail_col.alias("detail"), F.col("keep_id").alias("duplicate_of"),
         )
 
-    def alive_keys(name: str):
-        return views(keys.join(alive, "doc_id", "left_semi"), name)
+    def alive_df():
+        """Keys of the documents no step has removed yet (a lazy anti-join on the cut rejects)."""
+        alive = keys
+        for part in reject_parts:
+            alive = alive.join(part.select(F.col("row_id").alias("doc_id")), "doc_id", "left_anti")
+        return alive
+
+    def alive_keys(name: str) -> str:
+        return views(alive_df(), name)
 
     # 1. URL dedup
     if cfg.url_dedup:
         url = spark.sql(load_sql("dedup_url_latest", keys=keys_v))
-        rej = _cut(removed_from(url, "url_duplicate", F.concat(F.lit("same URL "), F.col("url_norm"))), spark)
-        counters["url_duplicates"] = rej.count()
-        reject_parts.append(rej)
-        alive = _cut(alive.join(rej.select(F.col("row_id").alias("doc_id")), "doc_id", "left_anti"), spark)
+        reject_parts.append(
+            _cut(removed_from(url, "url_duplicate", F.concat(F.lit("same URL "), F.col("url_norm"))), spark))
 
     # 2. exact text dedup
     if cfg.exact_dedup:
         grp = spark.sql(load_sql("dedup_keep_best", table=alive_keys("alive_exact"), group="text_hash"))
-        rej = _cut(removed_from(grp, "exact_duplicate", F.lit("same normalised text")), spark)
-        counters["exact_duplicates"] = rej.count()
-        reject_parts.append(rej)
-        alive = _cut(alive.join(rej.select(F.col("row_id").alias("doc_id")), "doc_id", "left_anti"), spark)
+        reject_parts.append(_cut(removed_from(grp, "exact_duplicate", F.lit("same normalised text")), spark))
 
     # 3. near-dup: LSH candidates -> (verify) -> connected components -> keep one per component
     if cfg.near_dedup:
         ak = alive_keys("alive_near")
         anchors = cfg.lsh_bucket_anchors if cfg.verify_jaccard else 1
         cand = _cut(spark.sql(load_sql("dedup_lsh_candidates", keys=ak, anchors=anchors)), spark)
-        counters["near_candidate_pairs"] = cand.count()
-        edges = cand
         if cfg.verify_jaccard:
             texts = docs.select("doc_id", "texts")
             joined = (
@@ -402,31 +405,34 @@ def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig) -> DedupResult:
                 .select("src", "dst", "src_texts", "dst_texts")
             )
             scored = _cut(joined.mapInArrow(_verify_fn(cfg), VERIFY_DDL), spark)
-            near_pairs = _cut(scored.where(F.col("jaccard") >= cfg.jaccard_threshold), spark)
-            edges = near_pairs.select("src", "dst")
-            counters["near_verified_pairs"] = edges.count()
-            counters["near_rejected_candidate_pairs"] = counters["near_candidate_pairs"] - counters["near_verified_pairs"]
-        if near_pairs is None:
-            near_pairs = edges
-        comp, iters, converged = connected_components(spark, edges, cfg.max_cc_iterations, views)
+            near_pairs = scored.where(F.col("jaccard") >= cfg.jaccard_threshold)
+            row = scored.agg(F.count("*").alias("n"),
+                             F.count(F.when(F.col("jaccard") >= cfg.jaccard_threshold, 1)).alias("ok")).first()
+            counters["near_candidate_pairs"] = row["n"]
+            counters["near_verified_pairs"] = row["ok"]
+            counters["near_rejected_candidate_pairs"] = row["n"] - row["ok"]
+            n_edges = row["ok"]
+        else:
+            near_pairs = cand
+            n_edges = counters["near_candidate_pairs"] = cand.count()
+        edges = near_pairs.select("src", "dst")
+        if n_edges:
+            comp, iters, converged = connected_components(spark, edges, cfg.max_cc_iterations, views)
+            sizes = [r["count"] for r in comp.groupBy("root").count().collect()]
+            member_keys = keys.join(comp.withColumnRenamed("node", "doc_id"), "doc_id")
+            grp = spark.sql(load_sql("dedup_keep_best", table=views(member_keys, "components"), group="root"))
+            reject_parts.append(_cut(
+                removed_from(grp, "near_duplicate", F.concat(F.lit("MinHash component of "), F.col("grp"))), spark))
+        else:
+            iters, converged, sizes = 0, True, []
         counters["cc_iterations"] = iters
         counters["cc_converged"] = converged
-        sizes_df = comp.groupBy("root").count()
-        sizes = [r["count"] for r in sizes_df.collect()]
         counters["near_components"] = len(sizes)
         counters["near_component_size_max"] = max(sizes, default=0)
         counters["near_component_size_histogram"] = _histogram(sizes)
-        member_keys = keys.join(comp.withColumnRenamed("node", "doc_id"), "doc_id")
-        grp = spark.sql(load_sql("dedup_keep_best", table=views(member_keys, "components"), group="root"))
-        rej = _cut(
-            removed_from(grp, "near_duplicate", F.concat(F.lit("MinHash component of "), F.col("grp"))), spark
-        )
-        counters["near_duplicates"] = rej.count()
-        reject_parts.append(rej)
-        alive = _cut(alive.join(rej.select(F.col("row_id").alias("doc_id")), "doc_id", "left_anti"), spark)
 
     alive_docs = _cut(
-        docs.join(alive, "doc_id", "left_semi").join(keys.select("doc_id", "domain"), "doc_id"), spark
+        docs.join(alive_df().select("doc_id", "domain"), "doc_id"), spark
     )
     alive_docs_v = views(alive_docs, "alive_docs")
     drop_parts = []  # (doc_id, pos, ppos): ppos = paragraph inside a text position, -1 = the whole position
@@ -437,8 +443,9 @@ def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig) -> DedupResult:
             spark.sql(load_sql("dedup_paragraph_counts", docs=alive_docs_v, max_per_domain=cfg.paragraph_max_per_domain)),
             spark,
         )
-        counters["paragraphs_removed"] = para.count()
-        counters["paragraph_docs_touched"] = para.select("doc_id").distinct().count()
+        row = para.agg(F.count("*").alias("n"), F.countDistinct("doc_id").alias("docs")).first()
+        counters["paragraphs_removed"] = row["n"]
+        counters["paragraph_docs_touched"] = row["docs"]
         drop_parts.append(para.select("doc_id", "pos", "ppos"))
 
     # 5. images: too common, repeated within a document, identical image sets
@@ -448,9 +455,9 @@ def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig) -> DedupResult:
         common = _cut(
             spark.sql(load_sql("dedup_image_doc_counts", docs=alive_docs_v, max_docs=cfg.image_max_docs)), spark
         )
-        counters["images_too_common_urls"] = common.count()
         img_pos = _cut(spark.sql(load_sql("dedup_image_positions", docs=alive_docs_v, common=views(common, "common"))), spark)
         by_reason = {r["reason"]: r["count"] for r in img_pos.groupBy("reason").count().collect()}
+        counters["images_too_common_urls"] = common.count()
         counters["image_positions_too_common"] = by_reason.get("image_too_common", 0)
         counters["image_positions_repeated_in_doc"] = by_reason.get("image_repeated_in_doc", 0)
         image_drops = img_pos.select("doc_id", F.col("pos").cast("int"))
@@ -461,10 +468,7 @@ def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig) -> DedupResult:
         sets = spark.sql(load_sql("dedup_image_sets", docs=alive_docs_v, dropped=views(image_drops, "image_drops"),
                                   keys=keys_v))
         grp = spark.sql(load_sql("dedup_keep_best", table=views(sets, "image_sets"), group="image_set"))
-        rej = _cut(removed_from(grp, "image_set_duplicate", F.lit("identical set of images")), spark)
-        counters["image_set_duplicates"] = rej.count()
-        reject_parts.append(rej)
-        alive = _cut(alive.join(rej.select(F.col("row_id").alias("doc_id")), "doc_id", "left_anti"), spark)
+        reject_parts.append(_cut(removed_from(grp, "image_set_duplicate", F.lit("identical set of images")), spark))
 
     # Cut removed paragraphs/positions out of the surviving documents that lose something
     # (texts/images/metadata stay aligned); the others pass through untouched.
@@ -472,45 +476,43 @@ def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig) -> DedupResult:
     for part in drop_parts:
         dropped = dropped.unionByName(part.select("doc_id", F.col("pos").cast("int"), F.col("ppos").cast("int")))
     drops = dropped.distinct().groupBy("doc_id").agg(F.collect_list(F.struct("pos", "ppos")).alias("drops"))
-    survivors = _cut(docs.join(alive, "doc_id", "left_semi").join(drops, "doc_id", "left"), spark)
-    touched = survivors.where(F.col("drops").isNotNull()).select(*DOCUMENTS.names, "drops")
-    rewritten = _cut(
-        survivors.where(F.col("drops").isNull()).select(*DOCUMENTS.names).unionByName(
-            touched.mapInArrow(_rewrite_fn(), REWRITE_DDL)
-        ),
+    survivors = _cut(
+        alive_docs.join(alive_df().select("doc_id"), "doc_id", "left_semi")
+        .select(*DOCUMENTS.names).join(drops, "doc_id", "left"),
         spark,
+    )
+    touched = survivors.where(F.col("drops").isNotNull()).select(*DOCUMENTS.names, "drops")
+    rewritten = survivors.where(F.col("drops").isNull()).select(*DOCUMENTS.names).unionByName(
+        touched.mapInArrow(_rewrite_fn(), REWRITE_DDL)
     )
 
     # 6. documents left without text / images
     n_text = F.size(F.filter(F.coalesce("texts", F.array()), lambda t: t.isNotNull() & (F.trim(t) != "")))
     n_img = F.size(F.filter(F.coalesce("images", F.array()), lambda t: t.isNotNull() & (t != "")))
-    flagged = rewritten.withColumn("_n_text", n_text).withColumn("_n_img", n_img)
-    empty_reason = F.when(F.lit(cfg.drop_docs_without_text) & (F.col("_n_text") == 0), F.lit("no_text")).when(
-        F.lit(cfg.drop_docs_without_images) & (F.col("_n_img") == 0), F.lit("no_image")
+    empty_reason = F.when(F.lit(cfg.drop_docs_without_text) & (n_text == 0), F.lit("no_text")).when(
+        F.lit(cfg.drop_docs_without_images) & (n_img == 0), F.lit("no_image")
     )
-    flagged = _cut(flagged.withColumn("_reason", empty_reason), spark)
-    rej_empty = flagged.where(F.col("_reason").isNotNull()).select(
+    flagged = _cut(rewritten.withColumn("_reason", empty_reason), spark)
+    reject_parts.append(flagged.where(F.col("_reason").isNotNull()).select(
         F.col("doc_id").alias("row_id"), F.col("_reason").alias("reason"),
         F.lit("nothing left after dedup").alias("detail"), F.lit(None).cast("string").alias("duplicate_of"),
-    )
-    reject_parts.append(rej_empty)
-    kept = _cut(flagged.where(F.col("_reason").isNull()).select(*DOCUMENTS.names), spark)
+    ))
+    kept = flagged.where(F.col("_reason").isNull()).select(*DOCUMENTS.names)
 
-    # Rejects: resolve duplicate_of transitively (chains are at most one hop per step).
+    # Rejects: duplicate_of followed to the final keeper (one query: a chain has one link per step).
     doc_rej = spark.createDataFrame([], "row_id string, reason string, detail string, duplicate_of string")
     for part in reject_parts:
         doc_rej = doc_rej.unionByName(part)
-    doc_rej = _cut(doc_rej, spark)
-    for hop in range(5):
-        nxt = _cut(spark.sql(load_sql("dedup_resolve_duplicate_of", rejects=views(doc_rej, f"rej{hop}"))), spark)
-        changed = nxt.join(doc_rej, ["row_id", "duplicate_of"], "left_anti").count()
-        doc_rej = nxt
-        if not changed:
-            break
+    doc_rej = _cut(spark.sql(load_sql("dedup_resolve_duplicate_of", rejects=views(doc_rej, "rej_raw"))), spark)
     doc_rej_v = views(doc_rej, "doc_rejects")
     rejects = doc_rej.select(
         "row_id", F.lit("documents").alias("table"), F.lit(STAGE).alias("stage"), "reason", "detail", "duplicate_of"
     )
+    counters["documents_in"] = docs.count()
+    by_reason = {r["reason"]: r["count"] for r in doc_rej.groupBy("reason").count().collect()}
+    for reason, name in (("url_duplicate", "url_duplicates"), ("exact_duplicate", "exact_duplicates"),
+                         ("near_duplicate", "near_duplicates"), ("image_set_duplicate", "image_set_duplicates")):
+        counters[name] = by_reason.get(reason, 0)
 
     pairs_out = None
     if pairs_df is not None:
@@ -534,7 +536,6 @@ def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig) -> DedupResult:
             F.lit(None).cast("string").alias("duplicate_of"),
         )
         rejects = rejects.unionByName(pair_rej)
-    rejects = _cut(rejects, spark)
     return DedupResult(documents=kept, pairs=pairs_out, rejects=rejects, counters=counters, near_pairs=near_pairs)
 
 
@@ -563,12 +564,14 @@ class DedupStage(Stage):
             spark.createDataFrame([], spark_ddl(PAIRS)).write.mode("overwrite").parquet(ctx.output_path("pairs"))
         res.rejects.write.mode("overwrite").parquet(ctx.rejects_path)
 
+        # Counted from the files just written (Parquet row counts), independently of the job's counters.
         counts = {
-            (r["table"], r["reason"]): r["count"] for r in res.rejects.groupBy("table", "reason").count().collect()
+            (r["table"], r["reason"]): r["count"]
+            for r in spark.read.parquet(ctx.rejects_path).groupBy("table", "reason").count().collect()
         }
         doc_rej = {reason: n for (t, reason), n in counts.items() if t == "documents"}
         pair_rej = {reason: n for (t, reason), n in counts.items() if t == "pairs"}
-        n_docs_out = res.documents.count()
+        n_docs_out = spark.read.parquet(ctx.output_path("documents")).count()
         stats = StageStats(
             stage=STAGE,
             rows_in=res.counters["documents_in"],
@@ -579,7 +582,7 @@ class DedupStage(Stage):
         )
         if res.pairs is not None:
             n_pairs_in = pairs_in.count()
-            n_pairs_out = res.pairs.count()
+            n_pairs_out = spark.read.parquet(ctx.output_path("pairs")).count()
             stats.outputs["pairs"] = n_pairs_out
             stats.tables["pairs"] = {"rows_in": n_pairs_in, "rows_out": n_pairs_out, "rejected": pair_rej}
         else:
