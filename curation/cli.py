@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--snapshot", help="snapshot the run curated (default from the config)")
     _common(card)
 
+    from pipelines.train import add_cli_arguments as add_train_eval_commands
+
+    add_train_eval_commands(sub)  # curate train / curate eval (pipelines/train.py)
+
     st = sub.add_parser("status", help="which stages of a run directory are complete")
     st.add_argument("--out", required=True)
     st.add_argument("-v", "--verbose", action="store_true")
@@ -134,6 +138,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{name:10s} {state}")
         return 0
 
+    if args.command in ("train", "eval"):
+        from pipelines.train import cli_main
+
+        return cli_main(args, load_config)
     cfg = load_config(args)
     force = set(args.force)
     if args.command == "report":

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from filters.config import DocumentFilterConfig, ImageFilterConfig, ParagraphFilterConfig
+from models.train_config import EvalConfig, TrainConfig
 
 
 class ConfigError(ValueError):
@@ -290,6 +291,8 @@ class PipelineConfig:
     images: ImagesConfig = field(default_factory=ImagesConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # curate train (models/train_config.py)
+    eval: EvalConfig = field(default_factory=EvalConfig)  # curate eval
     report: ReportConfig = field(default_factory=ReportConfig)
 
     @classmethod
