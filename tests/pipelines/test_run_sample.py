@@ -75,8 +75,25 @@ def test_pairs_keep_correct_alt_texts_and_skip_empty_ones(sample_run):
 
 def test_rerun_skips_and_status_reports_complete(sample_run, capsys):
     out, args = sample_run
-    marker = (out / "extract" / MARKER).read_text()
+    markers = {s: (out / s / MARKER).read_text() for s in ("extract", "dedup")}
     assert main(args) == 0
-    assert (out / "extract" / MARKER).read_text() == marker  # not rerun
+    assert {s: (out / s / MARKER).read_text() for s in markers} == markers  # neither rerun
     main(["status", "--out", str(out)])
     assert "complete" in capsys.readouterr().out
+    # --force dedup redoes dedup only; extract stays as it was.
+    assert main(args + ["--force", "dedup"]) == 0
+    assert (out / "extract" / MARKER).read_text() == markers["extract"]
+    assert (out / "dedup" / MARKER).read_text() != markers["dedup"]
+    stats = json.loads((out / "dedup" / "stats.json").read_text())
+    assert stats["rows_in"] == stats["rows_out"] + sum(stats["rejected"].values())
+    assert stats["rows_in"] == json.loads((out / "extract" / "stats.json").read_text())["rows_out"]
+
+
+def test_dedup_subcommand_on_a_run_directory_gives_the_same_rows(sample_run, tmp_path):
+    """`curate dedup --input RUN --out OTHER` reads RUN/extract and writes OTHER/dedup, row for row as `curate run`."""
+    out, _ = sample_run
+    assert main(["dedup", "--input", str(out), "--out", str(tmp_path), "--master", "local[2]"]) == 0
+    for name, key in (("documents", "doc_id"), ("pairs", "key"), ("rejects", "row_id")):
+        a = sorted(pq.read_table(out / "dedup" / name).to_pylist(), key=lambda r: (r.get("table", ""), r[key]))
+        b = sorted(pq.read_table(tmp_path / "dedup" / name).to_pylist(), key=lambda r: (r.get("table", ""), r[key]))
+        assert a == b, name

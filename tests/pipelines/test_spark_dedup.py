@@ -470,3 +470,52 @@ def test_stage_runner_writes_outputs(spark, tmp_path):
     assert out.column("doc_id").to_pylist() == ["b"]
     rej = pq.read_table(tmp_path / "out" / "dedup" / "rejects").to_pylist()
     assert {r["stage"] for r in rej} == {"dedup"} and len(rej) == 4
+
+
+def test_keeper_rules_break_ties_by_date_then_file_name(spark):
+    """URL dedup: same date -> the later WARC file wins; near dup: same length -> the latest capture wins."""
+    a = prose(80)
+    w = a.split()
+    i = next(k for k, x in enumerate(w) if x == "beta")
+    b = " ".join(w[:i] + ["zeta"] + w[i + 1:])  # one word apart, same length (digits would normalise away)
+    docs = [make_doc("f1", "http://t.com/x", [prose(82)], [], warc="CC-MAIN-2024-10/a-00001.warc.gz"),
+            make_doc("f2", "http://t.com/x", [prose(83)], [], warc="CC-MAIN-2024-10/a-00002.warc.gz"),
+            make_doc("old", "http://u.com/1", [a], [], date="2023-05-01T00:00:00Z"),
+            make_doc("new", "http://u.com/2", [b], [], date="2024-05-01T00:00:00Z")]
+    assert len(a) == len(b)
+    kept, rej, _ = collect(run(spark, docs, [], paragraph_dedup=False, image_dedup=False, image_set_dedup=False))
+    reason = {r["row_id"]: (r["reason"], r["duplicate_of"]) for r in rej}
+    assert reason == {"f1": ("url_duplicate", "f2"), "old": ("near_duplicate", "new")}
+
+
+def test_connected_components_match_union_find_and_stop_at_the_bound(spark):
+    """Large-star/small-star on a long path, a star and a pair equals union-find; a bound of 1 round is reported."""
+    from pipelines.spark_dedup import _Views, connected_components
+
+    edges = [(f"p{i:03d}", f"p{i + 1:03d}") for i in range(60)][::-1]  # a path of 61 nodes, reversed order
+    edges += [("s000", f"s{i:03d}") for i in range(1, 20)] + [("z1", "a9")]
+    df = spark.createDataFrame(edges, "src string, dst string")
+    comp, iters, converged = connected_components(spark, df, 40, _Views(spark))
+    got = {r["node"]: r["root"] for r in comp.collect()}
+    assert converged and iters < 40
+    nodes = {n for e in edges for n in e}
+    assert set(got) == nodes
+    assert all(got[f"p{i:03d}"] == "p000" for i in range(61))
+    assert all(got[f"s{i:03d}"] == "s000" for i in range(20)) and got["z1"] == got["a9"] == "a9"
+    comp1, iters1, converged1 = connected_components(spark, df, 1, _Views(spark))
+    assert iters1 == 1 and not converged1
+    assert set(r["node"] for r in comp1.collect()) == nodes  # every node still labelled, nothing lost
+
+
+def test_cut_uses_the_checkpoint_dir_when_one_is_set():
+    from types import SimpleNamespace
+
+    from pipelines.spark_dedup import _cut
+
+    calls = []
+    df = SimpleNamespace(checkpoint=lambda eager: calls.append(("reliable", eager)) or "c",
+                         localCheckpoint=lambda eager: calls.append(("local", eager)) or "l")
+    with_dir = SimpleNamespace(sparkContext=SimpleNamespace(getCheckpointDir=lambda: "hdfs:///ckpt"))
+    without = SimpleNamespace(sparkContext=SimpleNamespace(getCheckpointDir=lambda: None))
+    assert _cut(df, with_dir) == "c" and _cut(df, without) == "l"
+    assert calls == [("reliable", True), ("local", True)]
