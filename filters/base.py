@@ -17,6 +17,8 @@ OBELICS's ``obelisc/utils/filtering_utils.py`` kept in ``filters/resources/``.
 """
 from __future__ import annotations
 
+import importlib.resources
+import importlib.resources.abc
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -27,7 +29,9 @@ from typing import ClassVar
 
 FilterResult = bool | tuple[bool, str]
 
-RESOURCES = Path(__file__).resolve().parent / "resources"
+# Read through importlib.resources, not a filesystem path: on a Spark cluster the package is
+# imported from the zip that curation/spark.py ships with addPyFile.
+RESOURCES = importlib.resources.files(__package__ or "filters") / "resources"
 
 
 # --------------------------------------------------------------------------- word lists
@@ -39,7 +43,7 @@ def load_word_list(path: str | Path) -> frozenset[str]:
     A ``.json`` file holding a list (or a mapping, whose keys are used) is accepted too, which is
     the format of OBELICS's ``common_words.json``.
     """
-    path = Path(path)
+    path = path if isinstance(path, importlib.resources.abc.Traversable) else Path(path)
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         import json
