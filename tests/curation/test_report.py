@@ -278,3 +278,24 @@ def test_report_renders_in_headless_chromium_with_no_script_run(report, tmp_path
     assert _near(px, (31, 119, 180), tol=12) > 20_000  # matplotlib plot bars drawn
     assert _near(px, (42, 157, 143), tol=12) > 2_000  # the funnel's "kept" bars
     assert _near(px, (38, 70, 83), tol=6) > 1280 * 40  # the header band: the stylesheet applied
+
+
+def test_a_new_metric_is_one_sql_file(spark, run, tmp_path, monkeypatch):
+    import curation.report as report_mod
+    import curation.sql as sql_mod
+
+    for p in SQL_DIR.glob("report_*.sql"):
+        (tmp_path / p.name).write_text(p.read_text())
+    (tmp_path / "report_caption_chars.sql").write_text(
+        "-- title: Caption characters\n-- kind: numeric\n-- needs: pairs(caption, image_key)\n"
+        "SELECT length(caption) AS value FROM {pairs}\n")
+    monkeypatch.setattr(report_mod, "SQL_DIR", tmp_path)
+    monkeypatch.setattr(sql_mod, "SQL_DIR", tmp_path)
+    sql_mod._read.cache_clear()
+    try:
+        spec = next(s for s in load_metric_specs() if s.name == "caption_chars")
+        m = report_mod.run_metric(spark, spec, RunCatalog.scan(str(run[0])), PipelineConfig().report)
+    finally:
+        sql_mod._read.cache_clear()
+    assert m["status"] == "ok" and m["sources"] == {"pairs": ["capfilt/pairs"]}
+    assert m["summary"]["all"]["n"] == len(run[1]["bootstrapped"])

@@ -181,9 +181,17 @@ def test_watch_dag_triggers_the_newest_uncurated_snapshot_once(airflow_env, tmp_
 @pytest.mark.spark
 @pytest.mark.skipif(not java_available(), reason="Spark needs Java 17")
 def test_airflow_dags_test_curates_the_sample(airflow_env, tmp_path):
+    import socket
+
+    from curation.config import PipelineConfig
+
     out = tmp_path / "sample-run"
-    conf = {"snapshot": "sample", "output": str(out), "spark_master": "local[2]",
-            "overrides": ["sample_pages=30", "spark.shuffle_partitions=2", "spark.show_progress=false"]}
+    overrides = ["sample_pages=30", "spark.shuffle_partitions=2", "spark.show_progress=false"]
+    if hasattr(PipelineConfig(), "sample_image_port"):  # a free port, not the fixed default other runs may hold
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            overrides.append(f"sample_image_port={s.getsockname()[1]}")
+    conf = {"snapshot": "sample", "output": str(out), "spark_master": "local[2]", "overrides": overrides}
     proc = _run([str(AIRFLOW_BIN / "airflow"), "dags", "test", CURATE_DAG, "-c", json.dumps(conf)],
                 airflow_env, timeout=900, check=False)
     states = _airflow_python(RUNS, airflow_env, CURATE_DAG)
