@@ -378,19 +378,27 @@ def load_filter(name_or_dir: str, device: str | None = None, itm_first_token: st
 # --------------------------------------------------------------------------- inference
 
 
-def _as_images(images: Sequence) -> list:
-    """PIL images as given; bytes decoded (None where undecodable)."""
+def _decoded_batches(images: Sequence, batch_size: int):
+    """``(indices, PIL images)`` batches of the decodable inputs (PIL images as given, bytes decoded
+    one batch at a time so memory holds one batch of pictures); undecodable ones are left out."""
     from models.data import ImageDecodeError, decode_image
 
-    out = []
-    for im in images:
+    idx, ims = [], []
+    for i, im in enumerate(images):
+        if im is None:
+            continue
         if isinstance(im, (bytes, bytearray, memoryview)):
             try:
                 im = decode_image(bytes(im))
             except ImageDecodeError:
-                im = None
-        out.append(im)
-    return out
+                continue
+        idx.append(i)
+        ims.append(im)
+        if len(idx) == batch_size:
+            yield idx, ims
+            idx, ims = [], []
+    if idx:
+        yield idx, ims
 
 
 @contextlib.contextmanager
@@ -420,17 +428,14 @@ def generate_captions(captioner: BlipBundle, images: Sequence, *, prompt: str | 
     import torch
 
     prompt = captioner.prompt if prompt is None else prompt
-    ims = _as_images(images)
-    ok = [i for i, im in enumerate(ims) if im is not None]
-    out: list[list[str] | None] = [None] * len(ims)
+    out: list[list[str] | None] = [None] * len(images)
     model, tok = captioner.model, captioner.tokenizer
     # [CLS] prompt [SEP]: generate() turns [CLS] into [DEC] and drops the [SEP].
     prompt_ids = tok(prompt.strip(), return_tensors="pt").input_ids
     prompt_words = tok.decode(prompt_ids[0], skip_special_tokens=True).strip()
     with torch.inference_mode(), _seeded(seed, captioner.device):
-        for start in range(0, len(ok), batch_size):
-            idx = ok[start:start + batch_size]
-            px = captioner.pixels([ims[i] for i in idx])
+        for idx, batch in _decoded_batches(images, batch_size):
+            px = captioner.pixels(batch)
             n_ret = num_captions
             kwargs: dict[str, Any] = dict(max_length=max_length, min_length=min_length,
                                           repetition_penalty=repetition_penalty)
@@ -463,7 +468,6 @@ def itm_scores(filt: BlipBundle, images: Sequence, texts: Sequence[str], image_i
     import torch
 
     first = first_token or filt.itm_first_token
-    ims = _as_images(images)
     index = np.arange(len(texts)) if image_index is None else np.asarray(image_index, dtype=np.int64)
     if len(index) != len(texts):
         raise ValueError("image_index must have one entry per text")
@@ -471,29 +475,29 @@ def itm_scores(filt: BlipBundle, images: Sequence, texts: Sequence[str], image_i
     model, tok = filt.model, filt.tokenizer
     enc_first = enc_token_id(tok) if first == "enc" else None
     max_len = min(getattr(model.config.text_config, "max_position_embeddings", 512), 512)
-    good_images = [i for i, im in enumerate(ims) if im is not None]
+    texts_of: dict[int, list[int]] = {}
+    for j, i in enumerate(index.tolist()):
+        texts_of.setdefault(i, []).append(j)
     with torch.inference_mode():
-        embeds: dict[int, Any] = {}
-        for start in range(0, len(good_images), batch_size):
-            idx = good_images[start:start + batch_size]
-            e = model.vision_model(pixel_values=filt.pixels([ims[i] for i in idx])).last_hidden_state
-            for j, i in enumerate(idx):
-                embeds[i] = e[j]
-        todo = [j for j in range(len(texts)) if int(index[j]) in embeds]
-        for start in range(0, len(todo), batch_size):
-            js = todo[start:start + batch_size]
-            enc = tok([texts[j] or "" for j in js], padding="longest", truncation=True, max_length=max_len,
-                      return_tensors="pt").to(filt.device)
-            ids = enc.input_ids
-            if enc_first is not None:
-                ids = ids.clone()
-                ids[:, 0] = enc_first
-            img = torch.stack([embeds[int(index[j])] for j in js])
-            img_mask = torch.ones(img.shape[:-1], dtype=torch.long, device=img.device)
-            hidden = model.text_encoder(input_ids=ids, attention_mask=enc.attention_mask, encoder_hidden_states=img,
-                                        encoder_attention_mask=img_mask).last_hidden_state
-            p = torch.softmax(model.itm_head(hidden[:, 0, :]).float(), dim=1)[:, 1]
-            scores[js] = p.cpu().numpy()
+        # One batch of pictures at a time: their vision tokens, then every text paired with them.
+        for idx, batch in _decoded_batches(images, batch_size):
+            e = model.vision_model(pixel_values=filt.pixels(batch)).last_hidden_state
+            row_of = {i: r for r, i in enumerate(idx)}
+            todo = [j for i in idx for j in texts_of.get(i, [])]
+            for start in range(0, len(todo), batch_size):
+                js = todo[start:start + batch_size]
+                enc = tok([texts[j] or "" for j in js], padding="longest", truncation=True, max_length=max_len,
+                          return_tensors="pt").to(filt.device)
+                ids = enc.input_ids
+                if enc_first is not None:
+                    ids = ids.clone()
+                    ids[:, 0] = enc_first
+                img = e[[row_of[int(index[j])] for j in js]]
+                img_mask = torch.ones(img.shape[:-1], dtype=torch.long, device=img.device)
+                hidden = model.text_encoder(input_ids=ids, attention_mask=enc.attention_mask,
+                                            encoder_hidden_states=img, encoder_attention_mask=img_mask).last_hidden_state
+                p = torch.softmax(model.itm_head(hidden[:, 0, :]).float(), dim=1)[:, 1]
+                scores[js] = p.cpu().numpy()
     return scores
 
 
@@ -502,14 +506,11 @@ def itc_image_embeddings(filt: BlipBundle, images: Sequence, batch_size: int = 6
     import torch
     import torch.nn.functional as F
 
-    ims = _as_images(images)
     dim = filt.model.config.image_text_hidden_size
-    out = np.zeros((len(ims), dim), dtype=np.float32)
-    good = [i for i, im in enumerate(ims) if im is not None]
+    out = np.zeros((len(images), dim), dtype=np.float32)
     with torch.inference_mode():
-        for start in range(0, len(good), batch_size):
-            idx = good[start:start + batch_size]
-            e = filt.model.vision_model(pixel_values=filt.pixels([ims[i] for i in idx])).last_hidden_state
+        for idx, batch in _decoded_batches(images, batch_size):
+            e = filt.model.vision_model(pixel_values=filt.pixels(batch)).last_hidden_state
             out[idx] = F.normalize(filt.model.vision_proj(e[:, 0, :]).float(), dim=-1).cpu().numpy()
     return out
 

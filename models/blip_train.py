@@ -220,3 +220,42 @@ def make_task(cfg: TrainConfig, init: str | None = None):
     if cfg.task == "blip-filter":
         return BlipFilterTask(init)
     raise ValueError(f"unknown task {cfg.task!r}")
+
+
+# --------------------------------------------------------------------------- entry points (CapFilt's bootstrap loop)
+
+
+def _with_task(cfg: TrainConfig, task: str) -> TrainConfig:
+    from dataclasses import replace
+
+    return replace(cfg, task=task)
+
+
+def pretrain_blip(data, out_dir: str | Path, cfg: TrainConfig | None = None, **train_kwargs) -> dict[str, str]:
+    """Joint BLIP pretraining on web pairs; returns ``{"captioner": dir, "filter": dir}``.
+
+    ``data``: shard directory/glob/files, an Arrow table or ``PairSource`` list; ``train_kwargs``
+    go to :func:`models.trainer.train` (``resume``, ``on_step``, ``progress``).
+    """
+    from models.trainer import train
+
+    cfg = _with_task(cfg or TrainConfig(), "blip")
+    return train(BlipPretrainTask(), data, out_dir, cfg, **train_kwargs).exported
+
+
+def finetune_captioner(init: str | None, data, out_dir: str | Path, cfg: TrainConfig | None = None,
+                       **train_kwargs) -> str:
+    """Fine-tune a captioner (``init``: a directory or HF id; None: from scratch); returns its directory."""
+    from models.trainer import train
+
+    cfg = _with_task(cfg or TrainConfig(), "blip-captioner")
+    return train(BlipCaptionerTask(init), data, out_dir, cfg, **train_kwargs).exported["captioner"]
+
+
+def finetune_filter(init: str | None, data, out_dir: str | Path, cfg: TrainConfig | None = None,
+                    **train_kwargs) -> str:
+    """Fine-tune a filter (ITC + ITM); returns its directory."""
+    from models.trainer import train
+
+    cfg = _with_task(cfg or TrainConfig(), "blip-filter")
+    return train(BlipFilterTask(init), data, out_dir, cfg, **train_kwargs).exported["filter"]

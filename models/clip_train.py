@@ -100,3 +100,14 @@ def save_clip_dir(model, model_cfg: dict, out: Path) -> str:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "open_clip_model.safetensors"))
     return str(out)
+
+
+def train_clip(data, out_dir: str | Path, cfg: TrainConfig | None = None, **train_kwargs) -> str:
+    """Train a CLIP (``cfg.model``, ``cfg.loss``) on ``data``; returns the open_clip local-dir
+    (load it with ``models.clip.load_clip("local-dir:" + path)``)."""
+    from dataclasses import replace
+
+    from models.trainer import train
+
+    cfg = replace(cfg or TrainConfig(), task="clip")
+    return train(ClipTask(), data, out_dir, cfg, **train_kwargs).exported["clip"]

@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvalSet:
-    """Unique images (decoded) with their captions; ``caption_image[j]`` is caption j's image."""
+    """Unique images (encoded bytes, checked decodable) with their captions; ``caption_image[j]`` is
+    caption j's image. Pictures are decoded batch by batch when a model needs them."""
 
-    images: list
+    images: list[bytes]
     image_keys: list[str]
     sha256: list[str]
     captions: list[str]
@@ -93,12 +94,12 @@ def build_eval_set(data, exclude_sha256: set[str] | frozenset[str] | None = None
     for sha in order:
         e = by_sha[sha]
         try:
-            im = decode_image(e["blob"])
+            decode_image(e["blob"], draft_size=64)  # bad bytes are skipped here, not in a model's batch
         except ImageDecodeError as exc:
             skipped[exc.reason] += len(e["captions"])
             continue
         idx = len(images)
-        images.append(im)
+        images.append(e["blob"])
         keys.append(e["key"])
         shas.append(sha)
         for c in e["captions"]:
@@ -126,12 +127,12 @@ class ClipEmbedder:
         self.clip = clip
         self.batch_size = batch_size
 
-    def images(self, images: list) -> np.ndarray:
+    def images(self, images: list[bytes]) -> np.ndarray:
         import torch
 
         out = []
         for s in range(0, len(images), self.batch_size):
-            px = torch.stack([self.clip.preprocess(im) for im in images[s:s + self.batch_size]])
+            px = torch.stack([self.clip.preprocess(decode_image(b)) for b in images[s:s + self.batch_size]])
             out.append(self.clip.encode_images(px).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 

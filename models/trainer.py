@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 METRICS_LOG = "metrics.jsonl"
 SUMMARY = "train_summary.json"
+# What evaluation decontaminates against: task, data files, the model it started from.
+MANIFEST = "train_manifest.json"
 # Config keys that do not change the trajectory (a resumed run may change them).
 _NOT_TRAJECTORY = {"checkpoint_every", "keep_checkpoints", "log_every", "threads", "device"}
 
@@ -357,6 +359,18 @@ def train(task: TrainTask, data, out_dir: str | Path, cfg: TrainConfig, *, resum
     summary.update(task=task.name, total_steps=total, data_rows=stream.total_rows, data_fingerprint=fingerprint,
                    data=[s.path for s in sources], config=asdict(cfg), device=device)
     (out / SUMMARY).write_text(json.dumps(summary, indent=1, sort_keys=True, default=str) + "\n")
+    init = getattr(task, "init", None)
+    manifest = {
+        "task": task.name,
+        # Files only: an in-memory table (e.g. a COCO set read with models.coco) cannot be
+        # decontaminated against later; write it as Parquet first when that matters.
+        "data": [str(Path(s.path).resolve()) for s in sources if Path(s.path).is_file()],
+        "in_memory_sources": sum(1 for s in sources if not Path(s.path).is_file()),
+        "init": str(Path(init).resolve()) if init and Path(init).exists() else init,
+        "exported": exported, "steps": step, "rows_seen": loader_state.rows_seen,
+        "skipped": dict(loader_state.skipped),
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return result
 
 

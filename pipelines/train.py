@@ -26,7 +26,6 @@ from curation.config import PipelineConfig
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "train_manifest.json"
 EVAL_METRICS = "eval_metrics.json"
 
 
@@ -54,25 +53,15 @@ def run_train(cfg: PipelineConfig, data: str, out: str, *, init: str | None = No
               resume: bool = True, progress: bool = True, on_step=None) -> dict[str, Any]:
     """Train ``cfg.train.task`` on ``data`` into ``out``; optionally evaluate on ``eval_data``."""
     from models.blip_train import make_task
-    from models.data import open_sources
-    from models.trainer import train
+    from models.trainer import MANIFEST, train
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = resolve_data(data, out_dir)
     task = make_task(cfg.train, init)
     result = train(task, resolved, out_dir, cfg.train, resume=resume, on_step=on_step, progress=progress)
-    manifest = {
-        "task": cfg.train.task,
-        "data": [str(Path(s.path).resolve()) for s in open_sources(resolved)],
-        "init": str(Path(init).resolve()) if init and Path(init).exists() else init,
-        "exported": result.exported,
-        "steps": result.steps,
-        "rows_seen": result.rows_seen,
-        "skipped": result.skipped,
-    }
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    summary: dict[str, Any] = {"train": {k: v for k, v in manifest.items()},
+    manifest = json.loads((out_dir / MANIFEST).read_text())
+    summary: dict[str, Any] = {"train": manifest,
                                "final_loss": result.final_loss, "seconds": result.seconds,
                                "samples_per_s": result.samples_per_s, "resumed_from": result.resumed_from}
     if eval_data:
@@ -81,6 +70,8 @@ def run_train(cfg: PipelineConfig, data: str, out: str, *, init: str | None = No
 
 
 def _manifest_of(model_dir: Path) -> dict | None:
+    from models.trainer import MANIFEST
+
     for d in (model_dir, model_dir.parent):
         f = d / MANIFEST
         if f.is_file():

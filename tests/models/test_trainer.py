@@ -128,10 +128,12 @@ def test_bad_rows_are_skipped_and_counted(data_dir, tmp_path):
 def test_siglip_loss_trains_and_exports_a_loadable_model(data_dir, tmp_path):
     from models.clip import load_clip
 
+    from models.clip_train import train_clip
+
     cfg = _cfg("clip", steps=3, num_workers=0, loss="siglip")
-    res = train(make_task(cfg), str(data_dir), tmp_path, cfg, progress=False)
-    assert math.isfinite(res.final_loss)
-    clip = load_clip("local-dir:" + res.exported["clip"], device="cpu")
+    path = train_clip(str(data_dir), tmp_path, cfg, progress=False)
+    assert math.isfinite(json.loads((tmp_path / "train_summary.json").read_text())["final_loss"])
+    clip = load_clip("local-dir:" + path, device="cpu")
     assert clip.model.logit_bias is not None
     emb = clip.encode_texts(["a red circle", "a blue square"])
     assert emb.shape == (2, 64) and np.allclose(emb.norm(dim=-1).numpy(), 1, atol=1e-5)
@@ -144,3 +146,24 @@ def test_warmup_then_cosine_schedule():
     assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
     assert lrs[10] == pytest.approx(0.1) and lrs[11] == pytest.approx(0.1)
     assert lrs[6] == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the decay
+
+
+def test_capfilt_entry_points_pretrain_then_finetune_separately(data_dir, tmp_path):
+    """The calls CapFilt's bootstrap loop makes: pretrain on web pairs, fine-tune each model on a clean
+    set given as an Arrow table (as models.coco.read_coco_captions returns it)."""
+    from models.blip import generate_captions, itm_scores, load_captioner, load_filter
+    from models.blip_train import finetune_captioner, finetune_filter, pretrain_blip
+
+    cfg = _cfg("blip", steps=2, num_workers=0)
+    pre = pretrain_blip(str(data_dir), tmp_path / "pre", cfg, progress=False)
+    clean = scene_pairs(40, seed=1)
+    cap = finetune_captioner(pre["captioner"], clean, tmp_path / "cap", cfg, progress=False)
+    fil = finetune_filter(pre["filter"], clean, tmp_path / "fil", cfg, progress=False)
+    manifest = json.loads((tmp_path / "fil" / "train_manifest.json").read_text())
+    assert manifest["task"] == "blip-filter" and manifest["init"] == pre["filter"]
+    assert manifest["data"] == [] and manifest["in_memory_sources"] == 1
+    blobs = clean.column("image").to_pylist()[:3]
+    caps = generate_captions(load_captioner(cap, "cpu"), blobs, num_captions=2, max_length=8, min_length=2, seed=0)
+    assert [len(c) for c in caps] == [2, 2, 2]
+    p = itm_scores(load_filter(fil, "cpu"), blobs, [c[0] for c in caps])
+    assert p.shape == (3,) and ((p >= 0) & (p <= 1)).all()
