@@ -281,14 +281,17 @@ def _shard_files(path: str) -> list[str]:
 
 def open_sources(data: "str | Path | pa.Table | Sequence[str | Path | pa.Table]") -> list[PairSource]:
     """Pair sources of a directory (Parquet and tar shards below it, ``rejects/`` and hidden files
-    left out), a glob, a file, an Arrow table, or a list of those."""
+    left out; a stage directory means its ``pairs/``), a glob, a file, an Arrow table, or a list of those."""
     items = list(data) if isinstance(data, (list, tuple)) else [data]
     sources: list[PairSource] = []
     for item in items:
         if isinstance(item, pa.Table):
             sources.append(TableSource(item))
             continue
-        files = _shard_files(str(item))
+        path = Path(str(item))
+        if path.is_dir() and (path / "pairs").is_dir():
+            path = path / "pairs"  # a stage directory (<run>/images, <run>/score, ...): its pair output
+        files = _shard_files(str(path))
         if not files:
             raise DataError(f"no .parquet or .tar shards found at {item}")
         for f in files:

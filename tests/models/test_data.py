@@ -148,6 +148,13 @@ def test_sources_skip_rejects_and_need_pair_columns(shards, tmp_path):
         open_sources(str(tmp_path / "x.parquet"))
     with pytest.raises(DataError, match="no .parquet"):
         open_sources(str(tmp_path / "nothing-here"))
+    # A stage directory stands for its pairs/ output (documents/ beside it are not pairs).
+    stage = tmp_path / "images"
+    (stage / "pairs").mkdir(parents=True)
+    (stage / "documents").mkdir()
+    pq.write_table(pa.table({"doc_id": ["d"]}), stage / "documents" / "d.parquet")
+    pq.write_table(pa.Table.from_pylist(_rows(2, bad=False), schema=IMAGE_PAIRS), stage / "pairs" / "p.parquet")
+    assert [s.path for s in open_sources(str(stage))] == [str(stage / "pairs" / "p.parquet")]
 
 
 def test_webdataset_tar_reads_like_parquet(tmp_path):
@@ -213,3 +220,16 @@ def test_interleaved_stream_yields_page_order_and_counts_bad_images(tmp_path):
     got = [d.doc_id for d in DataLoader(InterleavedStream(str(tmp_path), _to_tensor), batch_size=None, num_workers=2,
                                         collate_fn=lambda x: x)]
     assert sorted(got) == ["d1", "d2"]
+
+
+def test_reads_the_images_stage_webdataset_shards(tmp_path):
+    from curation.wds_writer import write_webdataset
+
+    rows = _rows(25, bad=False)
+    table = pa.Table.from_pylist(rows, schema=IMAGE_PAIRS)
+    formats = ["png" if i % 3 == 0 else "jpeg" for i in range(len(rows))]
+    write_webdataset(table, formats, str(tmp_path), samples_per_tar=10)
+    batches = list(PairStream(str(tmp_path), 8, _to_tensor, num_workers=0, infinite=False))
+    got = {k: t for b in batches for k, t in zip(b["keys"], b["texts"])}
+    assert got == {r["key"]: r["caption"] for r in rows}
+    assert sum(b["_rows"] for b in batches) == 25
