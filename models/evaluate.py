@@ -313,7 +313,7 @@ def format_table(results: dict) -> str:
     rep = results.get("eval_set", {})
     rows.append(("eval set", f"{rep.get('images', 0)} images, {rep.get('captions', 0)} captions; "
                              f"{rep.get('contaminated_images_dropped', 0)} contaminated images dropped, "
-                             f"{rep.get('duplicate_image_rows_merged', 0)} duplicate-image rows merged, "
+                             f"{rep.get('duplicate_image_rows_merged', 0)} rows were more captions of an earlier picture, "
                              f"skipped {rep.get('skipped', {})}"))
     for kind in ("clip", "filter", "captioner"):
         r = results.get(kind)
