@@ -77,30 +77,34 @@ def _bert_tokenizer(vocab_path: Path):
 
 
 def build_tokenizer(captions: Iterable[str], out_dir: str | Path, vocab_size: int = 2000,
-                    prompt: str = DEFAULT_PROMPT):
-    """Learn a lower-cased WordPiece vocabulary from ``captions`` and return BLIP's tokenizer.
+                    prompt: str = DEFAULT_PROMPT, min_frequency: int = 2):
+    """A lower-cased BERT WordPiece tokenizer whose vocabulary is learnt from ``captions``; BLIP's tokens added.
 
-    Every ASCII letter, digit and punctuation mark is in the vocabulary both as a word start and
-    as a ``##`` continuation, so any English caption tokenizes without ``[UNK]``. Writes
-    ``out_dir/vocab.txt``; ids 0-4 are ``[PAD] [UNK] [CLS] [SEP] [MASK]``, then ``[DEC]`` and
-    ``[ENC]`` are added last (as in BLIP's ``init_tokenizer``).
+    The vocabulary is deterministic (the same captions always give the same ids, which a resumed
+    or repeated run needs; the ``tokenizers`` WordPiece trainer breaks ties differently from run to
+    run): ids 0-4 are ``[PAD] [UNK] [CLS] [SEP] [MASK]``, then every ASCII letter, digit and
+    punctuation mark as a word start and as a ``##`` continuation (so any English caption
+    tokenizes without ``[UNK]``), then the most frequent words (BERT's normalisation and
+    pre-tokenisation; ties by spelling) up to ``vocab_size``. ``[DEC]`` and ``[ENC]`` are added
+    last, as in BLIP's ``init_tokenizer``. Writes ``out_dir/vocab.txt``.
     """
-    from tokenizers import BertWordPieceTokenizer
+    from collections import Counter
+
+    from tokenizers import normalizers, pre_tokenizers
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    trainer = BertWordPieceTokenizer(lowercase=True, strip_accents=True, clean_text=True)
-    corpus = [prompt] * 10 + [c for c in captions if c]
-    trainer.train_from_iterator(corpus, vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS,
-                                show_progress=False, limit_alphabet=200)
-    vocab = sorted(trainer.get_vocab().items(), key=lambda kv: kv[1])
-    tokens = [t for t, _ in vocab]
+    norm = normalizers.BertNormalizer(clean_text=True, lowercase=True, strip_accents=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    counts: Counter = Counter()
+    for text in [prompt] * min_frequency + [c for c in captions if c]:
+        counts.update(w for w, _ in pre.pre_tokenize_str(norm.normalize_str(text)))
+    tokens = list(SPECIAL_TOKENS)
+    chars = string.ascii_lowercase + string.digits + string.punctuation
+    tokens += list(chars) + ["##" + ch for ch in chars]
     have = set(tokens)
-    for ch in string.ascii_lowercase + string.digits + string.punctuation:
-        for tok in (ch, "##" + ch):
-            if tok not in have:
-                tokens.append(tok)
-                have.add(tok)
+    words = sorted((w for w, n in counts.items() if n >= min_frequency and w not in have), key=lambda w: (-counts[w], w))
+    tokens += words[:max(0, vocab_size - len(tokens))]
     (out / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
     tok = _bert_tokenizer(out / "vocab.txt")
     tok.add_special_tokens({"bos_token": BOS_TOKEN, "additional_special_tokens": [ENC_TOKEN]})

@@ -34,8 +34,10 @@ def tiny(tmp_path_factory):
     return tok, cap, fil
 
 
-def test_tokenizer_has_blip_special_tokens_and_no_unknown_words(tiny):
+def test_tokenizer_has_blip_special_tokens_and_no_unknown_words(tiny, tmp_path):
     tok, _, _ = tiny
+    again = B.build_tokenizer(reversed(CAPTIONS), tmp_path, vocab_size=300)
+    assert again.get_vocab() == tok.get_vocab()  # deterministic: a rerun or a resume gets the same ids
     assert tok.pad_token_id == 0 and tok.cls_token_id == 2 and tok.sep_token_id == 3
     assert tok.bos_token == "[DEC]" and tok.bos_token_id == len(tok) - 2
     assert B.enc_token_id(tok) == len(tok) - 1
