@@ -17,7 +17,7 @@ import json
 import math
 from pathlib import Path
 
-from models.clip import register_project_configs
+from models.clip import ModelLoadError, _offline_hint, register_project_configs
 from models.data import PairSource
 from models.train_config import TrainConfig
 from models.trainer import TrainTask
@@ -37,8 +37,13 @@ class ClipTask(TrainTask):
         if cfg.loss == "siglip":
             kwargs = {"init_logit_scale": math.log(10), "init_logit_bias": -10.0}
         pretrained = cfg.pretrained if not cfg.model.startswith(("local-dir:", "hf-hub:")) else None
-        self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-            cfg.model, pretrained=pretrained, device=device, **kwargs)
+        try:
+            self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+                cfg.model, pretrained=pretrained, device=device, **kwargs)
+        except Exception as exc:  # unknown names and unreachable weights: say what to pass instead
+            if pretrained and not Path(pretrained).exists():
+                raise ModelLoadError(_offline_hint(cfg.model, pretrained, exc).replace("score.", "train.")) from None
+            raise ModelLoadError(f"cannot build open_clip model {cfg.model!r}: {exc}") from None
         self.tokenizer = open_clip.get_tokenizer(cfg.model)
         self.model_cfg = self._model_cfg(cfg.model, kwargs)
         from open_clip.loss import ClipLoss, SigLipLoss

@@ -461,7 +461,7 @@ class PairStream:
 
     # ---------------------------------------------------------------- torch
 
-    def loader(self, state: LoaderState | None = None, generator_seed: int | None = None):
+    def loader(self, state: LoaderState | None = None, generator_seed: int | None = None, pin_memory: bool = False):
         """A torch DataLoader yielding this stream's batches from ``state`` (start when None)."""
         import torch
         from torch.utils.data import DataLoader
@@ -471,7 +471,7 @@ class PairStream:
                             f"{self.streams_per_rank}: resume with the same num_workers and data")
         ds = _TorchPairStream(self, state)
         gen = torch.Generator().manual_seed(self.seed if generator_seed is None else generator_seed)
-        return DataLoader(ds, batch_size=None, num_workers=self.num_workers, generator=gen,
+        return DataLoader(ds, batch_size=None, num_workers=self.num_workers, generator=gen, pin_memory=pin_memory,
                           persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
 
     def __iter__(self) -> Iterator[dict]:

@@ -301,7 +301,7 @@ def train(task: TrainTask, data, out_dir: str | Path, cfg: TrainConfig, *, resum
     try:
         with open(out / METRICS_LOG, "a", encoding="utf-8") as mlog:
             if step < total:
-                for batch in stream.loader(loader_state):
+                for batch in stream.loader(loader_state, pin_memory=device.startswith("cuda")):
                     loader_state_rows = int(batch["_rows"])
                     if loader_state_rows == 0:
                         loader_state.advance(batch)
