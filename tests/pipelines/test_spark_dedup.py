@@ -385,6 +385,11 @@ def test_sample_kept_set_agrees_with_datasketch(sample_run, spark):
     ds_kept, ds_dup_of = datasketch_near_dup_keep(ex_docs, DedupConfig(**NEAR_ONLY))
     assert dup_of, "the sample's planted duplicates must produce near-duplicate removals"
     assert kept == ds_kept and dup_of == ds_dup_of
+    # Without the exact-Jaccard check every band collision links (LSH alone): still the same as datasketch.
+    res = run(spark, ex_docs, [], verify_jaccard=False, **NEAR_ONLY)
+    kept, dup_of = _groups(res, [d["doc_id"] for d in ex_docs])
+    ds_kept, ds_dup_of = datasketch_near_dup_keep(ex_docs, DedupConfig(verify_jaccard=False, **NEAR_ONLY))
+    assert kept == ds_kept and dup_of == ds_dup_of
 
 
 @pytest.mark.slow
@@ -486,6 +491,11 @@ def test_keeper_rules_break_ties_by_date_then_file_name(spark):
     kept, rej, _ = collect(run(spark, docs, [], paragraph_dedup=False, image_dedup=False, image_set_dedup=False))
     reason = {r["row_id"]: (r["reason"], r["duplicate_of"]) for r in rej}
     assert reason == {"f1": ("url_duplicate", "f2"), "old": ("near_duplicate", "new")}
+    # By config, documents without an image go too (these have none).
+    kept, rej, _ = collect(run(spark, docs, [], paragraph_dedup=False, image_dedup=False, image_set_dedup=False,
+                               drop_docs_without_images=True))
+    assert not kept and {r["row_id"]: r["reason"] for r in rej} == {
+        "f1": "url_duplicate", "old": "near_duplicate", "f2": "no_image", "new": "no_image"}
 
 
 def test_connected_components_match_union_find_and_stop_at_the_bound(spark):
