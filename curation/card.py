@@ -23,7 +23,7 @@ import yaml
 from fsspec.core import url_to_fs
 
 from curation.config import PipelineConfig
-from curation.report import RunCatalog, TableRef
+from curation.report import RunCatalog, TableRef, run_snapshot
 from curation.schemas import SCHEMAS
 from curation.stage import REJECTS_DIR
 
@@ -155,7 +155,8 @@ def build_card(run_root: str, cfg: PipelineConfig, input_spec: str | None = None
         "Interleaved web documents (OBELICS-style) and image-text pairs curated from Common Crawl "
         "by vl-curation for CLIP/BLIP-style pretraining.",
         "",
-        f"- snapshot: `{cfg.snapshot}`" if not input_spec or cfg.snapshot != "sample" else f"- input: `{input_spec}` (not a snapshot)",
+        f"- snapshot: `{run_snapshot(catalog, cfg.snapshot)}`" if not input_spec or cfg.snapshot != "sample"
+        else f"- input: `{input_spec}` (not a snapshot)",
         f"- WARC files read: {len(warcs):,}" + (f" (first: `{warcs[0]}`)" if warcs else ""),
         f"- run directory: `{catalog.root}`",
         f"- card written: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",

@@ -398,6 +398,16 @@ def funnel(catalog: RunCatalog) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- entry point
+_CC_PATH_RE = re.compile(r"crawl-data/(CC-MAIN-\d{4}-\d{2})/")
+
+
+def run_snapshot(catalog: RunCatalog, configured: str) -> str:
+    """The snapshot a run curated: from its WARC paths (``crawl-data/<id>/...``) when they say, else the config's."""
+    extract = next((s for s in catalog.stages if s.name == "extract" and s.marker), None)
+    m = _CC_PATH_RE.search((extract.marker.get("inputs", {}).get("warcs") or "") if extract else "")
+    return m.group(1) if m else configured
+
+
 def build_report(spark, run_root: str, cfg: PipelineConfig) -> dict[str, Any]:
     """Everything the report shows, as one JSON-able dict (samples still carry image bytes)."""
     catalog = RunCatalog.scan(run_root)
@@ -412,7 +422,7 @@ def build_report(spark, run_root: str, cfg: PipelineConfig) -> dict[str, Any]:
     return {
         "run": catalog.root,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "snapshot": cfg.snapshot,
+        "snapshot": run_snapshot(catalog, cfg.snapshot),
         "warc_files": len([w for w in warcs.split(",") if w]),
         "stages": [{"name": s.name, "complete": s.complete, "finished_at": (s.marker or {}).get("finished_at"),
                     "run_id": (s.marker or {}).get("run_id")} for s in catalog.stages],

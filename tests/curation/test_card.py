@@ -103,3 +103,16 @@ def test_curate_card_cli_and_run_all_write_the_card(run, monkeypatch, tmp_path):
     pipeline.run_all(cfg)
     assert calls == ["extract"] + [s.name for s in pipeline.STAGES if s.when(cfg)]
     assert "| extract | complete | 12 | 10 | 2 |" in (root / CARD).read_text()
+
+
+def test_snapshot_comes_from_the_warc_paths_when_they_name_one(tmp_path):
+    import json
+
+    root = tmp_path / "run"
+    make_run(root)
+    marker = root / "extract" / "_STAGE_COMPLETE"
+    body = json.loads(marker.read_text())
+    body["inputs"]["warcs"] = ("https://data.commoncrawl.org/crawl-data/CC-MAIN-2025-13/segments/1/warc/a.warc.gz,"
+                               "https://data.commoncrawl.org/crawl-data/CC-MAIN-2025-13/segments/1/warc/b.warc.gz")
+    marker.write_text(json.dumps(body))
+    assert "snapshot: `CC-MAIN-2025-13`" in build_card(str(root), PipelineConfig())  # config says sample
