@@ -28,16 +28,18 @@ from curation.config import DedupConfig, SparkConfig
 from curation.schemas import DOCUMENTS, PAIRS, spark_ddl
 from curation.spark import get_spark
 from pipelines.spark_dedup import run_dedup
-master, inp, out = sys.argv[1:4]
-spark = get_spark(SparkConfig(master=master, shuffle_partitions=4, show_progress=False,
-                              conf={"spark.executor.memory": "1g", "spark.cores.max": "1"}))
-docs = spark.read.schema(spark_ddl(DOCUMENTS)).parquet(inp + "/documents")
-pairs = spark.read.schema(spark_ddl(PAIRS)).parquet(inp + "/pairs")
-res = run_dedup(spark, docs, pairs, DedupConfig())
-res.documents.write.parquet(out + "/documents")
-res.pairs.write.parquet(out + "/pairs")
-res.rejects.write.parquet(out + "/rejects")
-spark.stop()
+inp, runs = sys.argv[1], sys.argv[2:]
+for master, out in zip(runs[::2], runs[1::2]):  # one fresh SparkContext per master, one after the other
+    spark = get_spark(SparkConfig(master=master, shuffle_partitions=4, show_progress=False,
+                                  conf={"spark.executor.memory": "1g", "spark.cores.max": "1"}))
+    assert spark.sparkContext.master == master
+    docs = spark.read.schema(spark_ddl(DOCUMENTS)).parquet(inp + "/documents")
+    pairs = spark.read.schema(spark_ddl(PAIRS)).parquet(inp + "/pairs")
+    res = run_dedup(spark, docs, pairs, DedupConfig())
+    res.documents.write.parquet(out + "/documents")
+    res.pairs.write.parquet(out + "/pairs")
+    res.rejects.write.parquet(out + "/rejects")
+    spark.stop()
 """
 
 
@@ -102,9 +104,10 @@ def _read(out: Path):
     return res
 
 
-def _job(master: str, inp: Path, out: Path, env) -> None:
-    proc = subprocess.run([sys.executable, "-c", JOB, master, str(inp), str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=400)
+def _job(inp: Path, runs: dict[str, Path], env) -> None:
+    args = [str(x) for master, out in runs.items() for x in (master, out)]
+    proc = subprocess.run([sys.executable, "-c", JOB, str(inp), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
@@ -119,15 +122,12 @@ def test_same_result_local1_local2_standalone(tmp_path):
     pq.write_table(pa.Table.from_pylist(pairs, schema=PAIRS), inp / "pairs" / "part-0.parquet")
     env = dict(os.environ, PYTHONPATH=str(ROOT), SPARK_LOG_LEVEL="ERROR", PYSPARK_PYTHON=sys.executable)
 
-    results = {}
-    for master in ("local[1]", "local[2]"):
-        _job(master, inp, tmp_path / master.replace("[", "").replace("]", ""), env)
-        results[master] = _read(tmp_path / master.replace("[", "").replace("]", ""))
-
     spark_home = Path(pyspark.__file__).parent
     spark_class = spark_home / "bin" / "spark-class"
     port, ui, wport, wui = _free_port(), _free_port(), _free_port(), _free_port()
     cenv = dict(env, SPARK_HOME=str(spark_home), SPARK_LOCAL_IP="127.0.0.1", SPARK_WORKER_DIR=str(tmp_path / "work"))
+    runs = {"local[1]": tmp_path / "local1", "local[2]": tmp_path / "local2",
+            f"spark://127.0.0.1:{port}": tmp_path / "cluster"}
     master = worker = None
     try:
         master = subprocess.Popen([str(spark_class), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
@@ -139,8 +139,7 @@ def test_same_result_local1_local2_standalone(tmp_path):
                                    "--webui-port", str(wui), "--cores", "1", "--memory", "1g"], env=cenv,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(wport, worker)
-        _job(f"spark://127.0.0.1:{port}", inp, tmp_path / "cluster", env)
-        results["cluster"] = _read(tmp_path / "cluster")
+        _job(inp, runs, env)
     finally:
         for proc in (worker, master):
             if proc is not None:
@@ -149,6 +148,8 @@ def test_same_result_local1_local2_standalone(tmp_path):
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+    results = {m: _read(out) for m, out in runs.items()}
+    results["cluster"] = results.pop(f"spark://127.0.0.1:{port}")
 
     ref = results["local[1]"]
     assert ref["rejects"] and ref["documents"]
