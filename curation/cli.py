@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"run directory holding {', '.join(u + '/' for u in upstream)} (or one of those stage dirs)")
         sp.add_argument("--out", required=True, help=f"run directory (writes OUT/{spec.name}/)")
         _common(sp)
+        if spec.name == "bootstrap":  # curate bootstrap --rounds N: BLIP's bootstrap loop (pipelines/bootstrap.py)
+            from pipelines.bootstrap import add_cli_arguments as add_bootstrap_loop_arguments
+
+            add_bootstrap_loop_arguments(sp)
 
     smp = sub.add_parser("sample", help="write the offline sample mini-crawl")
     smp.add_argument("--out", required=True)
@@ -179,7 +183,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         stats = pipeline.run_extract(StageRunner(cfg.out, cfg, force), inputs)
         _print_summary(cfg.out, {"extract": stats})
         return 0
+    if args.command == "bootstrap" and getattr(args, "rounds", None):
+        from pipelines.bootstrap import cli_loop
+
+        return cli_loop(args, cfg, _source_root(args.input))
     if args.command in {s.name for s in pipeline.STAGES}:
+        if not pipeline.spec(args.command).when(cfg):
+            print(f"stage {args.command} does not apply to this configuration; nothing to do")
+            return 0
         stats = pipeline.run_stage(StageRunner(cfg.out, cfg, force), args.command, _source_root(args.input))
         _print_summary(cfg.out, {args.command: stats})
         return 0

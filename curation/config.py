@@ -200,17 +200,134 @@ class ScoreConfig:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
+# ``score.pretrained``, ``capfilt.captioner`` or ``capfilt.filter`` set to this means "the models this
+# run trains itself": the ``bootstrap`` stage (pipelines/bootstrap.py) trains them before ``score``
+# and saves them under ``<run>/bootstrap/models/``; score and capfilt load them from there.
+BOOTSTRAP_MODELS = "bootstrap"
+
+
+@dataclass
+class CapfiltConfig:
+    """BLIP's Captioner + Filter on Dask (pipelines/dask_capfilt.py).
+
+    Defaults are BLIP's CapFilt settings (Li et al. 2022): nucleus sampling with top_p 0.9,
+    30/10 max/min tokens (prompt included), repetition penalty 1.1, the prompt "a picture of ",
+    one synthetic caption per image, and a caption kept when the ITM head's p(match) >= 0.5.
+    ``captioner``/``filter``: a Hugging Face id, a local directory (``curate train`` exports), or
+    ``bootstrap`` (the models this run's bootstrap stage trained).
+    """
+
+    captioner: str = "Salesforce/blip-image-captioning-base"
+    filter: str = "Salesforce/blip-itm-base-coco"
+    # First token of the ITM text: "enc" is the original BLIP ([ENC], what the Salesforce checkpoints
+    # were trained with), "cls" is transformers' BlipForImageTextRetrieval (transformers#25629);
+    # null: what the model's vlc_blip.json records, else "cls".
+    itm_first_token: str | None = None
+    prompt: str | None = None  # null: the captioner's own (vlc_blip.json), else "a picture of "
+    num_captions: int = 1  # synthetic captions per image (K); 0 = filter the web captions only
+    top_p: float = 0.9
+    max_length: int = 30
+    min_length: int = 10
+    repetition_penalty: float = 1.1
+    itm_threshold: float = 0.5
+    filter_web: bool = True  # false keeps every web caption (no ITM decision on them)
+    filter_synthetic: bool = True  # false keeps every synthetic caption ("captioner only")
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
+    batch_size: int = 32  # images per generate() call and per ITM image batch
+    threads: int = 0  # torch threads per CPU worker (0: the host's cores divided among its workers)
+    seed: int = 0  # sampling noise is seeded per picture from this: reruns give the same captions
+    shard_rows: int = 1024  # input pairs per Dask task
+    keep_work: bool = False  # keep <out>/_work/capfilt-*/ (per-shard outputs) after success
+
+    def validate(self) -> None:
+        if self.itm_first_token not in (None, "cls", "enc"):
+            raise ValueError(f"itm_first_token must be cls, enc or null, got {self.itm_first_token!r}")
+        if self.num_captions < 0 or self.batch_size < 1 or self.shard_rows < 1 or self.threads < 0:
+            raise ValueError("num_captions and threads must be >= 0, batch_size and shard_rows >= 1")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.min_length < self.max_length:
+            raise ValueError(f"need 0 <= min_length < max_length, got {self.min_length}, {self.max_length}")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be > 0")
+        if not 0.0 <= self.itm_threshold <= 1.0:
+            raise ValueError(f"itm_threshold must be in [0, 1], got {self.itm_threshold}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass
+class BootstrapConfig:
+    """Models a run trains itself when none can be downloaded (pipelines/bootstrap.py).
+
+    BLIP's round 0 with the thin trainer (``train`` section for everything not set here): a CLIP
+    (``score.model``) and a BLIP are trained on the run's web pairs, then the captioner and the
+    filter are fine-tuned separately on a clean human-annotated set. ``curate bootstrap --rounds R``
+    goes on: CapFilt rewrites the web pairs, the next round's BLIP is trained on them, and so on.
+    Each training runs ``epochs`` (web pairs) or ``finetune_epochs`` (clean set) passes, at most
+    ``max_steps`` steps (0: no cap).
+    """
+
+    # The clean set: a COCO-format directory (captions*.json + images/), its json, or IMAGE_PAIRS
+    # Parquet. Null on a sample run: the sample's own clean split (<run>/_sample/clean).
+    clean_data: str | None = None
+    rounds: int = 2  # CapFilt rounds of curate bootstrap --rounds (the run's capfilt stage is round 1)
+    epochs: float = 10.0
+    finetune_epochs: float = 5.0
+    max_steps: int = 0
+    batch_size: int = 64
+    lr: float | None = None  # null: train.lr
+    blip_preset: str | None = None  # null: train.blip.preset
+    blip_image_size: int | None = None  # null: train.blip.image_size
+    # Share of uniformly drawn ITM negatives (null: train.blip.itm_easy_negatives). A filter trained
+    # from scratch on little data learns ITM only from easy negatives: on the sample, 300 filter
+    # fine-tuning steps left ITM accuracy at its 2/3 prior with 0.5, and reached 0.9 by step 200 with 1.0.
+    itm_easy_negatives: float | None = None
+    # torch threads of each training task (0: the Dask worker's share of its host's cores). Fixed,
+    # the same run gives the same models on any cluster shape.
+    threads: int = 0
+    device: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        if self.epochs <= 0 or self.finetune_epochs < 0 or self.max_steps < 0:
+            raise ValueError("epochs must be > 0, finetune_epochs and max_steps >= 0")
+        if self.batch_size < 2 or self.threads < 0:
+            raise ValueError("batch_size must be >= 2 and threads >= 0")
+        if self.itm_easy_negatives is not None and not 0.0 <= self.itm_easy_negatives <= 1.0:
+            raise ValueError(f"itm_easy_negatives must be in [0, 1], got {self.itm_easy_negatives}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+def uses_bootstrap_models(cfg: "PipelineConfig") -> bool:
+    """Whether any model of the run is the self-trained ``bootstrap`` one (the bootstrap stage's ``when``)."""
+    return BOOTSTRAP_MODELS in (cfg.score.pretrained, cfg.capfilt.captioner, cfg.capfilt.filter)
+
 # Defaults of ``snapshot: sample`` runs, applied by PipelineConfig.load to keys the user did not
-# set (one place). The sample has no downloadable weights: until a bootstrap stage trains a tiny
-# CLIP, scoring uses the tiny config with random weights, whose scores are noise: no score filter,
-# no semantic dedup (random image embeddings are all alike), no image dropped by MMC4's min_sim.
+# set (one place). The sample has no downloadable weights: the bootstrap stage trains a tiny CLIP
+# and a tiny BLIP on the run's own pairs (step budgets below keep ``make curate`` to minutes on two
+# cores) and score and capfilt load them. A CLIP that saw a few hundred pairs gives scores on no
+# known scale: no score filter, no semantic dedup, no image dropped by MMC4's min_sim.
 SAMPLE_DEFAULTS: dict[str, Any] = {
     "score.model": "vlc-tiny-clip",
-    "score.pretrained": None,
+    "score.pretrained": BOOTSTRAP_MODELS,
     "score.filter_mode": "none",
     "score.semantic_dedup": False,
     "score.mmc4_min_sim": -1.0,
     "score.batch_size": 32,
+    "capfilt.captioner": BOOTSTRAP_MODELS,
+    "capfilt.filter": BOOTSTRAP_MODELS,
+    # ~75 CLIP/BLIP steps over the ~480 web pairs, 118 fine-tuning steps over the 750 clean captions.
+    "bootstrap.epochs": 10.0,
+    "bootstrap.finetune_epochs": 10.0,
+    "bootstrap.max_steps": 120,
+    "bootstrap.batch_size": 64,
+    "bootstrap.blip_image_size": 32,
+    "bootstrap.itm_easy_negatives": 1.0,
+    "bootstrap.threads": 1,
 }
 
 
@@ -291,6 +408,8 @@ class PipelineConfig:
     images: ImagesConfig = field(default_factory=ImagesConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    capfilt: CapfiltConfig = field(default_factory=CapfiltConfig)  # pipelines/dask_capfilt.py
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)  # pipelines/bootstrap.py
     train: TrainConfig = field(default_factory=TrainConfig)  # curate train (models/train_config.py)
     eval: EvalConfig = field(default_factory=EvalConfig)  # curate eval
     report: ReportConfig = field(default_factory=ReportConfig)

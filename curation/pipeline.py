@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from curation.config import PipelineConfig
+from curation.config import PipelineConfig, uses_bootstrap_models
 from curation.snapshot import WarcInput, resolve_inputs
 from curation.stage import Stage, StageRunner, StageStats
 
@@ -65,10 +65,21 @@ STAGES: list[StageSpec] = [
         "images", "pipelines.images:ImageStage", {"documents": "dedup/documents", "pairs": "dedup/pairs"},
         "fetch images with img2dataset, safety checks, image filters, shards with bytes",
     ),
+    # Only where a model is "bootstrap" (the sample): BLIP's round 0, the models score and capfilt load.
+    StageSpec(
+        "bootstrap", "pipelines.bootstrap:BootstrapStage", {"pairs": "images/pairs"},
+        "train the run's own CLIP + BLIP captioner/filter (round 0 of BLIP's bootstrapping; --rounds N: the loop)",
+        when=uses_bootstrap_models,
+    ),
     StageSpec(
         "score", "pipelines.dask_score:ScoreStage",
-        {"pairs": "images/pairs", "documents": "images/documents", "images": "images/images"},
+        {"pairs": "images/pairs", "documents": "images/documents", "images": "images/images",
+         "models": "bootstrap/models"},
         "CLIP scores and embeddings, pair filters, MMC4 documents, semantic dedup (Dask)",
+    ),
+    StageSpec(
+        "capfilt", "pipelines.dask_capfilt:CapFiltStage", {"pairs": "score/pairs", "models": "bootstrap/models"},
+        "BLIP captioner + filter bootstrapping (Dask)",
     ),
 ]
 

@@ -421,13 +421,19 @@ def _seeded(seed: int | None, device: str):
 def generate_captions(captioner: BlipBundle, images: Sequence, *, prompt: str | None = None, num_captions: int = 1,
                       sample: bool = True, top_p: float = 0.9, max_length: int = 30, min_length: int = 10,
                       repetition_penalty: float = 1.1, num_beams: int = 3, batch_size: int = 32,
-                      seed: int | None = None) -> list[list[str] | None]:
+                      seed: int | None = None, image_seeds: Sequence[int] | None = None) -> list[list[str] | None]:
     """Captions for each image (PIL images or encoded bytes), batched; None for an undecodable image.
 
     Defaults are BLIP's CapFilt settings: nucleus sampling (top_p 0.9), 30/10 max/min length
     (counted in tokens including the prompt, as BLIP), repetition penalty 1.1, ``num_captions``
     samples per image. ``sample=False`` is beam search (``num_beams``), BLIP's caption evaluation.
     The prompt is stripped from the returned text. ``seed`` makes sampling reproducible.
+
+    ``image_seeds`` (one per image): each (image, caption k) draws its own sampling noise from a
+    generator seeded by (that image's seed, k), so an image's captions do not depend on which images share its
+    batch or in which order images come (a pipeline's shards are not the same on every cluster).
+    The draw is the Gumbel-max trick on the nucleus (top_k 50 as transformers' sampling default,
+    then top_p): the same distribution as ``do_sample=True``, not the same random numbers.
     """
     import torch
 
@@ -447,7 +453,15 @@ def generate_captions(captioner: BlipBundle, images: Sequence, *, prompt: str | 
                 kwargs.update(do_sample=True, top_p=top_p, num_return_sequences=n_ret)
             else:
                 kwargs.update(do_sample=False, num_beams=max(num_beams, n_ret), num_return_sequences=n_ret)
-            ids = prompt_ids.repeat(len(idx), 1).to(captioner.device)
+            if sample and image_seeds is not None:
+                from transformers import LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
+
+                rows = [_row_seed(image_seeds[i], k) for i in idx for k in range(n_ret)]
+                px = px.repeat_interleave(n_ret, dim=0)
+                kwargs.update(do_sample=False, num_beams=1, num_return_sequences=1, logits_processor=LogitsProcessorList(
+                    [TopKLogitsWarper(50), TopPLogitsWarper(top_p), _RowGumbelNoise(rows)]))
+                kwargs.pop("top_p", None)
+            ids = prompt_ids.repeat(px.shape[0], 1).to(captioner.device)
             gen = model.generate(pixel_values=px, input_ids=ids, **kwargs)
             texts = tok.batch_decode(gen, skip_special_tokens=True)
             for j, i in enumerate(idx):
@@ -459,6 +473,29 @@ def generate_captions(captioner: BlipBundle, images: Sequence, *, prompt: str | 
                     caps.append(t)
                 out[i] = caps
     return out
+
+
+def _row_seed(image_seed: int, k: int) -> int:
+    import hashlib
+
+    return int(hashlib.sha256(f"{int(image_seed)}:{k}".encode()).hexdigest()[:15], 16)
+
+
+class _RowGumbelNoise:
+    """A logits processor adding Gumbel(0, 1) noise drawn from one CPU generator per batch row:
+    argmax of (filtered logits + noise) is a sample of softmax(filtered logits), row by row."""
+
+    def __init__(self, seeds: Sequence[int]):
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        u = torch.stack([torch.rand(scores.shape[-1], generator=g, dtype=torch.float64) for g in self.generators])
+        gumbel = -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))
+        return scores + gumbel.to(device=scores.device, dtype=scores.dtype)
 
 
 def itm_scores(filt: BlipBundle, images: Sequence, texts: Sequence[str], image_index: Sequence[int] | None = None,

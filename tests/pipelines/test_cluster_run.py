@@ -127,7 +127,7 @@ def _sample_port_override(port: int) -> list[str]:
 
 def _curate(out: Path, env, *extra: str) -> None:
     cmd = [str(BIN / "curate"), "run", "--out", str(out), "--set", f"sample_pages={PAGES}",
-           "--set", "spark.shuffle_partitions=4", "--set", "spark.show_progress=false", *extra]
+           "--set", "spark.shuffle_partitions=4", "--set", "spark.show_progress=false", "--set", "bootstrap.max_steps=8", *extra]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
 

@@ -186,7 +186,7 @@ def test_airflow_dags_test_curates_the_sample(airflow_env, tmp_path):
     from curation.config import PipelineConfig
 
     out = tmp_path / "sample-run"
-    overrides = ["sample_pages=30", "spark.shuffle_partitions=2", "spark.show_progress=false"]
+    overrides = ["sample_pages=30", "spark.shuffle_partitions=2", "spark.show_progress=false", "bootstrap.max_steps=8"]
     if hasattr(PipelineConfig(), "sample_image_port"):  # a free port, not the fixed default other runs may hold
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

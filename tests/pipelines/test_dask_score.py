@@ -286,8 +286,10 @@ def test_sample_defaults_corrupt_images_counted_not_fatal(sample_inputs, tmp_pat
     _, pairs, docs, corrupt = sample_inputs
     run = tmp_path / "run"
     write_inputs(run, pairs, None, docs, n_files=1)  # no images table: pairs decode their own bytes
-    cfg = PipelineConfig.load(overrides={"out": str(run), "dask.processes": False, "dask.n_workers": 1})
-    # The sample's documented defaults: tiny random CLIP, no score filter, no semantic dedup.
+    # Random weights (the sample's default is the CLIP its bootstrap stage trains; none here).
+    cfg = PipelineConfig.load(overrides={"out": str(run), "dask.processes": False, "dask.n_workers": 1,
+                                         "score.pretrained": None})
+    # The sample's documented defaults: tiny CLIP, no score filter, no semantic dedup.
     assert (cfg.score.model, cfg.score.pretrained, cfg.score.filter_mode, cfg.score.semantic_dedup) == (
         "vlc-tiny-clip", None, "none", False)
     stats = run_stage(run, cfg)
@@ -321,7 +323,7 @@ def test_resume_skips_finished_shards_after_a_crash(sample_inputs, tmp_path, mon
     run = tmp_path / "run"
     write_inputs(run, pairs, None, docs, n_files=2, row_group_size=10)
     cfg = PipelineConfig.load(overrides={"out": str(run), "dask.processes": False, "dask.n_workers": 1,
-                                         "score.shard_rows": 10})
+                                         "score.shard_rows": 10, "score.pretrained": None})
     import pipelines.dask_score as ds
 
     def crash(*args, **kwargs):

@@ -28,7 +28,8 @@ EXPECTED_REASONS = {
 @pytest.fixture(scope="module")
 def sample_run(spark, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "sample"
-    args = ["run", "--out", str(out), "--master", "local[2]", "--set", "sample_pages=80"]
+    # bootstrap.max_steps: the sample's self-trained models (bootstrap stage) for a few steps only.
+    args = ["run", "--out", str(out), "--master", "local[2]", "--set", "sample_pages=80", "--set", "bootstrap.max_steps=8"]
     assert main(args) == 0
     return out, args
 

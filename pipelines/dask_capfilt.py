@@ -1,0 +1,549 @@
+"""``curate capfilt``: BLIP's Captioner + Filter over the scored pairs, on the score stage's Dask workers.
+
+Input: ``pairs`` (SCORED_PAIRS, ``score/pairs``) and ``models`` (``bootstrap/models``, used when
+``capfilt.captioner``/``capfilt.filter`` are ``bootstrap``). Pictures are grouped by sha256 (URL
+when missing): the pair with the smallest key is the picture's *image pair*, its key the picture's
+``image_key``. Two sharded phases (:func:`curation.dask_cluster.run_shards`, models loaded
+once per worker, outputs atomic, finished shards skipped on rerun):
+
+1. ``capfilt:caption`` (work dir ``<out>/_work/capfilt-<hash>/``): per shard, chunks of
+   ``batch_size`` pictures are decoded (the next chunk in a thread while the models run), the
+   captioner writes ``num_captions`` synthetic captions for each picture whose image pair is in the
+   shard (batched ``generate``: prompt "a picture of ", nucleus top_p 0.9, 30/10 max/min tokens,
+   repetition penalty 1.1; each picture's sampling noise seeded by the picture itself, so the
+   captions do not depend on shards, batches or row order), and the filter's ITM head scores
+   every web caption and every synthetic caption against its picture, each picture's vision
+   tokens computed once.
+2. On the client: a picture is kept when at least one of its captions (web or synthetic) has
+   p(match) >= ``itm_threshold``; then ``capfilt:write`` writes the outputs per shard.
+
+Outputs (``<stage>/``): ``pairs/`` BOOTSTRAPPED_PAIRS: kept web captions (``key`` = the pair key,
+``caption_source`` alt/figcaption/title as extracted, ``caption_model`` "web") and kept synthetic
+captions (``key`` = ``<image_key>-syn<k>``, ``caption_source`` "synthetic", ``caption_model`` the
+captioner, the image pair's picture and page columns, ``clip_score``/``embedding_row`` null: CLIP
+scored the web caption, not this one); ``rejects/``; ``stats.json``.
+
+Accounting. Main table = input pairs: kept, or ``itm_below_threshold`` (the filter removed the web
+caption), ``empty_caption``, or the picture's decode reason (``undecodable_image``,
+``no_image_bytes``, ``image_too_large``). ``tables.images`` = unique pictures: kept, the decode
+reason, or ``no_surviving_caption`` (no web or synthetic caption passed: dropped). Synthetic
+captions were never input rows: ``tables.synthetic_captions`` conserves them on their own
+(generated = kept + ``itm_below_threshold`` + ``empty_caption``) and each removed one is a reject
+row of table ``synthetic_captions`` (row id ``<image_key>-syn<k>``, detail = p(match) and the text),
+so the filter's decisions on them can be audited. On a sample run, ``counters`` also hold the
+filter's precision/recall against the planted wrong/boilerplate captions and how many synthetic
+captions name their picture's true shape and colour (pipelines/sample_truth.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+from curation.config import CapfiltConfig
+from curation.dask_cluster import (
+    Shard,
+    ShardOutput,
+    cpu_threads_per_worker,
+    dask_client,
+    plan_shards,
+    read_shard,
+    run_shards,
+    setup_once,
+    work_dir_for,
+    worker_device,
+)
+from curation.schemas import BOOTSTRAPPED_PAIRS, REJECTS, SCORED_PAIRS
+from curation.stage import Stage, StageContext, StageError, StageStats, read_marker
+
+log = logging.getLogger(__name__)
+
+STAGE = "capfilt"
+WEB = "web"
+SYNTHETIC = "synthetic"
+SYNTHETIC_TABLE = "synthetic_captions"
+BELOW = "itm_below_threshold"
+NO_CAPTION = "no_surviving_caption"
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+@dataclass(frozen=True)
+class CapfiltSpec:
+    """What a worker needs besides the shard (picklable): resolved models and BLIP's settings."""
+
+    captioner: str
+    filter: str
+    caption_model: str  # the captioner's name in the output (run-independent)
+    itm_first_token: str | None
+    prompt: str | None
+    num_captions: int
+    top_p: float
+    max_length: int
+    min_length: int
+    repetition_penalty: float
+    itm_threshold: float
+    filter_web: bool
+    filter_synthetic: bool
+    device: str
+    batch_size: int
+    seed: int
+    threads: int | None = None
+
+    @classmethod
+    def of(cls, cfg: CapfiltConfig, captioner: str, filt: str, caption_model: str, threads: int | None) -> "CapfiltSpec":
+        return cls(captioner, filt, caption_model, cfg.itm_first_token, cfg.prompt, cfg.num_captions, cfg.top_p,
+                   cfg.max_length, cfg.min_length, cfg.repetition_penalty, cfg.itm_threshold, cfg.filter_web,
+                   cfg.filter_synthetic, cfg.device, cfg.batch_size, cfg.seed, threads)
+
+    def bundles(self):
+        """(captioner, filter) loaded once per worker process (``setup_once``)."""
+        device = worker_device(self.device)
+        cap = setup_once(("blip-captioner", self.captioner, device, self.threads),
+                         partial(_load, "captioner", self.captioner, device, self.threads, None))
+        filt = setup_once(("blip-filter", self.filter, device, self.threads, self.itm_first_token),
+                          partial(_load, "filter", self.filter, device, self.threads, self.itm_first_token))
+        return cap, filt
+
+
+def _load(role: str, name: str, device: str, threads: int | None, itm_first_token: str | None):
+    import torch
+
+    from models import blip as B
+
+    if threads and device == "cpu":
+        torch.set_num_threads(threads)
+    if role == "captioner":
+        bundle = B.load_captioner(name, device)
+    else:
+        bundle = B.load_filter(name, device, itm_first_token=itm_first_token)
+        tok = bundle.tokenizer
+        if bundle.itm_first_token == "enc" and B.enc_token_id(tok) == tok.unk_token_id:
+            raise StageError(f"capfilt.itm_first_token is 'enc' but the tokenizer of {name} has no [ENC] token; "
+                             "use itm_first_token=cls or a tokenizer with BLIP's [ENC]")
+    log.info("capfilt: loaded %s %s on %s (%d torch threads)", role, name, device, torch.get_num_threads())
+    return bundle
+
+
+def _preflight(spec: CapfiltSpec) -> dict:
+    cap, filt = spec.bundles()
+    return {"captioner_image_size": cap.pixel_transform().size, "filter_image_size": filt.pixel_transform().size,
+            "prompt": spec.prompt if spec.prompt is not None else cap.prompt, "itm_first_token": filt.itm_first_token,
+            "device": cap.device}
+
+
+def picture_id(key: str, url: str | None, sha256: str | None) -> str:
+    """What makes two pairs the same picture: the image's sha256, else its URL, else the pair itself."""
+    return f"sha256:{sha256}" if sha256 else (f"url:{url}" if url else f"key:{key}")
+
+
+def picture_seed(base: int, picture: str) -> int:
+    """The sampling seed of a picture's synthetic captions: the same on any cluster, shard or order."""
+    return int(hashlib.sha256(f"{base}:{picture}".encode()).hexdigest()[:15], 16)
+
+
+def _autocast(device: str):
+    import contextlib
+
+    import torch
+
+    if str(device).startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return contextlib.nullcontext()
+
+
+def _decode(blobs: list, draft: int) -> list:
+    """Each blob as an RGB PIL image, or the ImageDecodeError saying why not (runs in a thread)."""
+    from models.data import ImageDecodeError, decode_image
+
+    out = []
+    for blob in blobs:
+        try:
+            out.append(decode_image(blob, draft_size=draft))
+        except ImageDecodeError as exc:
+            out.append(exc)
+    return out
+
+
+def caption_and_filter_shard(spec: CapfiltSpec, shard: Shard, image_keys: list[str], out: ShardOutput) -> dict:
+    """Phase 1: synthetic captions for the shard's image pairs, p(match) for every web and synthetic caption."""
+    from models.blip import generate_captions, itm_scores
+
+    start = time.perf_counter()
+    t = read_shard(shard, ["key", "url", "page_url", "caption", "caption_source", "sha256", "image"], schema=SCORED_PAIRS)
+    n = t.num_rows
+    if len(image_keys) != n:
+        raise StageError(f"shard {shard.id}: {len(image_keys)} image keys for {n} rows")
+    keys = t.column("key").to_pylist()
+    captions = t.column("caption").to_pylist()
+    urls = t.column("url").to_pylist()
+    shas = t.column("sha256").to_pylist()
+    blobs = t.column("image").to_pylist()
+    cap, filt = spec.bundles()
+    prompt = spec.prompt if spec.prompt is not None else cap.prompt
+    draft = max(cap.pixel_transform().size, filt.pixel_transform().size)
+
+    rows_of: dict[str, list[int]] = defaultdict(list)
+    for i, ik in enumerate(image_keys):
+        rows_of[ik].append(i)
+    pictures = list(rows_of)  # first-seen order
+    # The picture's image pair (the pair whose key is its image_key) is in this shard: its
+    # synthetic captions and its picture-level verdict are written here.
+    own_row = {ik: next((i for i in rows if keys[i] == ik), None) for ik, rows in rows_of.items()}
+    web_p = np.full(n, np.nan, dtype=np.float32)
+    web_reason: list[str | None] = [None] * n
+    web_detail: list[str | None] = [None] * n
+    syn: list[dict] = []
+    images_rows: list[dict] = []
+    timing = Counter()
+    chunks = [pictures[i:i + spec.batch_size] for i in range(0, len(pictures), spec.batch_size)]
+    with ThreadPoolExecutor(1, thread_name_prefix="capfilt-decode") as pool:
+        pending = pool.submit(_decode, [blobs[rows_of[ik][0]] for ik in chunks[0]], draft) if chunks else None
+        for c, chunk in enumerate(chunks):
+            t0 = time.perf_counter()
+            decoded = pending.result()
+            timing["wait_decode"] += time.perf_counter() - t0
+            if c + 1 < len(chunks):
+                pending = pool.submit(_decode, [blobs[rows_of[ik][0]] for ik in chunks[c + 1]], draft)
+            ok_keys, ok_images = [], []
+            for ik, im in zip(chunk, decoded):
+                own = own_row[ik] is not None
+                if isinstance(im, Exception):
+                    for i in rows_of[ik]:
+                        web_reason[i], web_detail[i] = im.reason, im.detail
+                    if own:
+                        images_rows.append({"image_key": ik, "reason": im.reason, "detail": im.detail})
+                    continue
+                ok_keys.append(ik)
+                ok_images.append(im)
+                if own:
+                    images_rows.append({"image_key": ik, "reason": None, "detail": None})
+            # Synthetic captions for this chunk's pictures whose image pair lives in this shard.
+            gen_idx = [j for j, ik in enumerate(ok_keys) if own_row[ik] is not None] if spec.num_captions else []
+            generated: list[list[str]] = []
+            if gen_idx:
+                t0 = time.perf_counter()
+                with _autocast(cap.device):
+                    generated = generate_captions(
+                        cap, [ok_images[j] for j in gen_idx], prompt=prompt, num_captions=spec.num_captions,
+                        top_p=spec.top_p, max_length=spec.max_length, min_length=spec.min_length,
+                        repetition_penalty=spec.repetition_penalty, batch_size=spec.batch_size,
+                        image_seeds=[picture_seed(spec.seed, picture_id(keys[own_row[ok_keys[j]]], urls[own_row[ok_keys[j]]],
+                                                                         shas[own_row[ok_keys[j]]])) for j in gen_idx])
+                timing["generate"] += time.perf_counter() - t0
+                timing["generated"] += sum(len(g) for g in generated)
+            # Every caption of these pictures against its picture: web rows first, then synthetic.
+            texts, index, targets = [], [], []
+            for j, ik in enumerate(ok_keys):
+                for i in rows_of[ik]:
+                    if (captions[i] or "").strip():
+                        texts.append(captions[i])
+                        index.append(j)
+                        targets.append(("web", i))
+                    else:
+                        web_reason[i], web_detail[i] = "empty_caption", None
+            for gj, j in enumerate(gen_idx):
+                for k, text in enumerate(generated[gj] or []):
+                    row = {"image_key": ok_keys[j], "k": k, "caption": text, "url": urls[own_row[ok_keys[j]]],
+                           "itm_score": None, "reason": None, "detail": None}
+                    syn.append(row)
+                    if text.strip():
+                        texts.append(text)
+                        index.append(j)
+                        targets.append(("syn", len(syn) - 1))
+                    else:
+                        row["reason"] = "empty_caption"
+            if texts:
+                t0 = time.perf_counter()
+                with _autocast(filt.device):
+                    p = itm_scores(filt, ok_images, texts, index, batch_size=spec.batch_size)
+                timing["itm"] += time.perf_counter() - t0
+                timing["itm_pairs"] += len(texts)
+                for (kind, i), score in zip(targets, p.tolist()):
+                    below = not score >= spec.itm_threshold
+                    detail = f"p(match) {score:.4f} < {spec.itm_threshold}" if below else None
+                    if kind == "web":
+                        web_p[i] = score
+                        if below and spec.filter_web:
+                            web_reason[i], web_detail[i] = BELOW, detail
+                    else:
+                        syn[i]["itm_score"] = score
+                        if below and spec.filter_synthetic:
+                            syn[i]["reason"] = BELOW
+                            syn[i]["detail"] = f"{detail}: {syn[i]['caption']}"
+    out.write_table(WEB, pa.table({
+        "key": pa.array(keys, pa.string()), "image_key": pa.array(image_keys, pa.string()),
+        "itm_score": pa.array(web_p, pa.float32()), "reason": pa.array(web_reason, pa.string()),
+        "detail": pa.array(web_detail, pa.string()), "page_url": t.column("page_url"), "url": t.column("url"),
+        "caption_source": t.column("caption_source"),
+    }))
+    out.write_table(SYNTHETIC, pa.Table.from_pylist(syn, schema=_SYN_SCHEMA))
+    out.write_table("images", pa.Table.from_pylist(images_rows, schema=_IMG_SCHEMA))
+    return {
+        "rows": n, "pictures": len(pictures), "image_pairs_here": len(images_rows),
+        "generated": int(timing["generated"]), "itm_pairs": int(timing["itm_pairs"]),
+        "seconds_generate": round(timing["generate"], 3), "seconds_itm": round(timing["itm"], 3),
+        "seconds_wait_decode": round(timing["wait_decode"], 3), "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+_SYN_SCHEMA = pa.schema([("image_key", pa.string()), ("k", pa.int32()), ("caption", pa.string()), ("url", pa.string()),
+                         ("itm_score", pa.float32()), ("reason", pa.string()), ("detail", pa.string())])
+_IMG_SCHEMA = pa.schema([("image_key", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+
+
+def _rejects(row_ids: list[str], table: str, reasons: list[str], details: list[str | None]) -> pa.Table:
+    n = len(row_ids)
+    return pa.table({"row_id": pa.array(row_ids, pa.string()), "table": pa.array([table] * n, pa.string()),
+                     "stage": pa.array([STAGE] * n, pa.string()), "reason": pa.array(reasons, pa.string()),
+                     "detail": pa.array(details, pa.string()), "duplicate_of": pa.array([None] * n, pa.string())},
+                    schema=REJECTS)
+
+
+def write_shard(work_dir: str, caption_model: str, shard: Shard, dropped: dict[str, str], out: ShardOutput) -> dict:
+    """Phase 2: BOOTSTRAPPED_PAIRS (kept web rows, then kept synthetic captions) and every reject of the shard."""
+    t = read_shard(shard, SCORED_PAIRS.names, schema=SCORED_PAIRS)
+    web = pq.read_table(f"{work_dir}/{WEB}/{shard.id}.parquet")
+    syn = pq.read_table(f"{work_dir}/{SYNTHETIC}/{shard.id}.parquet")
+    imgs = pq.read_table(f"{work_dir}/images/{shard.id}.parquet")
+    if web.num_rows != t.num_rows:
+        raise StageError(f"shard {shard.id}: {web.num_rows} filter results for {t.num_rows} rows")
+    reason = web.column("reason").to_pylist()
+    keep = np.array([r is None for r in reason], dtype=bool)
+    web_out = t.append_column("image_key", web.column("image_key")).append_column(
+        "itm_score", web.column("itm_score")).append_column("caption_model", pa.array(["web"] * t.num_rows, pa.string()))
+    parts = [web_out.filter(pa.array(keep)).cast(BOOTSTRAPPED_PAIRS)]
+    syn_keep = [r is None for r in syn.column("reason").to_pylist()]
+    if any(syn_keep):
+        kept = syn.filter(pa.array(syn_keep))
+        keys = t.column("key").to_pylist()
+        row_of = {k: i for i, k in enumerate(keys)}
+        take = pa.array([row_of[ik] for ik in kept.column("image_key").to_pylist()], pa.int64())
+        base = t.take(take)
+        cols = {name: base.column(name) for name in SCORED_PAIRS.names}
+        m = kept.num_rows
+        cols["key"] = pa.array([f"{ik}-syn{k}" for ik, k in zip(kept.column("image_key").to_pylist(),
+                                                                 kept.column("k").to_pylist())], pa.string())
+        cols["caption"] = kept.column("caption")
+        cols["caption_source"] = pa.array([SYNTHETIC] * m, pa.string())
+        cols["clip_score"] = pa.nulls(m, pa.float32())
+        cols["embedding_row"] = pa.nulls(m, pa.int64())
+        cols["image_key"] = kept.column("image_key")
+        cols["itm_score"] = kept.column("itm_score")
+        cols["caption_model"] = pa.array([caption_model] * m, pa.string())
+        parts.append(pa.table([cols[f.name] for f in BOOTSTRAPPED_PAIRS], schema=BOOTSTRAPPED_PAIRS))
+    out.write_table("pairs", pa.concat_tables(parts))
+    web_keys = web.column("key").to_pylist()
+    details = web.column("detail").to_pylist()
+    rej_rows = np.flatnonzero(~keep).tolist()
+    syn_rej = [i for i, k in enumerate(syn_keep) if not k]
+    syn_ik, syn_k = syn.column("image_key").to_pylist(), syn.column("k").to_pylist()
+    syn_reason, syn_detail = syn.column("reason").to_pylist(), syn.column("detail").to_pylist()
+    img_rows = imgs.to_pylist()
+    img_rej = [(r["image_key"], r["reason"], r["detail"]) for r in img_rows if r["reason"] is not None]
+    img_rej += [(r["image_key"], dropped[r["image_key"]], None) for r in img_rows
+                if r["reason"] is None and r["image_key"] in dropped]
+    out.write_table("rejects", pa.concat_tables([
+        _rejects([web_keys[i] for i in rej_rows], "pairs", [reason[i] for i in rej_rows], [details[i] for i in rej_rows]),
+        _rejects([f"{syn_ik[i]}-syn{syn_k[i]}" for i in syn_rej], SYNTHETIC_TABLE, [syn_reason[i] for i in syn_rej],
+                 [syn_detail[i] for i in syn_rej]),
+        _rejects([r[0] for r in img_rej], "images", [r[1] for r in img_rej], [r[2] for r in img_rej]),
+    ]))
+    return {"rows": t.num_rows, "rows_out": int(keep.sum()), "synthetic_out": int(sum(syn_keep)),
+            "images_rejected": dict(Counter(r[1] for r in img_rej))}
+
+
+# --------------------------------------------------------------------------- client side
+
+
+def image_keys_of(shards: list[Shard]) -> dict[str, list[str]]:
+    """Per shard, each row's ``image_key``: the smallest key among the pairs showing the same picture
+    (:func:`picture_id`), so the choice does not depend on the order rows come in."""
+    pics: dict[str, list[str]] = {}
+    smallest: dict[str, str] = {}
+    for s in shards:
+        t = read_shard(s, ["key", "url", "sha256"], schema=SCORED_PAIRS)
+        ids = [picture_id(k, u, h) for k, u, h in zip(t.column("key").to_pylist(), t.column("url").to_pylist(),
+                                                      t.column("sha256").to_pylist())]
+        for pic, key in zip(ids, t.column("key").to_pylist()):
+            if pic not in smallest or key < smallest[pic]:
+                smallest[pic] = key
+        pics[s.id] = ids
+    return {sid: [smallest[p] for p in ids] for sid, ids in pics.items()}
+
+
+class CapFiltStage(Stage):
+    """``curate capfilt``: inputs {"pairs": score/pairs, "models": bootstrap/models (when models are ``bootstrap``)}."""
+
+    name = STAGE
+    outputs = ("pairs",)
+    config_sections = ("capfilt",)
+
+    def run(self, ctx: StageContext) -> StageStats:
+        from pipelines.bootstrap import model_label, models_dir_of, resolve_model, source_root_of
+
+        cfg: CapfiltConfig = ctx.config.capfilt
+        pairs = ctx.inputs["pairs"]
+        fs, p = url_to_fs(pairs)
+        if not fs.exists(p):
+            raise StageError(f"capfilt: input pairs not found at {pairs}; run the score stage first")
+        root = source_root_of(pairs)
+        models_dir = ctx.inputs.get("models") or models_dir_of(root)
+        captioner = resolve_model(cfg.captioner, "captioner", models_dir)
+        filt = resolve_model(cfg.filter, "filter", models_dir)
+        caption_model = model_label(cfg.captioner, "captioner", models_dir)
+        shards = plan_shards(pairs, cfg.shard_rows, prefix="pairs-")
+        out_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
+        work_key = {"capfilt": ctx.config.section("capfilt"), "models": [captioner, filt],
+                    "inputs": {k: (read_marker(v.rstrip("/").rsplit("/", 1)[0]) or {}).get("run_id", v)
+                               for k, v in sorted(ctx.inputs.items())}}
+        work_dir = work_dir_for(out_root, STAGE, work_key)
+        keys = image_keys_of(shards)
+        log.info("capfilt: %d pairs in %d shards, captioner %s, filter %s, work dir %s",
+                 sum(s.rows for s in shards), len(shards), captioner, filt, work_dir)
+        with dask_client(ctx.config.dask) as client:
+            spec = CapfiltSpec.of(cfg, captioner, filt, caption_model, cfg.threads or cpu_threads_per_worker(client))
+            info = client.submit(_preflight, spec, pure=False).result()  # a bad model fails here, once
+            phase1 = run_shards(client, partial(caption_and_filter_shard, spec), shards, work_dir, keys,
+                                desc="capfilt:caption")
+            dropped, img_counts = self._pictures(work_dir, shards)
+            payloads = {s.id: {ik: dropped[ik] for ik in set(keys[s.id]) if ik in dropped} for s in shards}
+            written = run_shards(client, partial(write_shard, work_dir, caption_model), shards, ctx.stage_dir,
+                                 payloads, desc="capfilt:write")
+        for name, schema in (("pairs", BOOTSTRAPPED_PAIRS), ("rejects", REJECTS)):
+            d = url_to_fs(ctx.output_path(name))[1]
+            if not fs.exists(d) or not fs.ls(d):
+                fs.makedirs(d, exist_ok=True)
+                with fs.open(f"{d}/empty.parquet", "wb") as fh:
+                    pq.write_table(schema.empty_table(), fh)
+        stats = self._stats(cfg, spec, info, work_dir, shards, phase1, written, img_counts, root)
+        if not cfg.keep_work and stats.conserved():
+            wfs, wp = url_to_fs(work_dir)
+            if wfs.exists(wp):
+                wfs.rm(wp, recursive=True)
+        return stats
+
+    def _pictures(self, work_dir: str, shards: list[Shard]) -> tuple[dict[str, str], Counter]:
+        """Pictures with no surviving caption (image_key -> reason), and the picture counts."""
+        kept: set[str] = set()
+        for s in shards:
+            web = pq.read_table(f"{work_dir}/{WEB}/{s.id}.parquet", columns=["image_key", "reason"])
+            syn = pq.read_table(f"{work_dir}/{SYNTHETIC}/{s.id}.parquet", columns=["image_key", "reason"])
+            for t in (web, syn):
+                kept.update(ik for ik, r in zip(t.column("image_key").to_pylist(), t.column("reason").to_pylist())
+                            if r is None)
+        dropped: dict[str, str] = {}
+        counts: Counter = Counter()
+        for s in shards:
+            imgs = pq.read_table(f"{work_dir}/images/{s.id}.parquet")
+            for ik, reason in zip(imgs.column("image_key").to_pylist(), imgs.column("reason").to_pylist()):
+                counts["in"] += 1
+                if reason is not None:
+                    counts[reason] += 1
+                elif ik in kept:
+                    counts["out"] += 1
+                else:
+                    dropped[ik] = NO_CAPTION
+                    counts[NO_CAPTION] += 1
+        return dropped, counts
+
+    def _stats(self, cfg: CapfiltConfig, spec: CapfiltSpec, info: dict, work_dir: str, shards: list[Shard],
+               phase1: dict, written: dict, img_counts: Counter, root: str) -> StageStats:
+        web = pa.concat_tables([pq.read_table(f"{work_dir}/{WEB}/{s.id}.parquet") for s in shards]) if shards else None
+        syn = pa.concat_tables([pq.read_table(f"{work_dir}/{SYNTHETIC}/{s.id}.parquet") for s in shards]) if shards \
+            else _SYN_SCHEMA.empty_table()
+        rows_in = sum(s.rows for s in shards)
+        reasons = Counter(r for r in (web.column("reason").to_pylist() if web is not None else []) if r is not None)
+        web_out = sum(w["rows_out"] for w in written.values())
+        syn_reasons = Counter(r for r in syn.column("reason").to_pylist() if r is not None)
+        syn_out = syn.num_rows - sum(syn_reasons.values())
+        stats = StageStats(stage=STAGE, rows_in=rows_in, rows_out=web_out, rejected=dict(reasons))
+        stats.tables["images"] = {"rows_in": img_counts["in"], "rows_out": img_counts["out"],
+                                  "rejected": {k: v for k, v in img_counts.items() if k not in ("in", "out")}}
+        stats.tables[SYNTHETIC_TABLE] = {"rows_in": syn.num_rows, "rows_out": syn_out, "rejected": dict(syn_reasons)}
+        stats.outputs = {"pairs": web_out + syn_out, WEB: web_out, SYNTHETIC: syn_out}
+        gen_s = sum(v.get("seconds_generate", 0) for v in phase1.values())
+        itm_s = sum(v.get("seconds_itm", 0) for v in phase1.values())
+        generated = sum(v.get("generated", 0) for v in phase1.values())
+        itm_pairs = sum(v.get("itm_pairs", 0) for v in phase1.values())
+        web_p = web.column("itm_score").to_numpy(zero_copy_only=False) if web is not None else np.zeros(0)
+        syn_p = syn.column("itm_score").to_numpy(zero_copy_only=False).astype(np.float64) if syn.num_rows else np.zeros(0)
+        c: dict[str, Any] = {
+            "captioner": spec.captioner, "filter": spec.filter, "caption_model": spec.caption_model, **info,
+            "num_captions": cfg.num_captions, "itm_threshold": cfg.itm_threshold,
+            "filter_web": cfg.filter_web, "filter_synthetic": cfg.filter_synthetic,
+            "synthetic_share": round(syn_out / (web_out + syn_out), 4) if web_out + syn_out else None,
+            "synthetic_kept_rate": round(syn_out / syn.num_rows, 4) if syn.num_rows else None,
+            "web_kept_rate": round(web_out / rows_in, 4) if rows_in else None,
+            "itm_mean": {"web": _mean(web_p), "synthetic": _mean(syn_p)},
+            "captions_per_second": round(generated / gen_s, 2) if gen_s else None,
+            "itm_pairs_per_second": round(itm_pairs / itm_s, 2) if itm_s else None,
+            "seconds": {"generate": round(gen_s, 3), "itm": round(itm_s, 3)},
+            "shards": len(shards), "shards_skipped": sum(bool(v.get("_resumed")) for v in phase1.values()),
+            "work_dir": work_dir,
+        }
+        c.update(truth_counters(root, web, syn, cfg.itm_threshold))
+        stats.counters = c
+        return stats
+
+
+def _mean(a: np.ndarray) -> float | None:
+    a = a[np.isfinite(a)] if a.size else a
+    return round(float(a.mean()), 4) if a.size else None
+
+
+def truth_counters(run_root: str, web: pa.Table | None, syn: pa.Table, threshold: float) -> dict:
+    """On a sample run: the filter against the planted noisy web captions, and the synthetic captions' truth."""
+    from pipelines.sample_truth import SampleTruth, filter_quality
+
+    truth = SampleTruth.find(run_root)
+    if truth is None or web is None:
+        return {}
+    p = web.column("itm_score").to_numpy(zero_copy_only=False)
+    scored = np.isfinite(p)
+    labels, removed = [], []
+    by_kind: dict[str, Counter] = defaultdict(Counter)
+    for i, (page, url, src) in enumerate(zip(web.column("page_url").to_pylist(), web.column("url").to_pylist(),
+                                             web.column("caption_source").to_pylist())):
+        if not scored[i]:
+            continue
+        labels.append(truth.web_label(page, url, src))
+        removed.append(bool(p[i] < threshold))
+        kind = f"{src}:{truth.web_kind(page, url, src)}"
+        by_kind[kind]["n"] += 1
+        by_kind[kind]["removed"] += removed[-1]
+    fq = filter_quality(labels, removed)
+    fq["removed_share_by_kind"] = {k: round(v["removed"] / v["n"], 4) for k, v in sorted(by_kind.items())}
+    fq["rule"] = ("noisy = wrong/boilerplate alt text or credit/generic figcaption (ground_truth/alt_texts.jsonl, "
+                  "matched by page URL + image URL); removed = p(match) < itm_threshold")
+    out: dict[str, Any] = {"filter_vs_ground_truth": fq}
+    if syn.num_rows:
+        caps, urls = syn.column("caption").to_pylist(), syn.column("url").to_pylist()
+        kept = [r is None for r in syn.column("reason").to_pylist()]
+        verdict = [truth.synthetic_correct(cap, u) for cap, u in zip(caps, urls)]
+        judged = [(v, k) for v, k in zip(verdict, kept) if v is not None]
+        n_kept = sum(1 for _, k in judged if k)
+        sp = syn.column("itm_score").to_numpy(zero_copy_only=False).astype(np.float64)
+        ok = np.array([v is True for v in verdict]) & np.isfinite(sp)
+        bad = np.array([v is False for v in verdict]) & np.isfinite(sp)
+        out["synthetic_vs_ground_truth"] = {
+            "judged": len(judged),
+            "correct_share_generated": round(sum(v for v, _ in judged) / len(judged), 4) if judged else None,
+            "correct_share_kept": round(sum(v for v, k in judged if k) / n_kept, 4) if n_kept else None,
+            "kept_rate_correct": round(float(np.mean(sp[ok] >= threshold)), 4) if ok.any() else None,
+            "kept_rate_wrong": round(float(np.mean(sp[bad] >= threshold)), 4) if bad.any() else None,
+            "rule": "correct = names the picture's true colour and shape (ground_truth/images.jsonl) and no other",
+        }
+    return out
+
