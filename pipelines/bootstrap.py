@@ -23,7 +23,7 @@ Training runs as Dask tasks on the stage's workers (a GPU worker on a cluster), 
 pretraining side by side, then the two fine-tunings side by side, each in a directory under
 ``<out>/_work/bootstrap-<hash>/`` so a crashed run resumes from the trainer's checkpoints. Budget:
 ``bootstrap.epochs`` passes over the web pairs (``finetune_epochs`` over the clean set), at most
-``bootstrap.max_steps`` steps per model.
+``bootstrap.max_steps`` steps per model (``captioner_epochs`` for the captioner, when set).
 """
 from __future__ import annotations
 
@@ -205,9 +205,10 @@ def train_round(client, cfg: PipelineConfig, web_data: str, clean_data: str | No
             )
         clean = client.submit(_prepare_clean, clean_data, str(wd), pure=False).result()
         crows = count_rows(clean)
+        epochs = {"filter": b.finetune_epochs, "captioner": b.captioner_epochs or b.finetune_epochs}
         for task, role in (("blip-filter", "filter"), ("blip-captioner", "captioner")):
             futures[role] = client.submit(_train_task, task, clean, str(wd / role),
-                                          train_config(cfg, task, crows, b.finetune_epochs, threads, seed + 1),
+                                          train_config(cfg, task, crows, epochs[role], threads, seed + 1),
                                           futures["blip"], pure=False)
     results = {name: f.result() for name, f in futures.items()}
     out: dict[str, dict] = {}
@@ -333,14 +334,15 @@ def run_loop(cfg: PipelineConfig, source_root: str, out_root: str, rounds: int,
     for r in range(1, rounds):
         rdir = f"{out_root}/{ROUNDS_DIR}/round-{r}"
         mdir = f"{rdir}/{MODELS}"
-        if not (Path(mdir) / MANIFEST).is_file():
-            key = {"bootstrap": cfg.section("bootstrap"), "train": cfg.section("train"), "data": data,
-                   "data_run": (read_marker(data.rsplit("/", 1)[0]) or {}).get("run_id"), "clean": clean, "round": r}
-            work = work_dir_for(out_root, f"{STAGE}-round{r}", key)
+        key = {"bootstrap": cfg.section("bootstrap"), "train": cfg.section("train"), "data": data,
+               "data_run": (read_marker(data.rsplit("/", 1)[0]) or {}).get("run_id"), "clean": clean, "round": r}
+        work = work_dir_for(out_root, f"{STAGE}-round{r}", key)
+        published = Path(mdir) / MANIFEST
+        if not published.is_file() or json.loads(published.read_text()).get("work_dir") != work:
             log.info("bootstrap round %d: BLIP pretrained on %s (%d pairs), fine-tuned on %s", r, data, count_rows(data), clean)
             with dask_client(cfg.dask) as client:
                 trained = train_round(client, cfg, data, clean, work, train_clip=False, round_index=r)
-            publish_models(trained, mdir, r, {"web_pairs": data, "clean_data": clean})
+            publish_models(trained, mdir, r, {"web_pairs": data, "clean_data": clean, "work_dir": work})
         stats = StageRunner(rdir, later, force).run(CapFiltStage(), {"pairs": web, "models": mdir})
         passes.append(_pass_summary(r + 1, f"{rdir}/capfilt", mdir, stats))
         data = f"{rdir}/capfilt/pairs"

@@ -425,3 +425,23 @@ def test_capfilt_and_bootstrap_config_defaults_and_validation():
                                 ("capfilt.device", "tpu", "device"), ("bootstrap.epochs", 0, "epochs")]:
         with pytest.raises(ConfigError, match=message):
             PipelineConfig.load(overrides={key: value})
+
+
+# ------------------------------------------------------------------------- Hugging Face ids offline
+
+
+def test_offline_hugging_face_ids_fail_with_a_clear_error(boot, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    src = subset_source(boot, tmp_path / "src", np.arange(5))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "curation", "capfilt", "--input", str(src), "--out", str(src),
+         "--set", "snapshot=CC-MAIN-2024-10", "--set", "dask.processes=false", "--set", "dask.n_workers=1"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "curate: error: could not load BlipForConditionalGeneration 'Salesforce/blip-image-captioning-base'" in proc.stderr
+    assert "pass its path" in proc.stderr and not (src / "capfilt" / "_STAGE_COMPLETE").exists()
