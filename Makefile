@@ -32,7 +32,7 @@ CURATE_ARGS = $(if $(or $(if $(CONFIG),,x),$(call given,SNAPSHOT)),--snapshot $(
 	$(if $(MASTER),--master $(MASTER)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
 	$(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(FORCE),--force $(s)) $(foreach s,$(SET),--set $(s))
 
-.PHONY: curate test venv check-java bench clean report airflow-venv test-browser
+.PHONY: curate test venv check-java bench clean report airflow-venv test-browser experiment
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+ or run make PYTHON=python3.x"; exit 1; }
@@ -78,6 +78,12 @@ test-browser:
 # Every bench/*.py, one after another; each prints one JSON object on stdout (names go to stderr).
 bench: check-java venv
 	@set -e; for b in bench/*.py; do echo "# $$b" >&2; $(BIN)/python $$b; done
+
+# What each curation step buys (raw, basic, CLIP score, filter, captioner, CapFilt, CapFilt round 2):
+# the same CLIP trained on each, three seeds; table in $(EXPERIMENT_OUT)/experiment.md (pipelines/experiment.py).
+EXPERIMENT_OUT ?= out/experiment
+experiment: check-java venv
+	$(BIN)/python -m pipelines.experiment --out $(EXPERIMENT_OUT)
 
 clean:
 	rm -rf out/ spark-warehouse/ .pytest_cache/

@@ -1,0 +1,95 @@
+"""``make experiment``'s pieces that decide the table: the held-out split, the noise rules, the verdict.
+
+The experiment itself (curate the sample, train 21 CLIPs) takes tens of minutes and runs as
+``make experiment``; these tests check what its numbers mean on small inputs built here.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from pipelines.experiment import ROWS, held_out, markdown, noise_rate, verdict
+from pipelines.sample_truth import SampleTruth, filter_quality
+
+
+@pytest.fixture(scope="module")
+def truth(tmp_path_factory):
+    from curation.sample import generate_sample
+
+    d = tmp_path_factory.mktemp("exp") / "s"
+    generate_sample(str(d), n_pages=40, seed=0)
+    return SampleTruth(d)
+
+
+def _occ(truth: SampleTruth, kind: str, source: str = "alt") -> tuple[str, str, dict]:
+    for (page, url), o in truth.occurrences.items():
+        if o["role"] == "content" and (o["alt_kind"] if source == "alt" else o["figcaption_kind"]) == kind:
+            return page, url, o
+    raise LookupError(kind)
+
+
+def test_web_labels_follow_the_planted_kind_of_the_extracted_text(truth):
+    for kind, label in (("correct", "clean"), ("wrong", "noisy"), ("boilerplate", "noisy")):
+        page, url, _ = _occ(truth, kind)
+        assert truth.web_label(page, url, "alt") == label
+    page, url, _ = _occ(truth, "credit", "figcaption")
+    assert truth.web_label(page, url, "figcaption") == "noisy"
+    assert truth.web_label(page, url, "title") == "unknown" and truth.web_label("x", "y", "alt") == "unknown"
+
+
+def test_synthetic_captions_must_name_the_true_colour_and_shape_and_no_other(truth):
+    page, url, o = _occ(truth, "correct")
+    scene = truth.scene_of(url)
+    plural = {"circle": "circles", "cross": "crosses"}.get(scene.shape, scene.shape + "s")
+    assert truth.synthetic_correct(f"two {scene.colour} {plural} on grey", url)
+    assert truth.synthetic_correct(f"a {scene.colour} {scene.shape}", url)
+    other = "red" if scene.colour != "red" else "blue"
+    assert not truth.synthetic_correct(f"a {scene.colour} and {other} {scene.shape}", url)
+    assert not truth.synthetic_correct(f"a {scene.colour} thing", url)
+    assert truth.synthetic_correct("anything", "http://not-a-sample-image/") is None
+
+
+def test_filter_quality_counts():
+    q = filter_quality(["noisy", "noisy", "clean", "clean", "unknown"], [True, False, True, False, True])
+    assert (q["precision"], q["recall"], q["removed"], q["noisy"], q["unknown_label"]) == (0.5, 0.5, 2, 2, 1)
+    assert filter_quality(["clean"], [False])["precision"] is None
+
+
+def test_noise_rate_counts_web_and_synthetic_captions(truth):
+    rows = []
+    for kind in ("correct", "wrong", "boilerplate"):
+        page, url, o = _occ(truth, kind)
+        rows.append({"page_url": page, "url": url, "caption": o["alt"], "caption_source": "alt"})
+    page, url, _ = _occ(truth, "correct")
+    s = truth.scene_of(url)
+    rows.append({"page_url": page, "url": url, "caption": f"one {s.colour} {s.shape}", "caption_source": "synthetic"})
+    rows.append({"page_url": page, "url": url, "caption": "a picture of nothing", "caption_source": "synthetic"})
+    n = noise_rate(pa.Table.from_pylist(rows), truth)
+    assert (n["web_noisy"], n["web_judged"], n["synthetic_noisy"], n["synthetic_judged"]) == (2, 3, 1, 2)
+    assert n["rate"] == pytest.approx(3 / 5)
+
+
+def test_held_out_split_is_a_stable_fifth():
+    urls = [f"http://127.0.0.1:8417/content/{i:05d}.jpg" for i in range(2000)]
+    share = sum(map(held_out, urls)) / len(urls)
+    assert 0.17 < share < 0.23 and [held_out(u) for u in urls[:50]] == [held_out(u) for u in urls[:50]]
+
+
+def _row(name, label, r1, spread=0.01):
+    stat = {"mean": r1, "std": spread, "values": [r1]}
+    return {"dataset": name, "label": label, "pairs": 100, "eval_images": 50,
+            "noise": {"rate": 0.2, "web_noisy": 2, "web_judged": 10, "synthetic_noisy": 0, "synthetic_judged": 0},
+            "i2t_r@1": stat, "i2t_r@5": stat, "t2i_r@1": stat, "t2i_r@5": stat, "zero_shot": stat}
+
+
+def test_table_has_a_row_per_dataset_and_an_honest_verdict():
+    rows = [_row(n, label, 0.10) for n, label in ROWS]
+    rows[[n for n, _ in ROWS].index("capfilt")] = _row("capfilt", "captioner + filter (CapFilt)", 0.20)
+    md = markdown(rows, {"pages": 300, "model": "m", "steps": 10, "batch_size": 8, "seeds": [0, 1, 2],
+                         "chance_i2t": 0.02, "chance_t2i": 0.02})
+    assert md.count("\n| ") == len(ROWS) + 1 and "20.0 ± 1.0" in md
+    assert "CapFilt beats raw pairs" in md and "beats CLIP score (top 30%)" in md
+    rows[[n for n, _ in ROWS].index("capfilt")] = _row("capfilt", "captioner + filter (CapFilt)", 0.05)
+    assert verdict(rows).startswith("CapFilt trails raw pairs")
+    rows[[n for n, _ in ROWS].index("capfilt")] = _row("capfilt", "captioner + filter (CapFilt)", 0.105, 0.02)
+    assert "is within the seed spread of raw pairs" in verdict(rows)
