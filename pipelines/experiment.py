@@ -243,7 +243,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
               "Rules: every row after *raw* starts from the basic-filtered pairs. Noise: a kept web caption is noise "
               "when the sample planted it wrong/boilerplate (alt text) or credit/generic (figcaption), matched by page "
               "URL + image URL; a synthetic caption is noise unless it names the picture's true colour and shape "
-              "(ground_truth/images.jsonl) and no other. Held out: 20% of the content pictures (hash of the URL, "
+              "(ground_truth/images.jsonl) and no other. Held out: 20% of the content pictures (hash of the URL path, "
               "srcset variants follow their original), removed from every training set, evaluated with their true "
               "captions; the spread is over the CLIP's training seed (datasets built once)."]
     return "\n".join(lines) + "\n"
