@@ -125,24 +125,6 @@ class DedupConfig:
 
 
 @dataclass
-class ReportConfig:
-    """The quality report (``curate report``): how much of each distribution and sample to show."""
-
-    histogram_bins: int = 30
-    # Largest number of categories drawn (language, caption source, ...); the rest are "other".
-    max_categories: int = 20
-    # Sample pairs shown per score band (best / median / worst).
-    samples_per_band: int = 4
-    # Sample images are re-encoded as thumbnails no larger than this (px) before embedding.
-    thumbnail_px: int = 160
-
-    def validate(self) -> None:
-        for name in ("histogram_bins", "max_categories", "samples_per_band", "thumbnail_px"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-
-@dataclass
 class PairFilterConfig:
     """DataComp's basic filter on pairs (Gadre et al. 2023, ``baselines/filters.py``)."""
 
@@ -335,6 +317,24 @@ SAMPLE_DEFAULTS: dict[str, Any] = {
 
 
 @dataclass
+class ReportConfig:
+    """The quality report (``curate report``): how much of each distribution and sample to show."""
+
+    histogram_bins: int = 30
+    # Largest number of categories drawn (language, caption source, ...); the rest are "other".
+    max_categories: int = 20
+    # Sample pairs shown per score band (best / median / worst).
+    samples_per_band: int = 4
+    # Sample images are re-encoded as thumbnails no larger than this (px) before embedding.
+    thumbnail_px: int = 160
+
+    def validate(self) -> None:
+        for name in ("histogram_bins", "max_categories", "samples_per_band", "thumbnail_px"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
 class ImagesConfig:
     """Image acquisition (pipelines/images.py): img2dataset fetch, safety policy, joins and shards.
 
@@ -410,12 +410,12 @@ class PipelineConfig:
     image_filters: ImageFilterConfig = field(default_factory=ImageFilterConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     capfilt: CapfiltConfig = field(default_factory=CapfiltConfig)  # pipelines/dask_capfilt.py
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)  # pipelines/bootstrap.py
     train: TrainConfig = field(default_factory=TrainConfig)  # curate train (models/train_config.py)
     eval: EvalConfig = field(default_factory=EvalConfig)  # curate eval
-    report: ReportConfig = field(default_factory=ReportConfig)
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> "PipelineConfig":
