@@ -13,8 +13,11 @@ or a Hugging Face id); default a ``tiny`` BLIP built from its config (random wei
 not depend on them; an untrained captioner writes the full 30 tokens, the slow case). Images: the
 80 real COCO images of ``shared/realdata/coco_mini`` (else the generated sample's pictures).
 
-Usage: python bench/capfilt.py [--images 64] [--per-image 16] [--batch-size 32] [--device cpu|cuda]
-GPU: pass ``--device cuda`` (not measured here: no GPU on this machine).
+Generation goes through the stage's own path (``image_seeds``: each picture's sampling noise
+seeded from the picture, so captions do not depend on the batch).
+
+Usage: python bench/capfilt.py [--images 64] [--per-image 16] [--batch-size 32] [--device auto|cpu|cuda]
+``--device auto`` (default) takes the GPU when one is present.
 """
 from __future__ import annotations
 
@@ -67,7 +70,7 @@ def main() -> None:
     ap.add_argument("--captioner", default=None)
     ap.add_argument("--filter", default=None)
     ap.add_argument("--image-size", type=int, default=64, help="of the tiny models built when none is given")
-    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    ap.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--images", type=int, default=64, help="images captioned and scored batched")
     ap.add_argument("--per-image", type=int, default=16, help="of those, how many go one at a time (slow)")
@@ -82,6 +85,10 @@ def main() -> None:
 
     logging.disable(logging.WARNING)
     from models.blip import generate_captions, itm_scores, load_captioner, load_filter
+    from models.trainer import resolve_device
+    from pipelines.dask_capfilt import _autocast, picture_seed
+
+    args.device = resolve_device(args.device)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,24 +99,27 @@ def main() -> None:
     filt = load_filter(args.filter or fil_dir, args.device)
     images = _images(args.realdata, args.images)
     few = images[:args.per_image]
-    gen = dict(num_captions=1, top_p=0.9, max_length=30, min_length=10, repetition_penalty=1.1, seed=0)
+    gen = dict(num_captions=1, top_p=0.9, max_length=30, min_length=10, repetition_penalty=1.1)
+    # The stage's path: each picture's sampling noise seeded from the picture (dask_capfilt).
+    seeds = [picture_seed(0, f"bench-{i}") for i in range(len(images))]
     texts = [f"a photo of thing number {i}" for i in range(len(images))]
-    generate_captions(cap, few[:2], batch_size=2, **gen)  # warm-up
+    generate_captions(cap, few[:2], batch_size=2, image_seeds=seeds[:2], **gen)  # warm-up
     itm_scores(filt, few[:2], texts[:2], batch_size=2)
 
     def timed(fn) -> float:
         if str(args.device).startswith("cuda"):
             torch.cuda.synchronize()
         t = time.perf_counter()
-        fn()
+        with _autocast(args.device):  # bf16/fp16 on GPU, as the stage
+            fn()
         if str(args.device).startswith("cuda"):
             torch.cuda.synchronize()
         return time.perf_counter() - t
 
     trials = []
     for _ in range(args.trials):
-        g_b = timed(lambda: generate_captions(cap, images, batch_size=args.batch_size, **gen))
-        g_1 = timed(lambda: generate_captions(cap, few, batch_size=1, **gen))
+        g_b = timed(lambda: generate_captions(cap, images, batch_size=args.batch_size, image_seeds=seeds, **gen))
+        g_1 = timed(lambda: generate_captions(cap, few, batch_size=1, image_seeds=seeds[:len(few)], **gen))
         i_b = timed(lambda: itm_scores(filt, images, texts, batch_size=args.batch_size))
         i_1 = timed(lambda: [itm_scores(filt, [im], [t], batch_size=1) for im, t in zip(few, texts)])
         trials.append({"captions_per_s_batched": len(images) / g_b, "captions_per_s_per_image": len(few) / g_1,
@@ -117,7 +127,7 @@ def main() -> None:
     med = {k: round(statistics.median(t[k] for t in trials), 2) for k in trials[0]}
     gen_ratio = statistics.median(t["captions_per_s_batched"] / t["captions_per_s_per_image"] for t in trials)
     itm_ratio = statistics.median(t["itm_pairs_per_s_batched"] / t["itm_pairs_per_s_per_pair"] for t in trials)
-    sample_caps = generate_captions(cap, images[:2], batch_size=2, **gen)
+    sample_caps = generate_captions(cap, images[:2], batch_size=2, image_seeds=seeds[:2], **gen)
     print(json.dumps({
         "bench": "capfilt",
         "device": args.device, "gpu_measured": str(args.device).startswith("cuda"),

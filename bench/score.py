@@ -14,7 +14,7 @@ over end-to-end) that does not depend on the load.
 Images: the 80 real COCO images of ``shared/realdata/coco_mini`` (repeated to ``--images``).
 Weights do not change speed, so the model is randomly initialised unless ``--pretrained``.
 
-Usage: python bench/score.py [--model ViT-B-32] [--batch-size 32] [--images 96] [--device cpu|cuda]
+Usage: python bench/score.py [--model ViT-B-32] [--batch-size 32] [--images 96] [--device auto|cpu|cuda]
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--realdata", default=os.environ.get("REALDATA_DIR", str(ROOT / ".." / "shared" / "realdata")))
     ap.add_argument("--model", default="ViT-B-32")
     ap.add_argument("--pretrained", default=None, help="open_clip tag or local checkpoint (default: random weights)")
-    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    ap.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--images", type=int, default=96)
     ap.add_argument("--loader-threads", type=int, default=2)
@@ -49,6 +49,9 @@ def main() -> None:
     logging.disable(logging.WARNING)  # open_clip's "no pretrained weights" notice
     from models.clip import load_clip
     from models.scoring import ClipScorer, decode_image
+    from models.trainer import resolve_device
+
+    args.device = resolve_device(args.device)
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -10,7 +10,7 @@ model share the cores, so a loaded machine lowers the ratio without the loader b
 
 Data: the sample mini-crawl's web pairs (IMAGE_PAIRS Parquet built from its ground truth).
 
-Usage: python bench/train.py [--device cpu|cuda] [--model vlc-tiny-clip] [--batch-size 64]
+Usage: python bench/train.py [--device auto|cpu|cuda] [--model vlc-tiny-clip] [--batch-size 64]
        [--steps 20] [--rounds 3] [--workers 1] [--threads 0]
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ def build_data(tmp: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda | cuda:N")
     ap.add_argument("--model", default="vlc-tiny-clip")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per round")
