@@ -183,7 +183,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         stats = pipeline.run_extract(StageRunner(cfg.out, cfg, force), inputs)
         _print_summary(cfg.out, {"extract": stats})
         return 0
-    if args.command == "bootstrap" and getattr(args, "rounds", None):
+    if args.command == "bootstrap" and getattr(args, "rounds", None) is not None:
         from pipelines.bootstrap import cli_loop
 
         return cli_loop(args, cfg, _source_root(args.input))

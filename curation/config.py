@@ -253,7 +253,7 @@ class BootstrapConfig:
     # The clean set: a COCO-format directory (captions*.json + images/), its json, or IMAGE_PAIRS
     # Parquet. Null on a sample run: the sample's own clean split (<run>/_sample/clean).
     clean_data: str | None = None
-    rounds: int = 2  # CapFilt rounds of curate bootstrap --rounds (the run's capfilt stage is round 1)
+    rounds: int = 2  # CapFilt passes of `curate bootstrap --rounds` given without a number (the run's capfilt is pass 1)
     epochs: float = 10.0
     finetune_epochs: float = 5.0
     captioner_epochs: float | None = None  # null: finetune_epochs (the captioner learns to see slowest)

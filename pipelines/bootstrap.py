@@ -365,13 +365,27 @@ def _pass_summary(n: int, stage_dir: str, models: str, stats: StageStats) -> dic
 
 
 def add_cli_arguments(parser) -> None:
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="run the bootstrap loop: this many CapFilt passes, a new BLIP trained on each pass's pairs "
-                             "(default: only the bootstrap stage, round 0's models)")
+    parser.add_argument("--rounds", type=int, nargs="?", const=0, default=None,
+                        help="run the bootstrap loop: this many CapFilt passes, a new BLIP trained on each pass's pairs; "
+                             "--rounds alone takes bootstrap.rounds from the config "
+                             "(without --rounds: only the bootstrap stage, round 0's models)")
+
+
+def loop_rounds(args, cfg: PipelineConfig) -> int | None:
+    """How many CapFilt passes ``curate bootstrap`` runs: ``--rounds N``, ``--rounds`` alone =
+    ``bootstrap.rounds``, no ``--rounds`` = None (the bootstrap stage only)."""
+    rounds = getattr(args, "rounds", None)
+    if rounds is None:
+        return None
+    if rounds == 0:
+        return cfg.bootstrap.rounds
+    if rounds < 1:
+        raise StageError(f"--rounds must be >= 1, got {rounds}")
+    return rounds
 
 
 def cli_loop(args, cfg: PipelineConfig, source_root: str) -> int:
-    summary = run_loop(cfg, source_root, cfg.out, args.rounds, set(args.force))
+    summary = run_loop(cfg, source_root, cfg.out, loop_rounds(args, cfg), set(args.force))
     for p in summary["passes"]:
         fq = p.get("filter_vs_ground_truth") or {}
         extra = f", filter precision {fq.get('precision')} recall {fq.get('recall')}" if fq else ""

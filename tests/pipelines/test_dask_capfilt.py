@@ -445,3 +445,19 @@ def test_offline_hugging_face_ids_fail_with_a_clear_error(boot, tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "curate: error: could not load BlipForConditionalGeneration 'Salesforce/blip-image-captioning-base'" in proc.stderr
     assert "pass its path" in proc.stderr and not (src / "capfilt" / "_STAGE_COMPLETE").exists()
+
+
+def test_loop_rounds_come_from_the_flag_or_from_bootstrap_rounds():
+    import argparse
+
+    from curation.stage import StageError
+    from pipelines.bootstrap import add_cli_arguments, loop_rounds
+
+    parser = argparse.ArgumentParser()
+    add_cli_arguments(parser)
+    cfg = PipelineConfig.load(overrides={"bootstrap.rounds": 3})
+    assert loop_rounds(parser.parse_args([]), cfg) is None  # the bootstrap stage only
+    assert loop_rounds(parser.parse_args(["--rounds"]), cfg) == 3  # the config's number
+    assert loop_rounds(parser.parse_args(["--rounds", "2"]), cfg) == 2  # the flag wins
+    with pytest.raises(StageError, match="--rounds"):
+        loop_rounds(parser.parse_args(["--rounds", "-1"]), cfg)
