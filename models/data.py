@@ -534,7 +534,8 @@ class InterleavedDoc:
 class InterleavedStream(_torch_iterable()):
     """Documents of INTERLEAVED shards (DOCUMENTS + ``image_bytes`` aligned with positions), text and
     images in page order, for Flamingo/OBELICS-style consumers. Undecodable images are dropped from the
-    document and counted; a document left with nothing is skipped and counted. Row groups are split
+    document and counted in its ``skipped``; a document left with nothing is skipped and counted in
+    ``skipped_documents`` (of this process: each DataLoader worker counts its own). Row groups are split
     between DataLoader workers; ``shuffle`` permutes row groups per epoch with ``seed``."""
 
     def __init__(self, data, image_transform: Callable | None = None, *, seed: int = 0, shuffle: bool = False,
@@ -552,6 +553,7 @@ class InterleavedStream(_torch_iterable()):
         self.units = [(p, rg) for p in self.paths for rg in range(pq.ParquetFile(p).metadata.num_row_groups)]
         self.image_transform = image_transform
         self.seed, self.shuffle, self.epoch, self.draft_size = seed, shuffle, epoch, draft_size
+        self.skipped_documents: Counter = Counter()
 
     def __iter__(self) -> Iterator[InterleavedDoc]:
         from torch.utils.data import get_worker_info
@@ -566,7 +568,9 @@ class InterleavedStream(_torch_iterable()):
             t = pq.ParquetFile(path).read_row_group(rg, columns=["doc_id", "url", "texts", "images", "image_bytes"])
             for row in t.to_pylist():
                 doc = self._doc(row)
-                if doc is not None:
+                if doc is None:
+                    self.skipped_documents["empty_document"] += 1
+                else:
                     yield doc
 
     def _doc(self, row: dict) -> InterleavedDoc | None:

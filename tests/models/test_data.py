@@ -206,10 +206,14 @@ def test_interleaved_stream_yields_page_order_and_counts_bad_images(tmp_path):
         {"doc_id": "d2", "url": "http://b", "texts": [None, "caption text"], "images": ["u3", None],
          "metadata": "[]", "general_metadata": "{}", "lang": "en", "lang_score": 0.9,
          "image_bytes": [_image("blue", fmt="PNG"), None]},
+        {"doc_id": "d3", "url": "http://c", "texts": [None], "images": ["u4"],  # nothing left once decoded
+         "metadata": "[]", "general_metadata": "{}", "lang": "en", "lang_score": 0.9, "image_bytes": [b"broken"]},
     ]
     pq.write_table(pa.Table.from_pylist(docs, schema=INTERLEAVED), tmp_path / "docs.parquet")
-    out = list(InterleavedStream(str(tmp_path), _to_tensor))
+    stream = InterleavedStream(str(tmp_path), _to_tensor)
+    out = list(stream)
     assert [d.doc_id for d in out] == ["d1", "d2"]
+    assert stream.skipped_documents == {"empty_document": 1}
     assert [k for k, _ in out[0].items] == ["text", "image", "text"]
     assert out[0].items[0][1] == "intro" and out[0].items[1][1].shape == (3, 8, 8)
     assert out[0].skipped == {"undecodable_image": 1}
