@@ -12,6 +12,7 @@ or schema shows up without changes here.
 from __future__ import annotations
 
 import dataclasses
+import json
 import importlib
 import logging
 import re
@@ -108,6 +109,16 @@ def _tar_shards(run_root: str) -> list[tuple[str, list[str]]]:
         d, name = p.rsplit("/", 1)
         by_dir.setdefault(prefix + d, []).append(name)
     return sorted((d, sorted(n)) for d, n in by_dir.items())
+
+
+def _tar_samples(shard_dir: str) -> int | None:
+    """Samples in a WebDataset folder, from the ``sizes.json`` curation/wds_writer.py writes beside the tars."""
+    fs, base = url_to_fs(shard_dir)
+    try:
+        with fs.open(f"{base}/sizes.json") as fh:
+            return int(sum(json.load(fh).values()))
+    except (FileNotFoundError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def _brace_pattern(names: list[str]) -> str:
@@ -242,10 +253,15 @@ def build_card(run_root: str, cfg: PipelineConfig, input_spec: str | None = None
     lines += ["```", ""]
     if tars:
         d, names = tars[-1]
-        lines += ["open_clip trains on the WebDataset shards (`jpg` image, `txt` caption):", "", "```sh",
+        samples = _tar_samples(d)
+        stage = d.rstrip("/").rsplit("/", 2)[-2]
+        lines += [f"open_clip trains on the WebDataset shards of the `{stage}` stage (`jpg` image, `txt` caption; "
+                  "the pairs as fetched and filtered there, before any later stage's score filter or CapFilt: "
+                  "for those, train on the Parquet above, e.g. with `curate train`):", "", "```sh",
                   "python -m open_clip_train.main --dataset-type webdataset \\",
                   f"    --train-data '{d}/{_brace_pattern(names)}' \\",
-                  "    --train-num-samples <rows> --model ViT-B-32 --batch-size 256", "```", "",
+                  f"    --train-num-samples {samples if samples is not None else '<rows>'} --model ViT-B-32 --batch-size 256",
+                  "```", "",
                   "or in Python: `open_clip_train.data.get_wds_dataset(args, preprocess, is_train=True)` "
                   "with `args.train_data` set to the same pattern.", ""]
     else:

@@ -138,6 +138,8 @@ def make_run(root: Path) -> dict:
                     info = tarfile.TarInfo(f"{p['key']}.{ext}")
                     info.size = len(payload)
                     tf.addfile(info, io.BytesIO(payload))
+    # As curation/wds_writer.py: samples per shard beside the tars.
+    (d / "webdataset" / "sizes.json").write_text(json.dumps({f"{s:05d}.tar": len(ipairs[s::2]) for s in range(2)}))
     _finish(d, {"stage": "images", "rows_in": len(dpairs), "rows_out": len(ipairs), "rejected": {"fetch_failed": 1},
                 "outputs": {"pairs": len(ipairs), "images": len(img_rows), "documents": len(inter)}}, 3)
 

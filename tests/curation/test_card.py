@@ -79,6 +79,8 @@ def test_load_snippets_work(run, tmp_path, monkeypatch):
     assert pattern.endswith("webdataset/{00000..00001}.tar")
     samples = list(wds.WebDataset(pattern, shardshuffle=False, empty_check=False))
     assert len(samples) == len(truth["image_pairs"]) and {"jpg", "txt", "json"} <= set(samples[0])
+    # The sample count comes from sizes.json, and the card says which stage's pairs the tars hold.
+    assert f"--train-num-samples {len(samples)} " in loading and "of the `images` stage" in loading
 
 
 def test_local_input_run_is_not_called_a_snapshot(run):
