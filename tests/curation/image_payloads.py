@@ -90,6 +90,7 @@ class Route:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering (a stalling server)
+    drip: float = 0.0  # seconds between 64-byte chunks of the body (a slow-drip server)
     content_type: str = "image/jpeg"
 
 
@@ -120,7 +121,13 @@ class ScriptedServer:
                     self.send_header(k, v)
                 self.end_headers()
                 try:
-                    self.wfile.write(route.body)
+                    if route.drip:
+                        for i in range(0, len(route.body), 64):
+                            self.wfile.write(route.body[i:i + 64])
+                            self.wfile.flush()
+                            time.sleep(route.drip)
+                    else:
+                        self.wfile.write(route.body)
                 except OSError:
                     pass
 

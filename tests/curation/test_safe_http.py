@@ -10,6 +10,7 @@ import pytest
 from curation.safe_http import (
     FetchPolicy,
     FetchRefused,
+    FetchTooSlow,
     ResponseTooLarge,
     UnsafeAddress,
     UnsafeScheme,
@@ -92,6 +93,7 @@ def server():
         "/to-file": Route(status=302, headers={"Location": "file:///etc/passwd"}),
         "/huge": Route(b"x" * 100, headers={"Content-Length": str(10**9)}),
         "/big": Route(b"x" * 5000),
+        "/drip": Route(b"x" * 64 * 40, drip=0.1),  # every chunk well inside the socket timeout, 4 s in all
     }
     with ScriptedServer(routes) as s:
         s.routes["/to-ok"] = Route(status=302, headers={"Location": s.url("/ok.jpg")})
@@ -155,6 +157,13 @@ def test_response_size_bounds(server):
     with pytest.raises(ResponseTooLarge):
         _open(server, "/big", max_bytes=1000)
     assert len(_open(server, "/big", max_bytes=5000)) == 5000
+
+
+def test_slow_drip_body_is_abandoned_at_the_deadline(server):
+    # Each chunk comes well inside the socket timeout; only the whole-fetch deadline stops it.
+    with pytest.raises(FetchTooSlow):
+        _open(server, "/drip", max_seconds=1.0)
+    assert len(_open(server, "/drip", max_seconds=30.0)) == 64 * 40
 
 
 def test_no_file_or_data_handler():

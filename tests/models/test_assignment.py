@@ -172,5 +172,7 @@ def test_real_mmc4_docs(min_sim):
         f"{n_violating} put several images on one sentence with images <= sentences; "
         f"ours strictly better on {n_better}, total gain {sum(gains):.4f}, max gain {max(gains):.4f}"
     )
-    assert isinstance(n_violating, int) and n_violating >= 0
     assert n_legal + n_violating == len(docs)
+    # What this fixed real shard holds (PROVENANCE.md's note): one published assignment stacks
+    # images on a sentence although sentences outnumber images; ours is strictly better on 8 of 19.
+    assert (n_legal, n_violating, n_better) == (19, 1, 8)

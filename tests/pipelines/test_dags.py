@@ -1,7 +1,7 @@
 """pipelines/dags/: the Airflow DAGs, checked with real Apache Airflow from its own venv.
 
 Airflow's pins clash with the project's, so `make test` installs it in `.venv-airflow`
-(pipelines/dags/requirements-airflow.txt) and these tests drive it in subprocesses with a
+(pipelines/dags/constraints-airflow.txt) and these tests drive it in subprocesses with a
 temporary AIRFLOW_HOME on SQLite: the DAG files import (DagBag), the tasks and their
 dependencies follow the stage registry, the watch DAG triggers the curate DAG for the newest
 uncurated snapshot of a local mirror, and `airflow dags test` curates the embedded sample.
@@ -12,7 +12,6 @@ import gzip
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -204,4 +203,3 @@ def test_airflow_dags_test_curates_the_sample(airflow_env, tmp_path):
     assert (out / "report.html").exists() and json.loads((out / "report.json").read_text())["funnel"]
     card = (out / "DATASET_CARD.md").read_text()
     assert "snapshot: `sample`" in card and "| extract | complete |" in card
-    assert sys.executable  # the project's tasks ran from .venv, not Airflow's interpreter

@@ -362,6 +362,7 @@ def test_wikipedia_alt_texts_land_with_the_warc_bytes(tmp_path):
                 pairs.append({"key": f"wiki-{pos:04d}", "url": local(it.url), "caption": it.alt, "caption_source": "alt",
                               "page_url": page.target_uri, "doc_id": "wiki"})
         docs.append(_doc("wiki", items))
+        original_of = {local(it.url): it.url for it in images}
         inputs = _write_inputs(tmp_path / "in", docs, pairs)
         # Wikipedia's main page shows thumbnails and icons: let every size and shape through, keep
         # duplicates, so each alt text can be checked against its own image.
@@ -389,3 +390,14 @@ def test_wikipedia_alt_texts_land_with_the_warc_bytes(tmp_path):
         else:  # not captured in the WARC: the loopback server answers 404
             assert rejects[key]["reason"] == "fetch_error:404"
     assert checked >= 5
+    # The interleaved document: each kept image at its page position carries that URL's WARC bytes,
+    # the texts around it stay in order.
+    (doc,) = _read(tmp_path / "images" / "documents")
+    kept = [(i, original_of[u]) for i, u in enumerate(doc["images"]) if u is not None]
+    assert len(kept) >= 5
+    page_order = [it.url for it in images]
+    assert [u for _, u in kept] == [u for u in page_order if u in {v for _, v in kept}]  # page order kept
+    for i, url in kept:
+        assert doc["image_bytes"][i] is not None
+        assert hashlib.sha256(doc["image_bytes"][i]).digest() == hashlib.sha256(payloads[url]).digest(), url
+        assert doc["texts"][i] is None and doc["texts"][i - 1] is not None and "text before image" in doc["texts"][i - 1]
