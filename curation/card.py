@@ -12,8 +12,8 @@ or schema shows up without changes here.
 from __future__ import annotations
 
 import dataclasses
-import json
 import importlib
+import json
 import logging
 import re
 from datetime import datetime, timezone

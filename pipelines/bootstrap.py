@@ -364,8 +364,12 @@ def _pass_summary(n: int, stage_dir: str, models: str, stats: StageStats) -> dic
 # --------------------------------------------------------------------------- command line (curate bootstrap --rounds)
 
 
+# --rounds given without a number: not a string, since argparse converts a string const with type=int.
+ROUNDS_FROM_CONFIG = object()
+
+
 def add_cli_arguments(parser) -> None:
-    parser.add_argument("--rounds", type=int, nargs="?", const=0, default=None,
+    parser.add_argument("--rounds", type=int, nargs="?", const=ROUNDS_FROM_CONFIG, default=None,
                         help="run the bootstrap loop: this many CapFilt passes, a new BLIP trained on each pass's pairs; "
                              "--rounds alone takes bootstrap.rounds from the config "
                              "(without --rounds: only the bootstrap stage, round 0's models)")
@@ -377,7 +381,7 @@ def loop_rounds(args, cfg: PipelineConfig) -> int | None:
     rounds = getattr(args, "rounds", None)
     if rounds is None:
         return None
-    if rounds == 0:
+    if rounds is ROUNDS_FROM_CONFIG:
         return cfg.bootstrap.rounds
     if rounds < 1:
         raise StageError(f"--rounds must be >= 1, got {rounds}")

@@ -459,5 +459,6 @@ def test_loop_rounds_come_from_the_flag_or_from_bootstrap_rounds():
     assert loop_rounds(parser.parse_args([]), cfg) is None  # the bootstrap stage only
     assert loop_rounds(parser.parse_args(["--rounds"]), cfg) == 3  # the config's number
     assert loop_rounds(parser.parse_args(["--rounds", "2"]), cfg) == 2  # the flag wins
-    with pytest.raises(StageError, match="--rounds"):
-        loop_rounds(parser.parse_args(["--rounds", "-1"]), cfg)
+    for bad in ("0", "-1"):
+        with pytest.raises(StageError, match="--rounds"):
+            loop_rounds(parser.parse_args(["--rounds", bad]), cfg)
