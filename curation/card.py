@@ -111,6 +111,15 @@ def _tar_shards(run_root: str) -> list[tuple[str, list[str]]]:
     return sorted((d, sorted(n)) for d, n in by_dir.items())
 
 
+def _in_run(root: str, path: str) -> str:
+    """``path`` relative to the run directory, given as written or as fsspec resolves it (a relative
+    local root becomes absolute); unchanged when it lies elsewhere."""
+    for r in (root.rstrip("/"), url_to_fs(root)[1].rstrip("/")):
+        if path.startswith(r + "/"):
+            return path[len(r) + 1:]
+    return path
+
+
 def _tar_samples(shard_dir: str) -> int | None:
     """Samples in a WebDataset folder, from the ``sizes.json`` curation/wds_writer.py writes beside the tars."""
     fs, base = url_to_fs(shard_dir)
@@ -214,7 +223,7 @@ def build_card(run_root: str, cfg: PipelineConfig, input_spec: str | None = None
         lines.append(f"| `{t.stage}/{t.output}/` | {rows_txt} | {'`' + name.upper() + '`' if name else 'see below'} |")
     tars = _tar_shards(run_root)
     for d, names in tars:
-        lines.append(f"| `{d[len(catalog.root) + 1:] if d.startswith(catalog.root) else d}/` | {len(names)} tar shards | WebDataset (`jpg`, `txt`, `json`) |")
+        lines.append(f"| `{_in_run(catalog.root, d)}/` | {len(names)} tar shards | WebDataset (`jpg`, `txt`, `json`) |")
 
     lines += ["", "## Schemas", "", "Defined once in `curation/schemas.py`; Arrow types as written to Parquet.", ""]
     for key, cols in used_schemas.items():
@@ -254,7 +263,7 @@ def build_card(run_root: str, cfg: PipelineConfig, input_spec: str | None = None
     if tars:
         d, names = tars[-1]
         samples = _tar_samples(d)
-        stage = d.rstrip("/").rsplit("/", 2)[-2]
+        stage = _in_run(catalog.root, d).split("/")[0]  # <stage>/webdataset/...
         lines += [f"open_clip trains on the WebDataset shards of the `{stage}` stage (`jpg` image, `txt` caption; "
                   "the pairs as fetched and filtered there, before any later stage's score filter or CapFilt: "
                   "for those, train on the Parquet above, e.g. with `curate train`):", "", "```sh",

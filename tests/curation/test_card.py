@@ -118,3 +118,11 @@ def test_snapshot_comes_from_the_warc_paths_when_they_name_one(tmp_path):
                                "https://data.commoncrawl.org/crawl-data/CC-MAIN-2025-13/segments/1/warc/b.warc.gz")
     marker.write_text(json.dumps(body))
     assert "snapshot: `CC-MAIN-2025-13`" in build_card(str(root), PipelineConfig())  # config says sample
+
+
+def test_shard_paths_and_stage_named_from_a_relative_run_directory(run, monkeypatch):
+    root, _ = run
+    monkeypatch.chdir(root.parent)
+    loading_and_shards = build_card(root.name, PipelineConfig())
+    assert "| `images/webdataset/` | 2 tar shards |" in loading_and_shards
+    assert "WebDataset shards of the `images` stage" in loading_and_shards
