@@ -19,10 +19,7 @@ import yaml
 
 from filters.config import DocumentFilterConfig, ImageFilterConfig, ParagraphFilterConfig
 from models.train_config import EvalConfig, TrainConfig
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type or out of range."""
+from curation.errors import ConfigError  # noqa: F401  (defined once in curation/errors.py)
 
 
 @dataclass

@@ -45,6 +45,7 @@ from curation.config import PipelineConfig, ReportConfig
 from curation.schemas import REJECTS
 from curation.sql import SQL_DIR, load_sql
 from curation.stage import MARKER, REJECTS_DIR, STATS
+from curation.errors import ReportError  # noqa: F401  (defined once in curation/errors.py)
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,6 @@ METRIC_PREFIX = "report_"
 BLOCK_PREFIX = "report__"
 KINDS = ("numeric", "categorical", "table", "samples")
 MAX_TABLE_ROWS = 500
-
-
-class ReportError(RuntimeError):
-    """The run directory cannot be reported on (nothing there, or a broken metric file)."""
 
 
 # --------------------------------------------------------------------------- metric files

@@ -34,16 +34,13 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from curation.config import PipelineConfig
+from curation.errors import StageError  # noqa: F401  (defined once in curation/errors.py)
 
 log = logging.getLogger(__name__)
 
 MARKER = "_STAGE_COMPLETE"
 STATS = "stats.json"
 REJECTS_DIR = "rejects"
-
-
-class StageError(RuntimeError):
-    """A stage failed; its directory stays without a completion marker."""
 
 
 @dataclass

@@ -16,13 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from curation.errors import ModelLoadError  # noqa: F401  (defined once in curation/errors.py)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 _registered = False
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be built or its weights could not be found."""
 
 
 def register_project_configs() -> None:
