@@ -21,6 +21,11 @@ reaches the driver. Order, cheapest and safest first:
    (``convert("RGB")``, webdataset's ``pilrgb``) clip them to white instead of
    scaling. Everything else keeps its original bytes (CMYK JPEGs decode to RGB
    correctly).
+
+Reasons shared with the decoder of stored bytes (``undecodable``, ``decompression_bomb``) are
+:mod:`curation.image_decode`'s constants, so the report counts each under one name. This check
+does not call :func:`curation.image_decode.decode_image`: it needs the header and frame count before
+any pixel is decoded, and the pHash of the image in its own mode, not converted to RGB.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from curation.image_decode import TOO_MANY_PIXELS, UNDECODABLE
 from filters.config import ImageFilterConfig
 from filters.image import ImageView, first_rejection, frame_filters, header_filters, normalize_format, phash
 
@@ -118,14 +124,14 @@ class ImageChecker:
             try:
                 im = Image.open(io.BytesIO(data))
             except Image.DecompressionBombError as exc:
-                return Rejection("decompression_bomb", str(exc)[:200])
+                return Rejection(TOO_MANY_PIXELS, str(exc)[:200])
             except Image.UnidentifiedImageError:
                 known = _signature(data)
                 if known:
-                    return Rejection("undecodable", f"{known} signature, unreadable header")
+                    return Rejection(UNDECODABLE, f"{known} signature, unreadable header")
                 return Rejection("format", _sniff(data))
             except Exception as exc:  # noqa: BLE001 - any parser error is a property of the bytes
-                return Rejection("undecodable", f"header: {type(exc).__name__}: {exc}"[:200])
+                return Rejection(UNDECODABLE, f"header: {type(exc).__name__}: {exc}"[:200])
             fmt = normalize_format(im.format)
             width, height = im.size
             view = ImageView(url=url, format=fmt, width=width, height=height)
@@ -135,7 +141,7 @@ class ImageChecker:
             try:
                 view.n_frames = _frames(im)
             except Exception as exc:  # noqa: BLE001
-                return Rejection("undecodable", f"frames: {type(exc).__name__}: {exc}"[:200])
+                return Rejection(UNDECODABLE, f"frames: {type(exc).__name__}: {exc}"[:200])
             reason = first_rejection(self.frame_filters, view)
             if reason is not None:
                 return Rejection(reason, f"{fmt} {view.n_frames} frames")
@@ -143,7 +149,7 @@ class ImageChecker:
                 im.load()
                 value = phash(im)
             except Exception as exc:  # noqa: BLE001 - truncated/corrupt data, bad palettes, ...
-                return Rejection("undecodable", f"{type(exc).__name__}: {exc}"[:200])
+                return Rejection(UNDECODABLE, f"{type(exc).__name__}: {exc}"[:200])
             out, reencoded = data, None
             if self.normalize_high_bit_depth and im.mode in _HIGH_BIT_DEPTH_MODES:
                 out, reencoded = _to_8bit_png(im), f"{im.mode}->L"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import io
 import json
 import logging
 import random
@@ -39,48 +38,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.image_decode import ImageDecodeError, decode_image
+
 log = logging.getLogger(__name__)
 
-MAX_PIXELS = 89_478_485  # PIL's decompression-bomb limit
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 PAIR_COLUMNS = ("key", "caption", "image")
-
-
-class ImageDecodeError(ValueError):
-    """Bytes that do not give an RGB picture; ``reason`` is the counted skip reason."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-def decode_image(blob: bytes | None, draft_size: int | None = None, max_pixels: int = MAX_PIXELS):
-    """Decode ``blob`` to an RGB PIL image or raise :class:`ImageDecodeError`.
-
-    ``draft_size`` lets the JPEG decoder produce a reduced-scale image whose sides are still at
-    least ``draft_size`` (a 64-pixel model does not need a 640-pixel decode: 3-5x faster). The
-    size check reads only the header, so a decompression bomb is never decoded.
-    """
-    from PIL import Image
-
-    if not blob:
-        raise ImageDecodeError("no_image_bytes", "empty or null image bytes")
-    try:
-        im = Image.open(io.BytesIO(blob))
-        w, h = im.size
-        if w * h > max_pixels:
-            raise ImageDecodeError("image_too_large", f"{w}x{h} > {max_pixels} pixels")
-        if draft_size and im.format == "JPEG":
-            im.draft("RGB", (draft_size, draft_size))
-        im.load()
-        if im.mode == "P" and "transparency" in im.info:
-            im = im.convert("RGBA")
-        return im.convert("RGB")
-    except ImageDecodeError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad bytes
-        raise ImageDecodeError("undecodable_image", f"{type(exc).__name__}: {exc}"[:300]) from None
 
 
 def image_id_of(sha256_hex: str | None, blob: bytes | None) -> int:

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from curation.image_decode import ImageDecodeError, decode_image
 from models import metrics as M
-from models.data import ImageDecodeError, Unit, decode_image, open_sources
+from models.data import Unit, open_sources
 from models.train_config import EvalConfig
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ Embeddings are L2-normalised float32 (autocast bf16/fp16 on GPU, fp32 on CPU, by
 """
 from __future__ import annotations
 
-import io
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -20,50 +19,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.clip import ClipModel, load_clip
+from curation.image_decode import MAX_PIXELS, ImageDecodeError, decode_image
+from models.clip import ClipModel, default_device, load_clip
 
 log = logging.getLogger(__name__)
 
-MAX_PIXELS = 89_478_485  # PIL's decompression-bomb limit (filters.config.ImageFilterConfig.max_pixels)
 RANDOM_WEIGHTS_WARNING = (
     "score.pretrained is null: {name} has RANDOM weights, so clip_score, MMC4 similarities, semantic "
     "dedup and decontamination are meaningless; set score.pretrained to an open_clip tag or a local checkpoint"
 )
-
-
-class ImageDecodeError(ValueError):
-    """Image bytes that cannot be turned into an RGB picture; ``reason`` is the reject reason."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-def decode_image(blob: bytes | None, max_pixels: int = MAX_PIXELS):
-    """Decode ``blob`` to an RGB PIL image, or raise :class:`ImageDecodeError`.
-
-    Missing bytes (``no_image_bytes``), oversized images (``image_too_large``, checked from the
-    header before decoding) and anything PIL cannot fully decode (``undecodable_image``, e.g. a
-    truncated JPEG) are errors with a reason, never a crash of the batch.
-    """
-    from PIL import Image
-
-    if not blob:
-        raise ImageDecodeError("no_image_bytes", "empty or null image bytes")
-    try:
-        with Image.open(io.BytesIO(blob)) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise ImageDecodeError("image_too_large", f"{w}x{h} > {max_pixels} pixels")
-            im.load()
-            if im.mode == "P" and "transparency" in im.info:
-                im = im.convert("RGBA")
-            return im.convert("RGB")
-    except ImageDecodeError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad bytes
-        raise ImageDecodeError("undecodable_image", f"{type(exc).__name__}: {exc}"[:300]) from None
 
 
 @dataclass(frozen=True)
@@ -115,7 +79,7 @@ class ClipScorer:
         tensors, ok, errors, sizes = [], [], [], []
         for blob in blobs:
             try:
-                im = decode_image(blob, self.max_pixels)
+                im = decode_image(blob, max_pixels=self.max_pixels)
             except ImageDecodeError as exc:
                 ok.append(False)
                 errors.append((exc.reason, exc.detail))
@@ -203,13 +167,18 @@ def clip_scores(image_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", image_emb.astype(np.float32), text_emb.astype(np.float32))
 
 
-def load_scorer(spec: ModelSpec, batch_size: int = 64, loader_threads: int = 2) -> ClipScorer:
-    """Load ``spec``'s CLIP on this worker's device (seeded when the weights are random)."""
+def load_scorer(spec: ModelSpec, batch_size: int = 64, loader_threads: int = 2,
+                device: str | None = None) -> ClipScorer:
+    """Load ``spec``'s CLIP on ``device`` (seeded when the weights are random).
+
+    ``device`` is where this process should run the model: the Dask stage passes its worker's
+    (``curation.dask_cluster.worker_device``, which spreads workers over GPUs) and keeps one
+    scorer per worker process itself; None means ``spec.device``, with ``auto`` = CUDA when present.
+    """
     import torch
 
-    from curation.dask_cluster import worker_device
-
-    device = worker_device(spec.device)
+    if device is None:
+        device = default_device() if spec.device == "auto" else spec.device
     if spec.threads and device == "cpu":
         torch.set_num_threads(spec.threads)
     if spec.pretrained is None:
@@ -219,13 +188,3 @@ def load_scorer(spec: ModelSpec, batch_size: int = 64, loader_threads: int = 2) 
     log.info("loaded %s (%s) on %s, %d torch threads", spec.name, spec.pretrained or "random weights",
              device, torch.get_num_threads())
     return ClipScorer(clip, batch_size=batch_size, loader_threads=loader_threads)
-
-
-def get_scorer(spec: ModelSpec, batch_size: int = 64, loader_threads: int = 2) -> ClipScorer:
-    """The worker's :class:`ClipScorer` for ``spec``, loaded once per process."""
-    from functools import partial
-
-    from curation.dask_cluster import setup_once
-
-    return setup_once(("clip-scorer", spec, batch_size, loader_threads),
-                      partial(load_scorer, spec, batch_size, loader_threads))

@@ -24,8 +24,8 @@ captioner, the image pair's picture and page columns, ``clip_score``/``embedding
 scored the web caption, not this one); ``rejects/``; ``stats.json``.
 
 Accounting. Main table = input pairs: kept, or ``itm_below_threshold`` (the filter removed the web
-caption), ``empty_caption``, or the picture's decode reason (``undecodable_image``,
-``no_image_bytes``, ``image_too_large``). ``tables.images`` = unique pictures: kept, the decode
+caption), ``empty_caption``, or the picture's decode reason (``undecodable``,
+``no_image_bytes``, ``decompression_bomb``). ``tables.images`` = unique pictures: kept, the decode
 reason, or ``no_surviving_caption`` (no web or synthetic caption passed: dropped). Synthetic
 captions were never input rows: ``tables.synthetic_captions`` conserves them on their own
 (generated = kept + ``itm_below_threshold`` + ``empty_caption``) and each removed one is a reject
@@ -165,7 +165,7 @@ def _autocast(device: str):
 
 def _decode(blobs: list, draft: int) -> list:
     """Each blob as an RGB PIL image, or the ImageDecodeError saying why not (runs in a thread)."""
-    from models.data import ImageDecodeError, decode_image
+    from curation.image_decode import ImageDecodeError, decode_image
 
     out = []
     for blob in blobs:

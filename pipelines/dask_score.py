@@ -58,13 +58,14 @@ from curation.dask_cluster import (
     run_shards,
     setup_once,
     work_dir_for,
+    worker_device,
 )
 from curation.schemas import IMAGE_PAIRS, IMAGES, INTERLEAVED, REJECTS, SCORED_PAIRS
 from curation.stage import Stage, StageContext, StageError, StageStats, read_marker
 from filters.pairs import PairView, basic_filters, run_filters, score_filter
 from models.assignment import assign
 from models.mmc4 import build_mmc4_document, mmc4_arrow_schema, split_sentences
-from models.scoring import RANDOM_WEIGHTS_WARNING, ModelSpec, clip_scores, get_scorer
+from models.scoring import RANDOM_WEIGHTS_WARNING, ModelSpec, clip_scores, load_scorer
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,10 @@ class WorkerSpec:
     eval_threshold: float
 
     def scorer(self):
-        return get_scorer(self.model, self.batch_size, self.loader_threads)
+        """This worker process's CLIP scorer, loaded once on the worker's device (GPUs spread over workers)."""
+        m = self.model
+        return setup_once(("clip-scorer", m, self.batch_size, self.loader_threads),
+                          lambda: load_scorer(m, self.batch_size, self.loader_threads, worker_device(m.device)))
 
     def eval_index(self):
         if not self.eval_path:
@@ -484,10 +488,12 @@ class ScoreStage(Stage):
         if cfg.pretrained == "bootstrap":  # the CLIP this run trained itself (pipelines/bootstrap.py)
             from dataclasses import replace
 
-            from pipelines.bootstrap import models_dir_of, resolve_model, source_root_of
+            from models.resolve import local_model, models_dir_of, resolve_model, source_root_of
 
             models = ctx.inputs.get("models") or models_dir_of(source_root_of(ctx.inputs["pairs"]))
-            cfg = replace(cfg, pretrained=resolve_model(cfg.pretrained, "clip", models))
+            # A checkpoint in a remote run directory is copied to the local model cache (open_clip
+            # loads local files); a local one is used where it is.
+            cfg = replace(cfg, pretrained=local_model(resolve_model(cfg.pretrained, "clip", models)))
         plans: dict[str, list[Shard]] = {}
         present = []
         for key in ("images", "pairs", "documents"):

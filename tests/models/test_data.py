@@ -14,8 +14,7 @@ import pytest
 from PIL import Image
 
 from curation.schemas import IMAGE_PAIRS, INTERLEAVED
-from models.data import (DataError, ImageDecodeError, InterleavedStream, LoaderState, PairStream, TarSource,
-                         decode_image, open_sources)
+from models.data import DataError, InterleavedStream, LoaderState, PairStream, TarSource, open_sources
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 30)}
 
@@ -83,7 +82,7 @@ def test_one_pass_yields_every_good_row_once_and_counts_bad_rows(shards):
     skipped = Counter()
     for b in batches:
         skipped.update(b["_skipped"])
-    assert skipped == {"undecodable_image": 1, "empty_caption": 1, "no_image_bytes": 1}
+    assert skipped == {"undecodable": 1, "empty_caption": 1, "no_image_bytes": 1}
     assert sorted(keys) == sorted(r["key"] for i, r in enumerate(rows) if i not in (3, 7, 11))
     assert len(keys) + sum(skipped.values()) == len(rows)
     b = batches[0]
@@ -178,24 +177,9 @@ def test_webdataset_tar_reads_like_parquet(tmp_path):
     skipped = Counter()
     for b in batches:
         skipped.update(b["_skipped"])
-    assert skipped == {"undecodable_image": 1, "empty_caption": 1, "no_image_bytes": 1}
+    assert skipped == {"undecodable": 1, "empty_caption": 1, "no_image_bytes": 1}
     assert _keys(batches) == [r["key"] for i, r in enumerate(rows) if i not in (3, 7, 11)]
     assert batches[0]["texts"][0] == rows[0]["caption"]
-
-
-def test_decode_image_draft_and_limits():
-    big = io.BytesIO()
-    Image.new("RGB", (640, 480), (10, 200, 10)).save(big, format="JPEG")
-    full = decode_image(big.getvalue())
-    small = decode_image(big.getvalue(), draft_size=64)
-    assert full.size == (640, 480)
-    assert min(small.size) >= 64 and small.size[0] < 640
-    with pytest.raises(ImageDecodeError) as e:
-        decode_image(big.getvalue(), max_pixels=1000)
-    assert e.value.reason == "image_too_large"
-    with pytest.raises(ImageDecodeError) as e:
-        decode_image(big.getvalue()[:200])
-    assert e.value.reason == "undecodable_image"
 
 
 def test_interleaved_stream_yields_page_order_and_counts_bad_images(tmp_path):
@@ -216,7 +200,7 @@ def test_interleaved_stream_yields_page_order_and_counts_bad_images(tmp_path):
     assert stream.skipped_documents == {"empty_document": 1}
     assert [k for k, _ in out[0].items] == ["text", "image", "text"]
     assert out[0].items[0][1] == "intro" and out[0].items[1][1].shape == (3, 8, 8)
-    assert out[0].skipped == {"undecodable_image": 1}
+    assert out[0].skipped == {"undecodable": 1}
     assert [k for k, _ in out[1].items] == ["image", "text"]
     # Through a DataLoader with two workers (one per row group here: one group, so one worker serves it).
     from torch.utils.data import DataLoader

@@ -52,7 +52,7 @@ def test_eval_set_merges_pictures_and_drops_training_images_and_bad_rows():
     assert r["rows_in"] == 8 and r["images"] == 2 and r["captions"] == 3
     assert r["duplicate_image_rows_merged"] == 1 and r["contaminated_images_dropped"] == 1
     assert r["skipped"] == {"duplicate_caption": 1, "in_training_data": 1, "empty_caption": 1,
-                            "undecodable_image": 1, "no_image_bytes": 1}
+                            "undecodable": 1, "no_image_bytes": 1}
     # every row is accounted for: a caption of an image, or skipped with a reason
     assert r["captions"] + sum(r["skipped"].values()) == r["rows_in"]
 

@@ -120,7 +120,7 @@ def test_bad_rows_are_skipped_and_counted(data_dir, tmp_path):
     cfg = _cfg("clip", steps=8, num_workers=0, shuffle_buffer=0)  # 8 x 16 rows: more than one epoch of 94
     res = train(make_task(cfg), str(data_dir), tmp_path, cfg, progress=False)
     assert res.rows_seen == 8 * 16
-    assert res.skipped == {"undecodable_image": 1, "empty_caption": 1}  # met once: epoch 0 only
+    assert res.skipped == {"undecodable": 1, "empty_caption": 1}  # met once: epoch 0 only
     summary = json.loads((tmp_path / "train_summary.json").read_text())
     assert summary["skipped"] == res.skipped and summary["data_rows"] == 96
 

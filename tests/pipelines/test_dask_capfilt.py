@@ -54,7 +54,7 @@ def scored_pairs(web: pa.Table) -> pa.Table:
 # here with models.blip.itm_scores), so about half pass and both outcomes are exercised and checked.
 THRESHOLD: dict[str, float] = {}
 
-CORRUPT = {"bad-truncated": "undecodable_image", "bad-garbage": "undecodable_image", "bad-null": "no_image_bytes"}
+CORRUPT = {"bad-truncated": "undecodable", "bad-garbage": "undecodable", "bad-null": "no_image_bytes"}
 
 
 def with_corrupt(t: pa.Table) -> pa.Table:
@@ -196,7 +196,7 @@ def test_every_pair_picture_and_synthetic_caption_is_accounted_for(boot, sample_
     pictures = {r["sha256"] or r["url"] for r in inp.select(["sha256", "url"]).to_pylist()}
     img = stats.tables["images"]
     assert img["rows_in"] == len(pictures)
-    assert img["rejected"].get("undecodable_image") == 2 and img["rejected"].get("no_image_bytes") == 1
+    assert img["rejected"].get("undecodable") == 2 and img["rejected"].get("no_image_bytes") == 1
     img_rej = [r for r in rejects.to_pylist() if r["table"] == "images"]
     assert len(img_rej) == sum(img["rejected"].values())
     dropped = {r["row_id"] for r in img_rej if r["reason"] == "no_surviving_caption"}
@@ -278,7 +278,7 @@ def test_capfilt_variants_filter_only_and_captioner_only(boot, tmp_path):
     cfg = _config(tmp_path / "c", **{"capfilt.filter_web": False, "capfilt.filter_synthetic": False,
                                      "capfilt.num_captions": 2})
     st = run_capfilt(tmp_path / "c", src, cfg)
-    assert st.rejected == {"undecodable_image": 2, "no_image_bytes": 1}  # nothing filtered, bad images still counted
+    assert st.rejected == {"undecodable": 2, "no_image_bytes": 1}  # nothing filtered, bad images still counted
     assert st.tables["synthetic_captions"]["rows_in"] == 2 * st.tables["images"]["rows_out"]
     keys = pq.read_table(tmp_path / "c" / "capfilt" / "pairs").column("key").to_pylist()
     assert any(k.endswith("-syn1") for k in keys)

@@ -297,19 +297,19 @@ def test_sample_defaults_corrupt_images_counted_not_fatal(sample_inputs, tmp_pat
     assert json.loads((run / "score" / "stats.json").read_text())["counters"]["warning"] == stats.counters["warning"]
     out, rejects = all_rows(run)
     reasons = {r["row_id"]: r["reason"] for r in rejects.to_pylist() if r["table"] == "pairs"}
-    assert reasons["bad-truncated"] == reasons["bad-garbage"] == "undecodable_image"
+    assert reasons["bad-truncated"] == reasons["bad-garbage"] == "undecodable"
     assert reasons["bad-null"] == "no_image_bytes"
     assert not any(r in ("clip_score_below_threshold", "not_in_top_fraction") for r in reasons.values())
     assert stats.rows_in == len(pairs) == len(out) + len(reasons) and stats.conserved()
     assert stats.counters["pair_images_encoded_from_pair_bytes"] == len(pairs)
     doc_rej = {(r["table"], r["row_id"]): r["reason"] for r in rejects.to_pylist() if r["table"] != "pairs"}
-    assert doc_rej[("document_images", f"doc0-{len(docs[0]['images']) - 1}")] == "undecodable_image"
+    assert doc_rej[("document_images", f"doc0-{len(docs[0]['images']) - 1}")] == "undecodable"
     assert doc_rej[("documents", "doc-no-text")] == "no_sentences"
     t = stats.tables
     assert t["documents"]["rows_in"] == len(docs) and t["documents"]["rejected"] == {"no_sentences": 1}
     n_imgs = sum(u is not None for d in docs for u in d["images"])
     assert t["document_images"]["rows_in"] == n_imgs
-    assert t["document_images"]["rejected"]["undecodable_image"] == 1
+    assert t["document_images"]["rejected"]["undecodable"] == 1
     # mmc4_min_sim is -1 on the sample: with random weights no image is dropped for its similarity.
     assert "below_min_sim" not in t["document_images"]["rejected"]
     assert t["images"] == {"rows_in": 0, "rows_out": 0, "rejected": {}}
@@ -428,3 +428,16 @@ def test_score_config_defaults_and_validation():
                                 ("score.semantic_dedup_threshold", 1.5, "semantic_dedup_threshold")]:
         with pytest.raises(ConfigError, match=message):
             PipelineConfig.load(overrides={key: value})
+
+
+def test_worker_scorer_loads_once_per_spec(tiny_ckpt):
+    """The Dask glue lives in the stage: one ClipScorer per worker process and model spec."""
+    from curation.dask_cluster import SETUP_COUNTS, clear_setup_cache
+    from models.scoring import ModelSpec
+    from pipelines.dask_score import WorkerSpec
+
+    clear_setup_cache()
+    spec = WorkerSpec(ModelSpec("vlc-tiny-clip", tiny_ckpt, "cpu"), 8, 1, PairFilterConfig(), 0.15, None, 0.9)
+    assert spec.scorer() is spec.scorer()
+    assert spec.scorer().clip.device == "cpu" and spec.scorer().batch_size == 8
+    assert sum(SETUP_COUNTS.values()) == 1
