@@ -12,7 +12,6 @@ or schema shows up without changes here.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 import re
@@ -24,6 +23,7 @@ import yaml
 from fsspec.core import url_to_fs
 
 from curation.config import PipelineConfig
+from curation.registry import STAGES
 from curation.report import RunCatalog, TableRef, run_snapshot
 from curation.schemas import SCHEMAS
 from curation.stage import REJECTS_DIR
@@ -65,16 +65,12 @@ def _redact(obj: Any, key: str = "") -> Any:
 
 def _stage_sections() -> dict[str, tuple[str, ...]]:
     """Which config sections each stage reads (its ``config_sections``), where importable."""
-    from curation.pipeline import STAGES
-
-    targets = {"extract": "pipelines.spark_extract:ExtractStage", **{s.name: s.target for s in STAGES}}
     found: dict[str, tuple[str, ...]] = {}
-    for name, target in targets.items():
-        module, cls = target.split(":")
+    for s in STAGES:
         try:
-            found[name] = tuple(getattr(importlib.import_module(module), cls).config_sections)
+            found[s.name] = tuple(s.stage_class().config_sections)
         except Exception as exc:  # noqa: BLE001 - the card still lists every section
-            log.debug("card: cannot import %s (%s)", target, exc)
+            log.debug("card: cannot import %s (%s)", s.target, exc)
     return found
 
 

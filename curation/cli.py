@@ -14,9 +14,9 @@ import logging
 import sys
 from pathlib import Path
 
-from curation.config import ConfigError, PipelineConfig, parse_override
-from curation.snapshot import InputError
-from models.clip import ModelLoadError  # stdlib-only import: no torch until a model loads
+from curation import registry
+from curation.config import PipelineConfig, parse_override
+from curation.errors import CurateError
 
 log = logging.getLogger("curation")
 
@@ -44,26 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run directory")
     _common(run)
 
-    ext = sub.add_parser("extract", help="WARC -> interleaved documents + pair candidates (Spark)")
-    ext.add_argument("--input", required=True, help="snapshot id, 'sample', WARC dir, glob, listing or file")
-    ext.add_argument("--limit", type=int)
-    ext.add_argument("--cc-base")
-    ext.add_argument("--out", required=True, help="run directory (writes OUT/extract/)")
-    _common(ext)
-
-    from curation.pipeline import STAGES
-
-    for spec in STAGES:
-        upstream = sorted({rel.split("/", 1)[0] for rel in spec.inputs.values()})
+    # One subcommand per registered stage (curation/registry.py), in run order.
+    for spec in registry.STAGES:
         sp = sub.add_parser(spec.name, help=spec.help)
-        sp.add_argument("--input", required=True,
-                        help=f"run directory holding {', '.join(u + '/' for u in upstream)} (or one of those stage dirs)")
+        if spec.reads_source:
+            sp.add_argument("--input", required=True, help="snapshot id, 'sample', WARC dir, glob, listing or file")
+            sp.add_argument("--limit", type=int, help="only the first N WARC files")
+            sp.add_argument("--cc-base", help="Common Crawl base (as for curate run)")
+        else:
+            sp.add_argument("--input", required=True,
+                            help=f"run directory holding {', '.join(u + '/' for u in spec.upstream())} (or one of those stage dirs)")
         sp.add_argument("--out", required=True, help=f"run directory (writes OUT/{spec.name}/)")
         _common(sp)
-        if spec.name == "bootstrap":  # curate bootstrap --rounds N: BLIP's bootstrap loop (pipelines/bootstrap.py)
-            from pipelines.bootstrap import add_cli_arguments as add_bootstrap_loop_arguments
-
-            add_bootstrap_loop_arguments(sp)
+        if spec.cli_arguments:
+            registry.load_target(spec.cli_arguments)(sp)
 
     smp = sub.add_parser("sample", help="write the offline sample mini-crawl")
     smp.add_argument("--out", required=True)
@@ -81,9 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--snapshot", help="snapshot the run curated (default from the config)")
     _common(card)
 
-    from pipelines.train import add_cli_arguments as add_train_eval_commands
-
-    add_train_eval_commands(sub)  # curate train / curate eval (pipelines/train.py)
+    for job in registry.JOBS:  # curate train / curate eval
+        registry.load_target(job.cli_arguments)(sub)
 
     st = sub.add_parser("status", help="which stages of a run directory are complete")
     st.add_argument("--out", required=True)
@@ -103,10 +96,8 @@ def load_config(args: argparse.Namespace) -> PipelineConfig:
 
 def _source_root(path: str) -> str:
     """Accept a run directory or one of its stage directories."""
-    from curation.pipeline import stage_order
-
     p = path.rstrip("/")
-    if p.rsplit("/", 1)[-1] in stage_order() and "/" in p:
+    if p.rsplit("/", 1)[-1] in registry.stage_order() and "/" in p:
         return p.rsplit("/", 1)[0]
     return p
 
@@ -120,14 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return _dispatch(args)
-    except (ConfigError, InputError, ModelLoadError) as exc:
+    except CurateError as exc:
         print(f"curate: error: {exc}", file=sys.stderr)
         return 2
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     from curation import pipeline
-    from curation.stage import MARKER, StageRunner, read_marker
+    from curation.stage import read_marker
 
     if args.command == "sample":
         from curation.sample import generate_sample
@@ -136,28 +127,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps({k: manifest[k] for k in manifest if k in ("n_pages", "counts", "image_base_url")}, indent=2))
         return 0
     if args.command == "status":
-        for name in pipeline.stage_order():
+        for name in registry.stage_order():
             marker = read_marker(f"{args.out.rstrip('/')}/{name}")
             state = f"complete ({marker['finished_at']}, {marker['rows_out']} rows)" if marker else "not complete"
             print(f"{name:10s} {state}")
         return 0
 
-    if args.command in ("train", "eval"):
-        from pipelines.train import cli_main
-
-        return cli_main(args, load_config)
+    job = registry.job_for(args.command)
+    if job is not None:
+        return registry.load_target(job.cli_main)(args, load_config)
     cfg = load_config(args)
     force = set(args.force)
     if args.command == "report":
-        from curation.report import ReportError, write_report
+        from curation.report import write_report
 
         run_root = args.input.rstrip("/")
         out = args.out or f"{run_root}/report.html"
-        try:
-            write_report(run_root, out, cfg)
-        except ReportError as exc:
-            print(f"curate: error: {exc}", file=sys.stderr)
-            return 2
+        write_report(run_root, out, cfg)  # a ReportError is a CurateError: one line, exit 2
         print(f"report: {out}")
         return 0
     if args.command == "card":
@@ -170,31 +156,38 @@ def _dispatch(args: argparse.Namespace) -> int:
         results = pipeline.run_all(cfg, args.input, force)
         _print_summary(cfg.out, results)
         return 0
-    if args.command == "extract":
-        spec = args.input
-        if spec == "sample":
-            cfg.snapshot = "sample"
-            inputs = pipeline.prepare_inputs(cfg)
-        elif spec.startswith("CC-MAIN-"):
-            cfg.snapshot = spec
-            inputs = pipeline.prepare_inputs(cfg)
-        else:
-            inputs = pipeline.prepare_inputs(cfg, spec)
-        stats = pipeline.run_extract(StageRunner(cfg.out, cfg, force), inputs)
-        _print_summary(cfg.out, {"extract": stats})
-        return 0
-    if args.command == "bootstrap" and getattr(args, "rounds", None) is not None:
-        from pipelines.bootstrap import cli_loop
+    if args.command in registry.stage_order():
+        return _run_one_stage(args, cfg, force)
+    raise AssertionError(f"unhandled command {args.command}")
 
-        return cli_loop(args, cfg, _source_root(args.input))
-    if args.command in {s.name for s in pipeline.STAGES}:
-        if not pipeline.spec(args.command).when(cfg):
-            print(f"stage {args.command} does not apply to this configuration; nothing to do")
-            return 0
-        stats = pipeline.run_stage(StageRunner(cfg.out, cfg, force), args.command, _source_root(args.input))
-        _print_summary(cfg.out, {args.command: stats})
+
+def _run_one_stage(args: argparse.Namespace, cfg: PipelineConfig, force: set[str]) -> int:
+    """``curate <stage> --input ... --out ...``: one registered stage on one run directory."""
+    from curation import pipeline
+    from curation.stage import StageRunner
+
+    spec = registry.spec(args.command)
+    source = None
+    if spec.reads_source:
+        # --input names the raw input: 'sample', a snapshot id, or WARC files.
+        if args.input == "sample" or args.input.startswith("CC-MAIN-"):
+            cfg.snapshot = args.input
+            source = pipeline.prepare_inputs(cfg)
+        else:
+            source = pipeline.prepare_inputs(cfg, args.input)
+        source_root = cfg.out
+    else:
+        source_root = _source_root(args.input)
+    if spec.cli_main:
+        taken_over = registry.load_target(spec.cli_main)(args, cfg, source_root)
+        if taken_over is not None:
+            return taken_over
+    if not spec.when(cfg):
+        print(f"stage {args.command} does not apply to this configuration; nothing to do")
         return 0
-    raise AssertionError(f"unhandled command {args.command} ({MARKER})")
+    stats = pipeline.run_stage(StageRunner(cfg.out, cfg, force), args.command, source_root, source)
+    _print_summary(cfg.out, {args.command: stats})
+    return 0
 
 
 def _print_summary(out: str, results: dict) -> None:

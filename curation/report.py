@@ -9,7 +9,7 @@ draws them and :mod:`curation.report_html` lays them out as one self-contained p
 Where the numbers come from:
 
 - the funnel: every stage's ``stats.json`` (rows in, out, rejected per reason, and each
-  secondary table), in :func:`curation.pipeline.stage_order` order, then any other stage
+  secondary table), in :func:`curation.registry.stage_order` order, then any other stage
   directory of the run that holds a ``stats.json``;
 - every other metric: one Spark SQL file ``sql/report_<metric>.sql``, whose header says
   what it needs, e.g. ``-- needs: pairs(clip_score)``: the metric runs over the output
@@ -42,6 +42,7 @@ from typing import Any
 from fsspec.core import url_to_fs
 
 from curation.config import PipelineConfig, ReportConfig
+from curation.registry import stage_order
 from curation.schemas import REJECTS
 from curation.sql import SQL_DIR, load_sql
 from curation.stage import MARKER, REJECTS_DIR, STATS
@@ -182,8 +183,6 @@ class RunCatalog:
 
     @classmethod
     def scan(cls, root: str) -> "RunCatalog":
-        from curation.pipeline import stage_order
-
         fs, base = url_to_fs(root)
         if not fs.isdir(base):
             raise ReportError(f"run directory not found: {root}")

@@ -29,6 +29,18 @@ class WarcInput:
     name: str
 
 
+@dataclass(frozen=True)
+class RunSource:
+    """What a run's first stage reads: the WARC files and the snapshot name recorded in each document."""
+
+    warcs: tuple[WarcInput, ...]
+    snapshot: str
+
+    def fingerprint_inputs(self) -> dict[str, str]:
+        """The WARC list as the stage runner's ``inputs`` (part of extract's fingerprint)."""
+        return {"warcs": ",".join(w.path for w in self.warcs)}
+
+
 def _join(base: str, rel: str) -> str:
     return base.rstrip("/") + "/" + rel.lstrip("/")
 

@@ -13,7 +13,15 @@ The marker is the only thing that says a stage finished: a directory without
 it is partial output and is deleted before the stage runs again. The marker
 holds a fingerprint of the stage's config and of its inputs' markers, so a
 stage whose upstream was redone (or whose thresholds changed) runs again
-instead of being skipped with stale results.
+instead of being skipped with stale results. It also lists every output file
+with its size and Parquet row count (:mod:`curation.stage_files`): before a
+stage starts, the runner checks that each input stage has a marker and that
+the files it lists are all there, whole, so a missing or truncated input fails
+in seconds, naming the file, instead of being read as less data.
+
+Check first, delete last: a stage's previous complete output is moved aside
+(``<out>/_previous/<stage>``) only after its inputs passed the check, and put
+back when the new attempt fails; it is deleted once the new marker is written.
 
 Every stage must conserve rows: ``rows_in == rows_out + sum(rejected)``. The
 runner checks it and refuses to mark a stage complete when rows went missing.
@@ -34,13 +42,22 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from curation.config import PipelineConfig
-from curation.errors import StageError  # noqa: F401  (defined once in curation/errors.py)
+from curation.snapshot import RunSource
+from curation.errors import InputError, StageError  # noqa: F401  (defined once in curation/errors.py)
+from curation.stage_files import damaged_files, list_files
 
 log = logging.getLogger(__name__)
 
 MARKER = "_STAGE_COMPLETE"
 STATS = "stats.json"
 REJECTS_DIR = "rejects"
+# Version 2 markers list their output files ("files"); a version-1 marker (no list) is still
+# read, its outputs are then not checked (with a warning).
+MARKER_VERSION = 2
+# Where a complete output waits while its stage runs again (restored if the new attempt fails).
+PREVIOUS_DIR = "_previous"
+# Problems named in one error message (the rest are counted).
+MAX_PROBLEMS_SHOWN = 5
 
 
 @dataclass
@@ -92,6 +109,9 @@ class StageContext:
     inputs: dict[str, str]
     config: PipelineConfig
     run_id: str
+    # Raw input of a first stage (extract's WARC files and snapshot); None for a stage that
+    # reads only earlier stages' outputs (``inputs``).
+    source: "RunSource | None" = None
 
     def output_path(self, name: str) -> str:
         return f"{self.stage_dir.rstrip('/')}/{name}"
@@ -118,6 +138,11 @@ def _fs_join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
+def _is_local(fs: Any) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return bool({"file", "local"} & set(protocols))
+
+
 def is_complete(stage_dir: str) -> bool:
     fs, path = url_to_fs(stage_dir)
     return fs.exists(_fs_join(path, MARKER))
@@ -136,6 +161,73 @@ def read_stats(stage_dir: str) -> StageStats:
     fs, path = url_to_fs(stage_dir)
     with fs.open(_fs_join(path, STATS), "r") as fh:
         return StageStats.from_json(fh.read())
+
+
+def _input_stage(path: str, config: PipelineConfig) -> tuple[str, str, str] | None:
+    """``(stage_dir, stage, output)`` when ``path`` is ``<root>/<stage>/<output>`` of a stage that
+    applies to this run; None for anything else (a directory a test or a user built by hand, or the
+    output of a stage this configuration skips, such as ``bootstrap/models`` with downloaded models)."""
+    from curation.registry import spec, stage_order  # the registry imports this module's users, not it
+
+    if path.count("/") < 2 or "," in path:
+        return None
+    stage_dir, output = path.rstrip("/").rsplit("/", 1)
+    name = stage_dir.rsplit("/", 1)[-1]
+    if name not in stage_order() or not spec(name).when(config):
+        return None
+    return stage_dir, name, output
+
+
+def _redo_hint(name: str, root: str) -> str:
+    from curation.registry import spec
+
+    source = "<WARCs or snapshot>" if spec(name).reads_source else root
+    return f"`curate {name} --input {source} --out {root}` (or `curate run --out {root}`)"
+
+
+def check_inputs(inputs: dict[str, str], config: PipelineConfig) -> None:
+    """Refuse to start on an input stage that did not finish or whose files are no longer whole.
+
+    Raises :class:`InputError` naming the stage directory or the files, and the command that fixes
+    it. Reads markers, file sizes and Parquet footers only: seconds, whatever the data size.
+    """
+    problems: list[str] = []
+    damaged: dict[str, str] = {}  # stage -> its run root
+    for key, path in sorted(inputs.items()):
+        where = _input_stage(path, config)
+        if where is None:
+            continue
+        stage_dir, name, output = where
+        root = stage_dir.rsplit("/", 1)[0]
+        marker = read_marker(stage_dir)
+        if marker is None:
+            fs, sp = url_to_fs(stage_dir)
+            if not fs.exists(url_to_fs(root)[1]):
+                why = f"{root} does not exist"
+            elif not fs.exists(sp):
+                why = f"the {name} stage has not run there ({stage_dir} not found)"
+            else:
+                why = f"{stage_dir} has no {MARKER}: the {name} stage did not finish (interrupted or failed)"
+            raise InputError(f"input {key} ({path}): {why}; run {_redo_hint(name, root)} first")
+        listed = marker.get("files")
+        if listed is None:
+            log.warning("input %s: %s has a marker without a file list (written before marker version %d): "
+                        "its files are not checked", key, stage_dir, MARKER_VERSION)
+            continue
+        if output not in listed:
+            continue  # the stage wrote no such output; the reading stage decides what that means
+        found = damaged_files(stage_dir, listed[output])
+        if found:
+            damaged[name] = root
+            problems += [f"{stage_dir}/{p}" for p in found]
+    if problems:
+        shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
+        more = f" (and {len(problems) - MAX_PROBLEMS_SHOWN} more)" if len(problems) > MAX_PROBLEMS_SHOWN else ""
+        redo = " ".join(f"--force {n}" for n in sorted(damaged))
+        raise InputError(
+            f"input stage {', '.join(sorted(damaged))} changed after it finished: {shown}{more}; "
+            f"redo it: `curate run --out {next(iter(damaged.values()))} {redo}`"
+        )
 
 
 class StageRunner:
@@ -167,10 +259,12 @@ class StageRunner:
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def run(self, stage: Stage, inputs: dict[str, str] | None = None) -> StageStats:
-        inputs = inputs or {}
+    def run(self, stage: Stage, inputs: dict[str, str] | None = None, source: "RunSource | None" = None) -> StageStats:
+        stage_inputs = dict(inputs or {})  # earlier stages' outputs: checked before the stage starts
+        inputs = {**(source.fingerprint_inputs() if source else {}), **stage_inputs}
         sdir = self.stage_dir(stage.name)
         _, spath = url_to_fs(sdir)
+        self._recover(stage.name, spath)
         fingerprint = self.fingerprint(stage, inputs)
         marker = read_marker(sdir)
         forced = stage.name in self.force or "*" in self.force
@@ -179,15 +273,65 @@ class StageRunner:
                 log.info("stage %s: complete (marker %s), skipping", stage.name, marker.get("run_id"))
                 return read_stats(sdir)
             log.info("stage %s: inputs or config changed since it finished, running again", stage.name)
-        if self.fs.exists(spath):
-            why = "forced" if (marker and forced) else ("stale" if marker else "partial output without a completion marker")
-            log.info("stage %s: removing %s (%s)", stage.name, sdir, why)
-            self.fs.rm(spath, recursive=True)
+        # Check first, delete last: nothing of a previous output is touched before the inputs pass.
+        check_inputs(stage_inputs, self.config)
+        aside = self._clear(stage.name, spath, marker, forced)
         self.fs.makedirs(spath, exist_ok=True)
 
         run_id = f"{stage.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-        ctx = StageContext(stage_dir=sdir, inputs=inputs, config=self.config, run_id=run_id)
+        ctx = StageContext(stage_dir=sdir, inputs=inputs, config=self.config, run_id=run_id, source=source)
         log.info("stage %s: starting (run %s) -> %s", stage.name, run_id, sdir)
+        try:
+            stats = self._run_and_mark(stage, ctx, fingerprint)
+        except BaseException:
+            if aside:
+                log.warning("stage %s failed: putting its previous complete output back from %s", stage.name, aside)
+                if self.fs.exists(spath):
+                    self.fs.rm(spath, recursive=True)
+                self.fs.mv(aside, spath, recursive=True)
+            raise
+        if aside:
+            self.fs.rm(aside, recursive=True)
+        return stats
+
+    def _clear(self, name: str, spath: str, marker: dict[str, Any] | None, forced: bool) -> str | None:
+        """Empty the stage directory for a new attempt; returns where a complete output was moved aside.
+
+        A complete output (a marker: stale or forced) on a local filesystem is moved, not deleted, so
+        a failing rerun can put it back; on an object store a move is a copy of every byte, so it is
+        deleted there (after the input check, which is what fails most reruns). Partial output
+        (no marker) is always deleted.
+        """
+        if not self.fs.exists(spath):
+            return None
+        why = "forced" if (marker and forced) else ("stale" if marker else "partial output without a completion marker")
+        if marker and _is_local(self.fs):
+            aside = _fs_join(self.root_path, PREVIOUS_DIR, name)
+            if self.fs.exists(aside):
+                self.fs.rm(aside, recursive=True)
+            self.fs.makedirs(_fs_join(self.root_path, PREVIOUS_DIR), exist_ok=True)
+            log.info("stage %s: moving %s aside to %s (%s) until the new attempt finishes", name, spath, aside, why)
+            self.fs.mv(spath, aside, recursive=True)
+            return aside
+        log.info("stage %s: removing %s (%s)", name, spath, why)
+        self.fs.rm(spath, recursive=True)
+        return None
+
+    def _recover(self, name: str, spath: str) -> None:
+        """Undo a rerun killed while the previous output was moved aside (``kill -9``: no ``except`` ran)."""
+        aside = _fs_join(self.root_path, PREVIOUS_DIR, name)
+        if not self.fs.exists(aside):
+            return
+        if self.fs.exists(_fs_join(spath, MARKER)):  # the new attempt finished; only the cleanup was cut
+            self.fs.rm(aside, recursive=True)
+            return
+        log.warning("stage %s: a rerun was interrupted; putting its previous complete output back from %s", name, aside)
+        if self.fs.exists(spath):
+            self.fs.rm(spath, recursive=True)
+        self.fs.mv(aside, spath, recursive=True)
+
+    def _run_and_mark(self, stage: Stage, ctx: StageContext, fingerprint: str) -> StageStats:
+        sdir = ctx.stage_dir
         start = time.perf_counter()
         stats = stage.run(ctx)
         stats.seconds = round(time.perf_counter() - start, 3)
@@ -200,12 +344,15 @@ class StageRunner:
         with fsspec.open(_fs_join(sdir, STATS), "w") as fh:
             fh.write(stats.to_json())
         marker_body = {
+            "version": MARKER_VERSION,
             "stage": stage.name,
-            "run_id": run_id,
+            "run_id": ctx.run_id,
             "fingerprint": fingerprint,
             "finished_at": datetime.now(timezone.utc).isoformat(),
-            "inputs": inputs,
+            "inputs": ctx.inputs,
             "rows_out": stats.rows_out,
+            # Every output file with its size and Parquet row count: what check_inputs verifies.
+            "files": list_files(sdir),
         }
         with fsspec.open(_fs_join(sdir, MARKER), "w") as fh:
             json.dump(marker_body, fh, indent=2)

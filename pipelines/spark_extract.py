@@ -18,7 +18,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from curation.schemas import DOCUMENTS, PAIRS, spark_ddl
-from curation.snapshot import WarcInput
+from curation.errors import StageError
 from curation.stage import Stage, StageContext, StageStats
 
 log = logging.getLogger(__name__)
@@ -114,10 +114,6 @@ class ExtractStage(Stage):
     outputs = ("documents", "pairs")
     config_sections = ("extract", "paragraph_filters", "document_filters")
 
-    def __init__(self, warcs: list[WarcInput], snapshot: str):
-        self.warcs = warcs
-        self.snapshot = snapshot
-
     def run(self, ctx: StageContext) -> StageStats:
         from functools import partial
 
@@ -126,18 +122,21 @@ class ExtractStage(Stage):
 
         from curation.spark import get_spark
 
+        if ctx.source is None:
+            raise StageError("extract reads WARC files: run it through curation.pipeline (curate run / curate extract)")
+        warcs, snapshot = list(ctx.source.warcs), ctx.source.snapshot
         cfg = ctx.config
         spark = get_spark(cfg.spark)
         per_task = max(1, cfg.extract.files_per_task)
-        n_tasks = max(1, (len(self.warcs) + per_task - 1) // per_task)
-        log.info("extract: %d WARC file(s) in %d Spark task(s) on %s", len(self.warcs), n_tasks, cfg.spark.master)
-        files = spark.sparkContext.parallelize([(w.path, w.name) for w in self.warcs], n_tasks).toDF("path string, name string")
+        n_tasks = max(1, (len(warcs) + per_task - 1) // per_task)
+        log.info("extract: %d WARC file(s) in %d Spark task(s) on %s", len(warcs), n_tasks, cfg.spark.master)
+        files = spark.sparkContext.parallelize([(w.path, w.name) for w in warcs], n_tasks).toDF("path string, name string")
         body = partial(
             process_files,
             extract_cfg=cfg.extract,
             paragraph_cfg=cfg.paragraph_filters,
             document_cfg=cfg.document_filters,
-            snapshot=self.snapshot,
+            snapshot=snapshot,
         )
         combined = files.mapInArrow(body, spark_ddl(COMBINED)).persist(StorageLevel.MEMORY_AND_DISK)
         try:
@@ -179,7 +178,7 @@ class ExtractStage(Stage):
             rejected=dict(sorted(reject_counts.items())),
             outputs={"documents": n_docs, "pairs": n_pairs},
             counters={
-                "warc_files": len(self.warcs),
+                "warc_files": len(warcs),
                 "warc_records_by_type": dict(sorted(by_type.items())),
                 "gzip_resyncs": resyncs,
                 **dict(sorted(counters.items())),

@@ -9,7 +9,7 @@ environment, so the scheduler never imports Spark, Dask or torch. Set on a deplo
 - ``VLC_OUTPUT_ROOT``: where runs live, ``<root>/<snapshot>/`` (default ``$VLC_HOME/out``);
 - ``VLC_TASK_RETRIES`` / ``VLC_RETRY_DELAY_S``: retries per task (default 2, 300 s apart, backing off).
 
-Only :func:`curation.pipeline.stage_order` is imported from the project at parse time
+Only :func:`curation.registry.stage_order` is imported from the project at parse time
 (it needs nothing beyond PyYAML and fsspec, which Airflow has), so the task list follows
 the stage registry: a stage added there becomes a task here.
 """
@@ -55,6 +55,6 @@ def stage_names() -> tuple[str, ...]:
     """The pipeline's stages in run order, from the project's registry."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from curation.pipeline import stage_order
+    from curation.registry import stage_order
 
     return stage_order()

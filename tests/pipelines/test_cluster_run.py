@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from curation.pipeline import stage_order
+from curation.registry import stage_order
 from curation.spark import java_available
 
 ROOT = Path(__file__).resolve().parents[2]

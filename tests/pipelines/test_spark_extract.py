@@ -10,7 +10,7 @@ import pytest
 
 from curation.config import PipelineConfig
 from curation.schemas import DOCUMENTS, PAIRS, REJECTS
-from curation.snapshot import resolve_inputs
+from curation.snapshot import RunSource, resolve_inputs
 from curation.stage import StageRunner
 from curation.warc_reader import ResponseRecord, iter_warc
 from pipelines.spark_extract import ExtractStage
@@ -70,8 +70,9 @@ def extracted(spark, tmp_path_factory):
     (warcs / "z-garbage.warc.gz").write_bytes(b"\x1f\x8b\x08 definitely not gzip")
     _write_hostile_warc(warcs / "z-hostile.warc.gz")
     cfg = PipelineConfig.load(overrides={"out": str(tmp / "run"), "spark.master": "local[2]"})
-    stage = ExtractStage(resolve_inputs(str(warcs)), "test")
-    stats = StageRunner(cfg.out, cfg).run(stage, {"warcs": str(warcs)})
+    stage = ExtractStage()
+    source = RunSource(tuple(resolve_inputs(str(warcs))), "test")
+    stats = StageRunner(cfg.out, cfg).run(stage, source=source)
     return cfg, stats, warcs, stage
 
 
@@ -120,7 +121,7 @@ def test_record_offsets_point_at_the_record(extracted):
 
 def test_rerun_skips_the_finished_stage(extracted):
     cfg, stats, warcs, stage = extracted
-    again = StageRunner(cfg.out, cfg).run(stage, {"warcs": str(warcs)})
+    again = StageRunner(cfg.out, cfg).run(stage, source=RunSource(tuple(resolve_inputs(str(warcs))), "test"))
     assert again.seconds == stats.seconds  # read back from stats.json, not recomputed
 
 
