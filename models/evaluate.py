@@ -164,13 +164,6 @@ class BlipItcEmbedder:
 # --------------------------------------------------------------------------- metrics per model kind
 
 
-def default_classes() -> dict[str, list[str]]:
-    """The sample's concepts: shapes and colours (curation/sample/text.py)."""
-    from curation.sample.text import COLOURS, SHAPES
-
-    return {"shape": list(SHAPES), "colour": list(COLOURS)}
-
-
 def mismatched_captions(es: EvalSet, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """One mismatched caption per image: a caption of another image, equal to none of its own."""
     rng = random.Random(f"mismatch:{seed}")
@@ -286,10 +279,14 @@ def find_models(path: str | Path) -> dict[str, str]:
 
 def evaluate_models(models: dict[str, str], es: EvalSet, cfg: EvalConfig, classes: dict[str, list[str]] | None = None,
                     device: str | None = None) -> dict:
-    """Metrics of every model in ``models`` (kind -> directory) on ``es``."""
+    """Metrics of every model in ``models`` (kind -> directory) on ``es``.
+
+    ``classes`` (group -> class names) are the zero-shot tasks; none, no zero-shot scores. The
+    caller knows the data's vocabulary (``curate eval`` passes the sample's shapes and colours by
+    default, pipelines/train.py), so this module depends on no dataset.
+    """
     from models.clip import load_clip
 
-    classes = default_classes() if classes is None else classes
     dev = None if (device or cfg.device) == "auto" else (device or cfg.device)
     results: dict[str, Any] = {"eval_set": es.report}
     for kind, path in models.items():

@@ -11,9 +11,11 @@ defaults do) and trains them itself, as BLIP's round 0 does with the thin traine
 
 The ``bootstrap`` stage (after ``images``, before ``score``; only when a model is ``bootstrap``)
 does this and writes ``<run>/bootstrap/models/{clip,captioner,filter}/`` plus ``manifest.json``;
-``score`` and ``capfilt`` resolve ``bootstrap`` to those directories (:func:`resolve_model`).
+``score`` and ``capfilt`` resolve ``bootstrap`` to those directories (:func:`models.resolve.resolve_model`,
+so neither imports this module).
 
-``curate bootstrap --input RUN --out OUT --rounds R`` is the loop: CapFilt pass 1 is the run's
+``curate bootstrap --input RUN --out OUT --rounds R`` is the loop (pipelines/bootstrap_loop.py, the
+one module that imports both this stage and CapFilt): CapFilt pass 1 is the run's
 ``capfilt`` stage (round-0 models); for r = 1 .. R-1 a new BLIP is pretrained on pass r's
 bootstrapped pairs, fine-tuned on the clean set again, and CapFilt pass r+1 rewrites the web pairs
 (``score/pairs``) with it, into ``OUT/rounds/round-<r>/{models,capfilt}/``. BLIP ran one round and
@@ -24,86 +26,73 @@ pretraining side by side, then the two fine-tunings side by side, each in a dire
 ``<out>/_work/bootstrap-<hash>/`` so a crashed run resumes from the trainer's checkpoints. Budget:
 ``bootstrap.epochs`` passes over the web pairs (``finetune_epochs`` over the clean set), at most
 ``bootstrap.max_steps`` steps per model (``captioner_epochs`` for the captioner, when set).
+
+Run directories go through fsspec (``OUT=s3://...``): the web pairs are read and the models
+published there. Training itself writes checkpoints with torch to local files, so for a remote
+run directory a round trains in a local directory of the same name (:func:`training_dir`), and
+resumes from it on the same machine.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
 
 from curation.config import BOOTSTRAP_MODELS, PipelineConfig, uses_bootstrap_models
 from curation.dask_cluster import cpu_threads_per_worker, dask_client, list_parquet_files, work_dir_for
+from curation.errors import StageError
 from curation.schemas import REJECTS
-from curation.stage import Stage, StageContext, StageError, StageRunner, StageStats, is_complete, read_marker
+from curation.stage import Stage, StageContext, StageStats, read_marker
+from models.resolve import MANIFEST, MODELS, STAGE, cache_root, is_remote, source_root_of
 
 log = logging.getLogger(__name__)
 
-STAGE = "bootstrap"
-MODELS = "models"
-MANIFEST = "manifest.json"
 ROLES = ("clip", "captioner", "filter")
-ROUNDS_DIR = "rounds"
-
-
-# --------------------------------------------------------------------------- where the models are
-
-
-def source_root_of(input_path: str) -> str:
-    """The run directory an input like ``RUN/images/pairs`` belongs to."""
-    return input_path.rstrip("/").rsplit("/", 2)[0]
-
-
-def models_dir_of(run_root: str) -> str:
-    return f"{run_root.rstrip('/')}/{STAGE}/{MODELS}"
-
-
-def resolve_model(value: str | None, role: str, models_dir: str | None) -> str | None:
-    """``value`` itself, or for ``bootstrap`` the self-trained model: the captioner/filter directory,
-    or the CLIP's open_clip checkpoint file (``score.pretrained`` takes a checkpoint path)."""
-    if value != BOOTSTRAP_MODELS:
-        return value
-    if not models_dir or not Path(models_dir, role).is_dir():
-        from models.clip import ModelLoadError
-
-        raise ModelLoadError(
-            f"the {role} is set to '{BOOTSTRAP_MODELS}' (trained by this run) but {models_dir}/{role} does not exist: "
-            "run the bootstrap stage first (curate run does; or curate bootstrap --input RUN --out RUN), or name a "
-            "model (a Hugging Face id, a local directory or checkpoint)"
-        )
-    path = Path(models_dir, role)
-    return str(path / "open_clip_model.safetensors") if role == "clip" else str(path)
-
-
-def model_label(value: str, role: str, models_dir: str | None) -> str:
-    """A run-independent name of a model for the data it writes (``caption_model``)."""
-    if value != BOOTSTRAP_MODELS:
-        return value
-    manifest = Path(models_dir or "", MANIFEST)
-    rnd = json.loads(manifest.read_text()).get("round", 0) if manifest.is_file() else 0
-    return f"bootstrap-round{rnd}/{role}"
 
 
 # --------------------------------------------------------------------------- one round of training
 
 
+def _read_parquet(url: str, columns: list[str] | None = None):
+    fs, p = url_to_fs(url)
+    with fs.open(p, "rb") as fh:
+        return pq.read_table(fh, columns=columns)
+
+
 def count_rows(path: str) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in list_parquet_files(path))
+    """Rows of a Parquet dataset (local or remote), from the files' footers."""
+    total = 0
+    for f in list_parquet_files(path):
+        fs, p = url_to_fs(f)
+        with fs.open(p, "rb") as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
 
 
 def clean_data_of(cfg: PipelineConfig, run_root: str) -> str | None:
     """The clean human-annotated set: ``bootstrap.clean_data``, else a sample run's own clean split."""
     if cfg.bootstrap.clean_data:
         return cfg.bootstrap.clean_data
-    sample_clean = Path(run_root) / "_sample" / "clean"
-    if (sample_clean / "captions.json").is_file():
-        return str(sample_clean)
+    sample_clean = f"{run_root.rstrip('/')}/_sample/clean"
+    fs, p = url_to_fs(f"{sample_clean}/captions.json")
+    if fs.isfile(p):
+        return sample_clean
     return None
+
+
+def training_dir(work_dir: str) -> str:
+    """Where a round trains: ``work_dir`` itself, or for a remote run directory (``s3://...``) a
+    local directory of the same name under the model cache (torch writes its checkpoints to
+    local files; the name keeps the fingerprint, so a crashed run resumes on the same machine)."""
+    if not is_remote(work_dir):
+        return work_dir
+    return str(cache_root().parent / "work" / work_dir.rstrip("/").rsplit("/", 1)[-1])
 
 
 def train_config(cfg: PipelineConfig, task: str, rows: int, epochs: float, threads: int, seed_offset: int = 0):
@@ -146,7 +135,8 @@ def canonical_pairs(src: str, dst: str, row_group_size: int = 256) -> str:
 
     Upstream row order depends on how a cluster partitioned the work; sorted, the same pairs give
     the same batches and the same models on any cluster. Read into memory: bootstrapping is for
-    runs small enough to have no pretrained models.
+    runs small enough to have no pretrained models. ``src`` may be remote; ``dst`` is local
+    (the training directory).
     """
     import os
 
@@ -159,7 +149,7 @@ def canonical_pairs(src: str, dst: str, row_group_size: int = 256) -> str:
     if target.is_file():
         return str(out)
     files = list_parquet_files(src)
-    tables = [pq.read_table(f, columns=IMAGE_PAIRS.names).cast(IMAGE_PAIRS) for f in files]
+    tables = [_read_parquet(f, IMAGE_PAIRS.names).cast(IMAGE_PAIRS) for f in files]
     t = pa.concat_tables(tables) if tables else IMAGE_PAIRS.empty_table()
     t = t.sort_by([("key", "ascending")])
     out.mkdir(parents=True, exist_ok=True)
@@ -178,6 +168,8 @@ def _prepare_clean(clean: str, out_dir: str) -> str:
 def train_round(client, cfg: PipelineConfig, web_data: str, clean_data: str | None, work_dir: str, *,
                 train_clip: bool, round_index: int = 0) -> dict[str, dict]:
     """Train one round's models as Dask tasks; returns ``{role: summary}`` (``exported`` paths inside).
+
+    ``work_dir`` is a local directory (:func:`training_dir`); ``web_data`` may be remote.
 
     CLIP and BLIP pretraining run side by side (two workers) or one after the other (one), then
     the captioner and filter fine-tunings likewise, each depending on the pretraining's result.
@@ -225,21 +217,32 @@ def _brief(summary: dict) -> dict:
 
 
 def publish_models(trained: dict[str, dict], target: str, round_index: int, sources: dict[str, Any]) -> dict:
-    """Copy the exported model directories to ``target/<role>/`` and write ``target/manifest.json``."""
-    dest = Path(target)
-    dest.mkdir(parents=True, exist_ok=True)
+    """Copy the exported (local) model directories to ``target/<role>/`` (local or remote) and write
+    ``target/manifest.json``. Each model is copied beside its place and then moved there, so a
+    reader never finds half a model under the role's name."""
+    fs, dest = url_to_fs(target)
+    dest = dest.rstrip("/")
+    fs.makedirs(dest, exist_ok=True)
     for role, info in trained.items():
-        tmp = dest / f".tmp-{role}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(info["path"], tmp)
+        tmp = f"{dest}/.tmp-{role}"
+        if fs.exists(tmp):
+            fs.rm(tmp, recursive=True)
+        files = [f for f in sorted(Path(info["path"]).rglob("*")) if f.is_file()]
         trained_by = Path(info["path"]).parent / "train_manifest.json"  # what curate eval decontaminates against
+        copies = [(f, f"{tmp}/{f.relative_to(info['path']).as_posix()}") for f in files]
         if trained_by.is_file():
-            shutil.copy(trained_by, tmp / trained_by.name)
-        shutil.rmtree(dest / role, ignore_errors=True)
-        tmp.rename(dest / role)
+            copies.append((trained_by, f"{tmp}/{trained_by.name}"))
+        fs.makedirs(tmp, exist_ok=True)
+        for src, dst in copies:
+            fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
+            fs.put_file(str(src), dst)
+        if fs.exists(f"{dest}/{role}"):
+            fs.rm(f"{dest}/{role}", recursive=True)
+        fs.mv(tmp, f"{dest}/{role}", recursive=True)
     manifest = {"round": round_index, **sources,
                 "models": {role: {**_brief(info), "pretraining": info.get("pretraining")} for role, info in trained.items()}}
-    (dest / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
+    with fs.open(f"{dest}/{MANIFEST}", "w") as fh:
+        fh.write(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
     return manifest
 
 
@@ -277,7 +280,7 @@ class BootstrapStage(Stage):
         log.info("bootstrap: training %s on %d web pairs (%s), fine-tuning on %s; work dir %s",
                  "CLIP + BLIP" if train_clip else "BLIP", rows, pairs, clean, work_dir)
         with dask_client(cfg.dask) as client:
-            trained = train_round(client, cfg, pairs, clean, f"{work_dir}/round-0", train_clip=train_clip)
+            trained = train_round(client, cfg, pairs, clean, f"{training_dir(work_dir)}/round-0", train_clip=train_clip)
         manifest = publish_models(trained, ctx.output_path(MODELS), 0,
                                   {"web_pairs": pairs, "clean_data": clean, "score_model": cfg.score.model})
         stats.outputs = {MODELS: len(trained)}
@@ -291,8 +294,10 @@ class BootstrapStage(Stage):
 
 
 def _empty_rejects(path: str) -> None:
-    Path(path).mkdir(parents=True, exist_ok=True)
-    pq.write_table(REJECTS.empty_table(), Path(path) / "empty.parquet")
+    fs, p = url_to_fs(path)
+    fs.makedirs(p, exist_ok=True)
+    with fs.open(f"{p.rstrip('/')}/empty.parquet", "wb") as fh:
+        pq.write_table(REJECTS.empty_table(), fh)
 
 
 def _run_ids(inputs: dict[str, str]) -> dict[str, str]:
@@ -301,100 +306,3 @@ def _run_ids(inputs: dict[str, str]) -> dict[str, str]:
         marker = read_marker(path.rstrip("/").rsplit("/", 1)[0])
         ids[key] = marker.get("run_id") if marker else path
     return ids
-
-
-# --------------------------------------------------------------------------- the loop
-
-
-def run_loop(cfg: PipelineConfig, source_root: str, out_root: str, rounds: int,
-             force: set[str] | None = None) -> dict[str, Any]:
-    """BLIP's bootstrap loop: ``rounds`` CapFilt passes, a new BLIP trained on each pass's pairs.
-
-    Pass 1 is the ``capfilt`` stage of ``out_root`` (skipped when complete and unchanged) with the
-    round-0 models (``bootstrap`` stage, or the configured ones). Writes
-    ``out_root/rounds/summary.json`` and returns it.
-    """
-    from pipelines.dask_capfilt import CapFiltStage
-
-    source_root, out_root = source_root.rstrip("/"), out_root.rstrip("/")
-    if not Path(f"{source_root}/score/pairs").exists():
-        raise StageError(f"curate bootstrap --rounds needs a scored run: no {source_root}/score/pairs (curate run first)")
-    runner = StageRunner(out_root, cfg, force)
-    models0 = models_dir_of(source_root)
-    if uses_bootstrap_models(cfg) and not is_complete(f"{source_root}/{STAGE}"):
-        runner.run(BootstrapStage(), {"pairs": f"{source_root}/images/pairs"})
-        models0 = models_dir_of(out_root)
-    web = f"{source_root}/score/pairs"
-    passes: list[dict] = []
-    stats = runner.run(CapFiltStage(), {"pairs": web, "models": models0})
-    passes.append(_pass_summary(1, f"{out_root}/capfilt", models0, stats))
-    data = f"{out_root}/capfilt/pairs"
-    clean = clean_data_of(cfg, source_root)
-    later = replace(cfg, capfilt=replace(cfg.capfilt, captioner=BOOTSTRAP_MODELS, filter=BOOTSTRAP_MODELS))
-    for r in range(1, rounds):
-        rdir = f"{out_root}/{ROUNDS_DIR}/round-{r}"
-        mdir = f"{rdir}/{MODELS}"
-        key = {"bootstrap": cfg.section("bootstrap"), "train": cfg.section("train"), "data": data,
-               "data_run": (read_marker(data.rsplit("/", 1)[0]) or {}).get("run_id"), "clean": clean, "round": r}
-        work = work_dir_for(out_root, f"{STAGE}-round{r}", key)
-        published = Path(mdir) / MANIFEST
-        if not published.is_file() or json.loads(published.read_text()).get("work_dir") != work:
-            log.info("bootstrap round %d: BLIP pretrained on %s (%d pairs), fine-tuned on %s", r, data, count_rows(data), clean)
-            with dask_client(cfg.dask) as client:
-                trained = train_round(client, cfg, data, clean, work, train_clip=False, round_index=r)
-            publish_models(trained, mdir, r, {"web_pairs": data, "clean_data": clean, "work_dir": work})
-        stats = StageRunner(rdir, later, force).run(CapFiltStage(), {"pairs": web, "models": mdir})
-        passes.append(_pass_summary(r + 1, f"{rdir}/capfilt", mdir, stats))
-        data = f"{rdir}/capfilt/pairs"
-    summary = {"source": source_root, "rounds": rounds, "passes": passes, "final_pairs": data}
-    target = Path(out_root, ROUNDS_DIR, "summary.json")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    return summary
-
-
-def _pass_summary(n: int, stage_dir: str, models: str, stats: StageStats) -> dict:
-    c = stats.counters
-    return {"pass": n, "capfilt": stage_dir, "models": models, "pairs_in": stats.rows_in,
-            "pairs_out": stats.outputs.get("pairs"), "web_kept": stats.rows_out,
-            "synthetic_kept": stats.outputs.get("synthetic"), "synthetic_share": c.get("synthetic_share"),
-            "filter_vs_ground_truth": c.get("filter_vs_ground_truth"), "synthetic_vs_ground_truth": c.get("synthetic_vs_ground_truth")}
-
-
-# --------------------------------------------------------------------------- command line (curate bootstrap --rounds)
-
-
-# --rounds given without a number: not a string, since argparse converts a string const with type=int.
-ROUNDS_FROM_CONFIG = object()
-
-
-def add_cli_arguments(parser) -> None:
-    parser.add_argument("--rounds", type=int, nargs="?", const=ROUNDS_FROM_CONFIG, default=None,
-                        help="run the bootstrap loop: this many CapFilt passes, a new BLIP trained on each pass's pairs; "
-                             "--rounds alone takes bootstrap.rounds from the config "
-                             "(without --rounds: only the bootstrap stage, round 0's models)")
-
-
-def loop_rounds(args, cfg: PipelineConfig) -> int | None:
-    """How many CapFilt passes ``curate bootstrap`` runs: ``--rounds N``, ``--rounds`` alone =
-    ``bootstrap.rounds``, no ``--rounds`` = None (the bootstrap stage only)."""
-    rounds = getattr(args, "rounds", None)
-    if rounds is None:
-        return None
-    if rounds is ROUNDS_FROM_CONFIG:
-        return cfg.bootstrap.rounds
-    if rounds < 1:
-        raise StageError(f"--rounds must be >= 1, got {rounds}")
-    return rounds
-
-
-def cli_loop(args, cfg: PipelineConfig, source_root: str) -> int:
-    summary = run_loop(cfg, source_root, cfg.out, loop_rounds(args, cfg), set(args.force))
-    for p in summary["passes"]:
-        fq = p.get("filter_vs_ground_truth") or {}
-        extra = f", filter precision {fq.get('precision')} recall {fq.get('recall')}" if fq else ""
-        print(f"CapFilt pass {p['pass']}: {p['pairs_in']} web pairs -> {p['pairs_out']} pairs "
-              f"({p['web_kept']} web, {p['synthetic_kept']} synthetic){extra}  [{p['capfilt']}]")
-    print(f"bootstrapped pairs: {summary['final_pairs']}")
-    return 0
-

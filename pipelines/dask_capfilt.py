@@ -40,8 +40,7 @@ import hashlib
 import logging
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -50,21 +49,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from curation import dask_cluster as cluster
 from curation.config import CapfiltConfig
-from curation.dask_cluster import (
-    Shard,
-    ShardOutput,
-    cpu_threads_per_worker,
-    dask_client,
-    plan_shards,
-    read_shard,
-    run_shards,
-    setup_once,
-    work_dir_for,
-    worker_device,
-)
+from curation.dask_cluster import Shard, ShardOutput
+from curation.errors import StageError
+from curation.prefetch import prefetch
 from curation.schemas import BOOTSTRAPPED_PAIRS, REJECTS, SCORED_PAIRS
-from curation.stage import Stage, StageContext, StageError, StageStats, read_marker
+from curation.stage import Stage, StageContext, StageStats, read_marker
+from models.resolve import local_model, model_label, models_dir_of, resolve_model, source_root_of
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +101,10 @@ class CapfiltSpec:
 
     def bundles(self):
         """(captioner, filter) loaded once per worker process (``setup_once``)."""
-        device = worker_device(self.device)
-        cap = setup_once(("blip-captioner", self.captioner, device, self.threads),
+        device = cluster.worker_device(self.device)
+        cap = cluster.setup_once(("blip-captioner", self.captioner, device, self.threads),
                          partial(_load, "captioner", self.captioner, device, self.threads, None))
-        filt = setup_once(("blip-filter", self.filter, device, self.threads, self.itm_first_token),
+        filt = cluster.setup_once(("blip-filter", self.filter, device, self.threads, self.itm_first_token),
                           partial(_load, "filter", self.filter, device, self.threads, self.itm_first_token))
         return cap, filt
 
@@ -124,10 +116,11 @@ def _load(role: str, name: str, device: str, threads: int | None, itm_first_toke
 
     if threads and device == "cpu":
         torch.set_num_threads(threads)
+    path = local_model(name)  # a model in a remote run directory: copied to this machine's cache first
     if role == "captioner":
-        bundle = B.load_captioner(name, device)
+        bundle = B.load_captioner(path, device)
     else:
-        bundle = B.load_filter(name, device, itm_first_token=itm_first_token)
+        bundle = B.load_filter(path, device, itm_first_token=itm_first_token)
         tok = bundle.tokenizer
         if bundle.itm_first_token == "enc" and B.enc_token_id(tok) == tok.unk_token_id:
             raise StageError(f"capfilt.itm_first_token is 'enc' but the tokenizer of {name} has no [ENC] token; "
@@ -176,126 +169,213 @@ def _decode(blobs: list, draft: int) -> list:
     return out
 
 
-def caption_and_filter_shard(spec: CapfiltSpec, shard: Shard, image_keys: list[str], out: ShardOutput) -> dict:
-    """Phase 1: synthetic captions for the shard's image pairs, p(match) for every web and synthetic caption."""
-    from models.blip import generate_captions, itm_scores
+@dataclass
+class ShardPictures:
+    """A shard's rows grouped by picture: phase 1 works picture by picture, writes row by row."""
 
+    table: pa.Table
+    keys: list[str]
+    captions: list[str | None]
+    urls: list[str | None]
+    shas: list[str | None]
+    blobs: list[bytes | None]
+    image_keys: list[str]
+    rows_of: dict[str, list[int]]  # image_key -> the shard's rows showing it, in row order
+    # The row of the picture's image pair (the pair whose key is its image_key) when it is in this
+    # shard: its synthetic captions and its picture-level verdict are written here.
+    own_row: dict[str, int | None]
+
+    @classmethod
+    def read(cls, shard: Shard, image_keys: list[str]) -> "ShardPictures":
+        t = cluster.read_shard(shard, ["key", "url", "page_url", "caption", "caption_source", "sha256", "image"],
+                               schema=SCORED_PAIRS)
+        if len(image_keys) != t.num_rows:
+            raise StageError(f"shard {shard.id}: {len(image_keys)} image keys for {t.num_rows} rows")
+        keys = t.column("key").to_pylist()
+        rows_of: dict[str, list[int]] = defaultdict(list)
+        for i, ik in enumerate(image_keys):
+            rows_of[ik].append(i)
+        own_row = {ik: next((i for i in rows if keys[i] == ik), None) for ik, rows in rows_of.items()}
+        return cls(t, keys, t.column("caption").to_pylist(), t.column("url").to_pylist(), t.column("sha256").to_pylist(),
+                   t.column("image").to_pylist(), image_keys, rows_of, own_row)
+
+    @property
+    def pictures(self) -> list[str]:
+        """Image keys in first-seen order."""
+        return list(self.rows_of)
+
+    def blob_of(self, image_key: str):
+        return self.blobs[self.rows_of[image_key][0]]
+
+    def seed_of(self, spec: CapfiltSpec, image_key: str) -> int:
+        i = self.own_row[image_key]
+        return picture_seed(spec.seed, picture_id(self.keys[i], self.urls[i], self.shas[i]))
+
+
+@dataclass
+class ShardVerdicts:
+    """Phase 1's results for a shard, filled chunk by chunk: p(match) and reason of every web row,
+    the synthetic captions, the pictures whose image pair is here, and the time spent."""
+
+    web_p: np.ndarray
+    web_reason: list[str | None]
+    web_detail: list[str | None]
+    syn: list[dict] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)
+    timing: Counter = field(default_factory=Counter)
+
+    @classmethod
+    def empty(cls, n: int) -> "ShardVerdicts":
+        return cls(np.full(n, np.nan, dtype=np.float32), [None] * n, [None] * n)
+
+
+@dataclass
+class DecodedChunk:
+    """The pictures of a chunk that decoded, with their images (for the captioner and the filter)."""
+
+    keys: list[str]
+    images: list
+
+
+def decode_step(pics: ShardPictures, chunk: list[str], decoded: list, res: ShardVerdicts) -> DecodedChunk:
+    """Keep the chunk's decoded pictures; a picture that did not decode gives its reason to each
+    of its rows, and (where its image pair is here) to the picture."""
+    ok = DecodedChunk([], [])
+    for ik, im in zip(chunk, decoded):
+        own = pics.own_row[ik] is not None
+        if isinstance(im, Exception):
+            for i in pics.rows_of[ik]:
+                res.web_reason[i], res.web_detail[i] = im.reason, im.detail
+            if own:
+                res.images.append({"image_key": ik, "reason": im.reason, "detail": im.detail})
+            continue
+        ok.keys.append(ik)
+        ok.images.append(im)
+        if own:
+            res.images.append({"image_key": ik, "reason": None, "detail": None})
+    return ok
+
+
+def caption_step(spec: CapfiltSpec, cap, prompt: str, pics: ShardPictures, ok: DecodedChunk,
+                 res: ShardVerdicts) -> list[tuple[int, list[str]]]:
+    """Synthetic captions for the decoded pictures whose image pair lives in this shard:
+    ``(index in ok, captions)``, each picture's sampling seeded by the picture itself."""
+    from models.blip import generate_captions
+
+    gen_idx = [j for j, ik in enumerate(ok.keys) if pics.own_row[ik] is not None] if spec.num_captions else []
+    if not gen_idx:
+        return []
+    t0 = time.perf_counter()
+    with _autocast(cap.device):
+        generated = generate_captions(
+            cap, [ok.images[j] for j in gen_idx], prompt=prompt, num_captions=spec.num_captions,
+            top_p=spec.top_p, max_length=spec.max_length, min_length=spec.min_length,
+            repetition_penalty=spec.repetition_penalty, batch_size=spec.batch_size,
+            image_seeds=[pics.seed_of(spec, ok.keys[j]) for j in gen_idx])
+    res.timing["generate"] += time.perf_counter() - t0
+    res.timing["generated"] += sum(len(g) for g in generated)
+    return list(zip(gen_idx, generated))
+
+
+def itm_step(spec: CapfiltSpec, filt, pics: ShardPictures, ok: DecodedChunk, generated: list[tuple[int, list[str]]],
+             res: ShardVerdicts) -> tuple[list[tuple[str, int]], list[float]]:
+    """p(match) of every caption of the decoded pictures against its picture, web rows first, then
+    the synthetic captions (added to ``res.syn`` here); empty captions are rejected, not scored.
+    Returns the scored captions as ``("web", row)`` / ``("syn", index in res.syn)`` and their p."""
+    from models.blip import itm_scores
+
+    texts, index, targets = [], [], []
+    for j, ik in enumerate(ok.keys):
+        for i in pics.rows_of[ik]:
+            if (pics.captions[i] or "").strip():
+                texts.append(pics.captions[i])
+                index.append(j)
+                targets.append(("web", i))
+            else:
+                res.web_reason[i], res.web_detail[i] = "empty_caption", None
+    for j, caps in generated:
+        ik = ok.keys[j]
+        for k, text in enumerate(caps or []):
+            row = {"image_key": ik, "k": k, "caption": text, "url": pics.urls[pics.own_row[ik]],
+                   "itm_score": None, "reason": None, "detail": None}
+            res.syn.append(row)
+            if text.strip():
+                texts.append(text)
+                index.append(j)
+                targets.append(("syn", len(res.syn) - 1))
+            else:
+                row["reason"] = "empty_caption"
+    if not texts:
+        return [], []
+    t0 = time.perf_counter()
+    with _autocast(filt.device):
+        p = itm_scores(filt, ok.images, texts, index, batch_size=spec.batch_size)
+    res.timing["itm"] += time.perf_counter() - t0
+    res.timing["itm_pairs"] += len(texts)
+    return targets, p.tolist()
+
+
+def decide_step(spec: CapfiltSpec, targets: list[tuple[str, int]], scores: list[float], res: ShardVerdicts) -> None:
+    """The filter's verdicts: a caption with p(match) < ``itm_threshold`` is removed (web captions
+    when ``filter_web``, synthetic ones when ``filter_synthetic``); every score is recorded."""
+    for (kind, i), score in zip(targets, scores):
+        below = not score >= spec.itm_threshold
+        detail = f"p(match) {score:.4f} < {spec.itm_threshold}" if below else None
+        if kind == "web":
+            res.web_p[i] = score
+            if below and spec.filter_web:
+                res.web_reason[i], res.web_detail[i] = BELOW, detail
+        else:
+            row = res.syn[i]
+            row["itm_score"] = score
+            if below and spec.filter_synthetic:
+                row["reason"] = BELOW
+                row["detail"] = f"{detail}: {row['caption']}"
+
+
+def caption_and_filter_shard(spec: CapfiltSpec, shard: Shard, image_keys: list[str], out: ShardOutput) -> dict:
+    """Phase 1: synthetic captions for the shard's image pairs, p(match) for every web and synthetic caption.
+
+    Chunks of ``batch_size`` pictures go decode -> caption -> ITM -> decide; the next chunk is
+    decoded in a thread while the models work on this one (:func:`curation.prefetch.prefetch`).
+    """
     start = time.perf_counter()
-    t = read_shard(shard, ["key", "url", "page_url", "caption", "caption_source", "sha256", "image"], schema=SCORED_PAIRS)
-    n = t.num_rows
-    if len(image_keys) != n:
-        raise StageError(f"shard {shard.id}: {len(image_keys)} image keys for {n} rows")
-    keys = t.column("key").to_pylist()
-    captions = t.column("caption").to_pylist()
-    urls = t.column("url").to_pylist()
-    shas = t.column("sha256").to_pylist()
-    blobs = t.column("image").to_pylist()
+    pics = ShardPictures.read(shard, image_keys)
     cap, filt = spec.bundles()
     prompt = spec.prompt if spec.prompt is not None else cap.prompt
     draft = max(cap.pixel_transform().size, filt.pixel_transform().size)
-
-    rows_of: dict[str, list[int]] = defaultdict(list)
-    for i, ik in enumerate(image_keys):
-        rows_of[ik].append(i)
-    pictures = list(rows_of)  # first-seen order
-    # The picture's image pair (the pair whose key is its image_key) is in this shard: its
-    # synthetic captions and its picture-level verdict are written here.
-    own_row = {ik: next((i for i in rows if keys[i] == ik), None) for ik, rows in rows_of.items()}
-    web_p = np.full(n, np.nan, dtype=np.float32)
-    web_reason: list[str | None] = [None] * n
-    web_detail: list[str | None] = [None] * n
-    syn: list[dict] = []
-    images_rows: list[dict] = []
-    timing = Counter()
+    res = ShardVerdicts.empty(pics.table.num_rows)
+    pictures = pics.pictures
     chunks = [pictures[i:i + spec.batch_size] for i in range(0, len(pictures), spec.batch_size)]
-    with ThreadPoolExecutor(1, thread_name_prefix="capfilt-decode") as pool:
-        pending = pool.submit(_decode, [blobs[rows_of[ik][0]] for ik in chunks[0]], draft) if chunks else None
-        for c, chunk in enumerate(chunks):
-            t0 = time.perf_counter()
-            decoded = pending.result()
-            timing["wait_decode"] += time.perf_counter() - t0
-            if c + 1 < len(chunks):
-                pending = pool.submit(_decode, [blobs[rows_of[ik][0]] for ik in chunks[c + 1]], draft)
-            ok_keys, ok_images = [], []
-            for ik, im in zip(chunk, decoded):
-                own = own_row[ik] is not None
-                if isinstance(im, Exception):
-                    for i in rows_of[ik]:
-                        web_reason[i], web_detail[i] = im.reason, im.detail
-                    if own:
-                        images_rows.append({"image_key": ik, "reason": im.reason, "detail": im.detail})
-                    continue
-                ok_keys.append(ik)
-                ok_images.append(im)
-                if own:
-                    images_rows.append({"image_key": ik, "reason": None, "detail": None})
-            # Synthetic captions for this chunk's pictures whose image pair lives in this shard.
-            gen_idx = [j for j, ik in enumerate(ok_keys) if own_row[ik] is not None] if spec.num_captions else []
-            generated: list[list[str]] = []
-            if gen_idx:
-                t0 = time.perf_counter()
-                with _autocast(cap.device):
-                    generated = generate_captions(
-                        cap, [ok_images[j] for j in gen_idx], prompt=prompt, num_captions=spec.num_captions,
-                        top_p=spec.top_p, max_length=spec.max_length, min_length=spec.min_length,
-                        repetition_penalty=spec.repetition_penalty, batch_size=spec.batch_size,
-                        image_seeds=[picture_seed(spec.seed, picture_id(keys[own_row[ok_keys[j]]], urls[own_row[ok_keys[j]]],
-                                                                         shas[own_row[ok_keys[j]]])) for j in gen_idx])
-                timing["generate"] += time.perf_counter() - t0
-                timing["generated"] += sum(len(g) for g in generated)
-            # Every caption of these pictures against its picture: web rows first, then synthetic.
-            texts, index, targets = [], [], []
-            for j, ik in enumerate(ok_keys):
-                for i in rows_of[ik]:
-                    if (captions[i] or "").strip():
-                        texts.append(captions[i])
-                        index.append(j)
-                        targets.append(("web", i))
-                    else:
-                        web_reason[i], web_detail[i] = "empty_caption", None
-            for gj, j in enumerate(gen_idx):
-                for k, text in enumerate(generated[gj] or []):
-                    row = {"image_key": ok_keys[j], "k": k, "caption": text, "url": urls[own_row[ok_keys[j]]],
-                           "itm_score": None, "reason": None, "detail": None}
-                    syn.append(row)
-                    if text.strip():
-                        texts.append(text)
-                        index.append(j)
-                        targets.append(("syn", len(syn) - 1))
-                    else:
-                        row["reason"] = "empty_caption"
-            if texts:
-                t0 = time.perf_counter()
-                with _autocast(filt.device):
-                    p = itm_scores(filt, ok_images, texts, index, batch_size=spec.batch_size)
-                timing["itm"] += time.perf_counter() - t0
-                timing["itm_pairs"] += len(texts)
-                for (kind, i), score in zip(targets, p.tolist()):
-                    below = not score >= spec.itm_threshold
-                    detail = f"p(match) {score:.4f} < {spec.itm_threshold}" if below else None
-                    if kind == "web":
-                        web_p[i] = score
-                        if below and spec.filter_web:
-                            web_reason[i], web_detail[i] = BELOW, detail
-                    else:
-                        syn[i]["itm_score"] = score
-                        if below and spec.filter_synthetic:
-                            syn[i]["reason"] = BELOW
-                            syn[i]["detail"] = f"{detail}: {syn[i]['caption']}"
-    out.write_table(WEB, pa.table({
-        "key": pa.array(keys, pa.string()), "image_key": pa.array(image_keys, pa.string()),
-        "itm_score": pa.array(web_p, pa.float32()), "reason": pa.array(web_reason, pa.string()),
-        "detail": pa.array(web_detail, pa.string()), "page_url": t.column("page_url"), "url": t.column("url"),
-        "caption_source": t.column("caption_source"),
-    }))
-    out.write_table(SYNTHETIC, pa.Table.from_pylist(syn, schema=_SYN_SCHEMA))
-    out.write_table("images", pa.Table.from_pylist(images_rows, schema=_IMG_SCHEMA))
+    decoding = prefetch(lambda chunk: _decode([pics.blob_of(ik) for ik in chunk], draft), chunks,
+                        thread_name_prefix="capfilt-decode")
+    for chunk, (decoded, waited) in zip(chunks, decoding):
+        res.timing["wait_decode"] += waited
+        ok = decode_step(pics, chunk, decoded, res)
+        generated = caption_step(spec, cap, prompt, pics, ok, res)
+        targets, scores = itm_step(spec, filt, pics, ok, generated, res)
+        decide_step(spec, targets, scores, res)
+    write_verdicts(out, pics, res)
+    timing = res.timing
     return {
-        "rows": n, "pictures": len(pictures), "image_pairs_here": len(images_rows),
+        "rows": pics.table.num_rows, "pictures": len(pictures), "image_pairs_here": len(res.images),
         "generated": int(timing["generated"]), "itm_pairs": int(timing["itm_pairs"]),
         "seconds_generate": round(timing["generate"], 3), "seconds_itm": round(timing["itm"], 3),
         "seconds_wait_decode": round(timing["wait_decode"], 3), "seconds": round(time.perf_counter() - start, 3),
     }
+
+
+def write_verdicts(out: ShardOutput, pics: ShardPictures, res: ShardVerdicts) -> None:
+    """Phase 1's per-shard outputs: ``web`` (one row per input row), ``synthetic``, ``images``."""
+    t = pics.table
+    out.write_table(WEB, pa.table({
+        "key": pa.array(pics.keys, pa.string()), "image_key": pa.array(pics.image_keys, pa.string()),
+        "itm_score": pa.array(res.web_p, pa.float32()), "reason": pa.array(res.web_reason, pa.string()),
+        "detail": pa.array(res.web_detail, pa.string()), "page_url": t.column("page_url"), "url": t.column("url"),
+        "caption_source": t.column("caption_source"),
+    }))
+    out.write_table(SYNTHETIC, pa.Table.from_pylist(res.syn, schema=_SYN_SCHEMA))
+    out.write_table("images", pa.Table.from_pylist(res.images, schema=_IMG_SCHEMA))
 
 
 _SYN_SCHEMA = pa.schema([("image_key", pa.string()), ("k", pa.int32()), ("caption", pa.string()), ("url", pa.string()),
@@ -313,7 +393,7 @@ def _rejects(row_ids: list[str], table: str, reasons: list[str], details: list[s
 
 def write_shard(work_dir: str, caption_model: str, shard: Shard, dropped: dict[str, str], out: ShardOutput) -> dict:
     """Phase 2: BOOTSTRAPPED_PAIRS (kept web rows, then kept synthetic captions) and every reject of the shard."""
-    t = read_shard(shard, SCORED_PAIRS.names, schema=SCORED_PAIRS)
+    t = cluster.read_shard(shard, SCORED_PAIRS.names, schema=SCORED_PAIRS)
     web = pq.read_table(f"{work_dir}/{WEB}/{shard.id}.parquet")
     syn = pq.read_table(f"{work_dir}/{SYNTHETIC}/{shard.id}.parquet")
     imgs = pq.read_table(f"{work_dir}/images/{shard.id}.parquet")
@@ -373,7 +453,7 @@ def image_keys_of(shards: list[Shard]) -> dict[str, list[str]]:
     pics: dict[str, list[str]] = {}
     smallest: dict[str, str] = {}
     for s in shards:
-        t = read_shard(s, ["key", "url", "sha256"], schema=SCORED_PAIRS)
+        t = cluster.read_shard(s, ["key", "url", "sha256"], schema=SCORED_PAIRS)
         ids = [picture_id(k, u, h) for k, u, h in zip(t.column("key").to_pylist(), t.column("url").to_pylist(),
                                                       t.column("sha256").to_pylist())]
         for pic, key in zip(ids, t.column("key").to_pylist()):
@@ -391,8 +471,6 @@ class CapFiltStage(Stage):
     config_sections = ("capfilt",)
 
     def run(self, ctx: StageContext) -> StageStats:
-        from pipelines.bootstrap import model_label, models_dir_of, resolve_model, source_root_of
-
         cfg: CapfiltConfig = ctx.config.capfilt
         pairs = ctx.inputs["pairs"]
         fs, p = url_to_fs(pairs)
@@ -403,23 +481,23 @@ class CapFiltStage(Stage):
         captioner = resolve_model(cfg.captioner, "captioner", models_dir)
         filt = resolve_model(cfg.filter, "filter", models_dir)
         caption_model = model_label(cfg.captioner, "captioner", models_dir)
-        shards = plan_shards(pairs, cfg.shard_rows, prefix="pairs-")
+        shards = cluster.plan_shards(pairs, cfg.shard_rows, prefix="pairs-")
         out_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
         work_key = {"capfilt": ctx.config.section("capfilt"), "models": [captioner, filt],
                     "inputs": {k: (read_marker(v.rstrip("/").rsplit("/", 1)[0]) or {}).get("run_id", v)
                                for k, v in sorted(ctx.inputs.items())}}
-        work_dir = work_dir_for(out_root, STAGE, work_key)
+        work_dir = cluster.work_dir_for(out_root, STAGE, work_key)
         keys = image_keys_of(shards)
         log.info("capfilt: %d pairs in %d shards, captioner %s, filter %s, work dir %s",
                  sum(s.rows for s in shards), len(shards), captioner, filt, work_dir)
-        with dask_client(ctx.config.dask) as client:
-            spec = CapfiltSpec.of(cfg, captioner, filt, caption_model, cfg.threads or cpu_threads_per_worker(client))
+        with cluster.dask_client(ctx.config.dask) as client:
+            spec = CapfiltSpec.of(cfg, captioner, filt, caption_model, cfg.threads or cluster.cpu_threads_per_worker(client))
             info = client.submit(_preflight, spec, pure=False).result()  # a bad model fails here, once
-            phase1 = run_shards(client, partial(caption_and_filter_shard, spec), shards, work_dir, keys,
+            phase1 = cluster.run_shards(client, partial(caption_and_filter_shard, spec), shards, work_dir, keys,
                                 desc="capfilt:caption")
             dropped, img_counts = self._pictures(work_dir, shards)
             payloads = {s.id: {ik: dropped[ik] for ik in set(keys[s.id]) if ik in dropped} for s in shards}
-            written = run_shards(client, partial(write_shard, work_dir, caption_model), shards, ctx.stage_dir,
+            written = cluster.run_shards(client, partial(write_shard, work_dir, caption_model), shards, ctx.stage_dir,
                                  payloads, desc="capfilt:write")
         for name, schema in (("pairs", BOOTSTRAPPED_PAIRS), ("rejects", REJECTS)):
             d = url_to_fs(ctx.output_path(name))[1]

@@ -91,7 +91,8 @@ def curate(out: Path, pages: int, overrides: dict[str, Any]):
     from curation.config import PipelineConfig
     from curation.pipeline import run_all
     from curation.stage import StageRunner
-    from pipelines.bootstrap import models_dir_of, run_loop
+    from models.resolve import models_dir_of
+    from pipelines.bootstrap_loop import run_loop
     from pipelines.dask_capfilt import CapFiltStage
 
     run = out / "run"
@@ -176,6 +177,7 @@ def noise_rate(t: pa.Table, truth) -> dict:
 def train_and_eval(name: str, data: str, seed: int, held: pa.Table, model_root: Path, cfg) -> dict:
     from models.clip_train import train_clip
     from models.evaluate import build_eval_set, evaluate_models, training_sha256
+    from pipelines.train import sample_classes
 
     out = model_root / name / _digest(data) / f"seed-{seed}"
     metrics_file = out / "eval_metrics.json"
@@ -186,7 +188,7 @@ def train_and_eval(name: str, data: str, seed: int, held: pa.Table, model_root: 
     path = train_clip(data, out, tcfg, resume=True, progress=False)
     seconds = time.perf_counter() - t0
     es = build_eval_set(held, training_sha256(data))
-    res = evaluate_models({"clip": path}, es, cfg.eval)
+    res = evaluate_models({"clip": path}, es, cfg.eval, sample_classes())  # held-out sample pictures
     res["train_seconds"] = round(seconds, 1)
     metrics_file.write_text(json.dumps(res, indent=1, default=float) + "\n")
     return res

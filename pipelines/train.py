@@ -91,6 +91,14 @@ def training_data_of(model_dir: str | Path, _depth: int = 0) -> list[str]:
     return sorted(set(paths))
 
 
+def sample_classes() -> dict[str, list[str]]:
+    """The sample's zero-shot class groups: its shapes and colours (curation/sample/text.py), what
+    ``curate eval`` scores when neither ``--classes`` nor ``eval.classes`` names any."""
+    from curation.sample.text import COLOURS, SHAPES
+
+    return {"shape": list(SHAPES), "colour": list(COLOURS)}
+
+
 def run_eval(cfg: PipelineConfig, model_dir: str, data: str, *, out_json: str | None = None,
              classes: dict[str, list[str]] | None = None, print_table: bool = True) -> dict[str, Any]:
     """Evaluate the model(s) in ``model_dir`` on ``data`` (see the module docstring)."""
@@ -114,7 +122,7 @@ def run_eval(cfg: PipelineConfig, model_dir: str, data: str, *, out_json: str | 
     es = build_eval_set(resolved, exclude)
     if not es.images:
         raise DataError(f"no usable held-out image in {data} after dedup/decontamination ({es.report})")
-    results = evaluate_models(models, es, cfg.eval, classes or (cfg.eval.classes or None))
+    results = evaluate_models(models, es, cfg.eval, classes or cfg.eval.classes or sample_classes())
     results["eval_set"]["decontaminated_against"] = train_paths
     target = Path(out_json) if out_json else Path(model_dir) / EVAL_METRICS
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -99,3 +99,27 @@ def test_model_discovery(tmp_path):
     assert model_kind(tmp_path / "filter") == "filter" and model_kind(tmp_path) is None
     assert find_models(tmp_path) == {"clip": str(tmp_path / "clip"), "filter": str(tmp_path / "filter")}
     assert find_models(tmp_path / "clip") == {"clip": str(tmp_path / "clip")}
+
+
+def test_class_list_comes_from_the_caller_not_the_sample():
+    """models/evaluate.py knows no dataset's vocabulary: no classes, no zero-shot; the caller's, scored."""
+    import ast
+    from pathlib import Path
+
+    import models.evaluate as E
+
+    tree = ast.parse(Path(E.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not any(m.startswith("curation.sample") for m in imported)
+    es = build_eval_set(_table(), exclude_sha256={hashlib.sha256(BLUE).hexdigest()})
+    assert "zero_shot" not in embedding_metrics(_Oracle(), es, EvalConfig(ks=[1]), None)
+    assert "zero_shot" not in embedding_metrics(_Oracle(), es, EvalConfig(ks=[1]), {})
+    res = embedding_metrics(_Oracle(), es, EvalConfig(ks=[1]), {"hue": ["red", "green"]})
+    assert set(res["zero_shot"]) == {"hue"}
+
+
+def test_curate_eval_defaults_to_the_sample_classes():
+    from curation.sample.text import COLOURS, SHAPES
+    from pipelines.train import sample_classes
+
+    assert sample_classes() == {"shape": list(SHAPES), "colour": list(COLOURS)}

@@ -127,7 +127,7 @@ def sample_capfilt(boot):
 def test_bootstrap_stage_trains_clip_captioner_and_filter_that_score_and_capfilt_load(boot):
     from models.blip import load_captioner, load_filter
     from models.clip import ModelLoadError, load_clip
-    from pipelines.bootstrap import resolve_model
+    from models.resolve import resolve_model
 
     models = boot["run"] / "bootstrap" / "models"
     manifest = json.loads((models / "manifest.json").read_text())
@@ -414,7 +414,7 @@ def test_capfilt_and_bootstrap_config_defaults_and_validation():
     sample = PipelineConfig.load()
     assert (sample.score.pretrained, sample.capfilt.captioner, sample.capfilt.filter) == (BOOTSTRAP_MODELS,) * 3
     assert uses_bootstrap_models(sample) and sample.bootstrap.max_steps > 0
-    from curation.pipeline import spec, stage_order
+    from curation.registry import spec, stage_order
 
     assert stage_order().index("images") < stage_order().index("bootstrap") < stage_order().index("score") \
         < stage_order().index("capfilt")
@@ -451,7 +451,7 @@ def test_loop_rounds_come_from_the_flag_or_from_bootstrap_rounds():
     import argparse
 
     from curation.stage import StageError
-    from pipelines.bootstrap import add_cli_arguments, loop_rounds
+    from pipelines.bootstrap_loop import add_cli_arguments, loop_rounds
 
     parser = argparse.ArgumentParser()
     add_cli_arguments(parser)
