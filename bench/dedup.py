@@ -38,20 +38,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def _word(i: int) -> str:
-    s = ""
-    i += 1
-    while i:
-        i, r = divmod(i - 1, 26)
-        s = chr(97 + r) + s
-    return s
+from curation.sample.text import letter_word  # noqa: E402  (after the path insert)
 
 
 def corpus(n: int, seed: int = 0) -> list[str]:
     """n texts: half originals, half near copies (1-10 words replaced) of originals."""
     rng = random.Random(seed)
-    vocab = [_word(i) for i in range(30000)]
+    vocab = [letter_word(i) for i in range(30000)]
     weights = [1.0 / (r + 10) for r in range(len(vocab))]  # Zipf-like word frequencies
     n_orig = max(1, (n + 1) // 2)
     base = [rng.choices(vocab, weights, k=rng.randint(100, 600)) for _ in range(n_orig)]

@@ -24,6 +24,17 @@ COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
 BACKGROUNDS = ["white", "black", "grey", "beige"]
 COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 
+
+def letter_word(i: int) -> str:
+    """A distinct all-letter word per integer (a, b, ..., z, aa, ab, ...): synthetic vocabularies
+    for dedup tests and benches (digits would all normalise to "0" in dedup's text key)."""
+    s = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        s = chr(97 + r) + s
+    return s
+
 # Translations used by the non-English pages (alt texts and describing sentences).
 _FOREIGN = {
     "fr": {

@@ -6,6 +6,7 @@ import random
 import numpy as np
 import pytest
 
+from curation.sample.text import letter_word
 from curation.minhash import (
     EMPTY,
     MERSENNE_PRIME,
@@ -20,18 +21,8 @@ from curation.minhash import (
 )
 
 
-def word(i: int) -> str:
-    """A distinct all-letter word per integer (digits would all normalise to "0")."""
-    s = ""
-    i += 1
-    while i:
-        i, r = divmod(i - 1, 26)
-        s = chr(97 + r) + s
-    return s
-
-
 def _doc(rng: random.Random, n: int) -> str:
-    return " ".join(word(rng.randrange(5000)) for _ in range(n))
+    return " ".join(letter_word(rng.randrange(5000)) for _ in range(n))
 
 
 def test_normalize_text():

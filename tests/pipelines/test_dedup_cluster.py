@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curation.sample.text import letter_word
 from curation.schemas import DOCUMENTS, PAIRS
 from curation.spark import java_available
 
@@ -61,20 +62,10 @@ def _wait_port(port: int, proc, timeout: float = 90) -> None:
     raise TimeoutError(f"nothing listening on {port}")
 
 
-def _word(i: int) -> str:
-    """A distinct all-letter word per integer (digits would all normalise to "0")."""
-    s = ""
-    i += 1
-    while i:
-        i, r = divmod(i - 1, 26)
-        s = chr(97 + r) + s
-    return s
-
-
 def _corpus(n_groups: int = 40):
     """Documents with URL, exact, near, paragraph and image duplicates (deterministic)."""
     rng = random.Random(5)
-    vocab = [_word(i) for i in range(3000)]
+    vocab = [letter_word(i) for i in range(3000)]
     docs = []
     for g in range(n_groups):
         words = [rng.choice(vocab) for _ in range(150)]
