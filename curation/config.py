@@ -35,6 +35,10 @@ class SparkConfig:
     show_progress: bool = True
     conf: dict[str, str] = field(default_factory=dict)
 
+    def validate(self) -> None:
+        if self.shuffle_partitions < 1:
+            raise ValueError(f"shuffle_partitions must be >= 1, got {self.shuffle_partitions}")
+
 
 @dataclass
 class DaskConfig:
@@ -76,6 +80,14 @@ class ExtractConfig:
     files_per_task: int = 1
     # Tolerate this many gzip-member resyncs in a corrupt file before giving up on it.
     max_resyncs_per_file: int = 100
+
+    def validate(self) -> None:
+        # 0 or less would reject every page (payload_too_large / html_too_deep): never what was meant.
+        for name in ("max_payload_bytes", "max_dom_depth", "files_per_task"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_caption_chars < 0 or self.max_resyncs_per_file < 0:
+            raise ValueError("min_caption_chars and max_resyncs_per_file must be >= 0")
 
 
 @dataclass
@@ -172,7 +184,7 @@ class ScoreConfig:
             raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
         if self.batch_size < 1 or self.shard_rows < 1 or self.loader_threads < 0:
             raise ValueError("batch_size and shard_rows must be >= 1, loader_threads >= 0")
-        for name in ("semantic_dedup_threshold", "decontaminate_threshold"):
+        for name in ("min_clip_score", "mmc4_min_sim", "semantic_dedup_threshold", "decontaminate_threshold"):
             if not -1.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a cosine in [-1, 1], got {getattr(self, name)}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -384,6 +396,22 @@ class ImagesConfig:
             raise ValueError("processes, retries and max_redirects must be >= 0")
         if self.timeout <= 0 or self.max_fetch_seconds <= 0:
             raise ValueError("timeout and max_fetch_seconds must be > 0")
+        if not 1 <= self.encode_quality <= 100:
+            raise ValueError(f"encode_quality must be in [1, 100], got {self.encode_quality}")
+        for entry in self.allow_addresses:
+            _check_allow_entry(entry)
+
+
+def _check_allow_entry(entry: str) -> None:
+    """One ``images.allow_addresses`` entry, parsed as the fetch policy will parse it (at load, not at fetch)."""
+    from curation.safe_http import _parse_allow  # stdlib only: the one parser of allowlist entries
+
+    try:
+        _, port = _parse_allow(entry)
+    except ValueError as exc:
+        raise ValueError(f"allow_addresses entry {entry!r} is not an IP, IP:port, CIDR or CIDR:port ({exc})") from None
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"allow_addresses entry {entry!r}: port {port} is not in 1..65535")
 
 
 @dataclass
@@ -413,6 +441,14 @@ class PipelineConfig:
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)  # pipelines/bootstrap.py
     train: TrainConfig = field(default_factory=TrainConfig)  # curate train (models/train_config.py)
     eval: EvalConfig = field(default_factory=EvalConfig)  # curate eval
+
+    def validate(self) -> None:
+        if self.sample_pages < 1:
+            raise ValueError(f"sample_pages must be >= 1, got {self.sample_pages}")
+        if not 1 <= self.sample_image_port <= 65535:
+            raise ValueError(f"sample_image_port must be a port in 1..65535, got {self.sample_image_port}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1 (or null for every file), got {self.limit}")
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> "PipelineConfig":

@@ -122,3 +122,41 @@ def test_cli_flags_override_the_yaml(tmp_path):
     cfg = load_config(args)
     assert (cfg.spark.master, cfg.dask.scheduler, cfg.dedup.num_bands, cfg.out, cfg.snapshot) == (
         "spark://b:7077", "tcp://a:8786", 12, "/data/run", "CC-MAIN-2024-10")
+
+
+# --------------------------------------------------------------------------- ranges (issue 19 item 7)
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("extract.max_payload_bytes", 0), ("extract.max_payload_bytes", -1), ("extract.max_dom_depth", 0),
+        ("extract.files_per_task", 0), ("extract.min_caption_chars", -1), ("score.min_clip_score", -1.5),
+        ("score.min_clip_score", 1.01), ("score.mmc4_min_sim", 2.0), ("spark.shuffle_partitions", 0),
+        ("images.encode_quality", 0), ("sample_pages", 0), ("sample_image_port", 70000), ("limit", 0),
+    ],
+)
+def test_out_of_range_values_fail_at_load_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=key.rsplit(".", 1)[-1]):
+        PipelineConfig.load(overrides={"snapshot": "CC-MAIN-2024-10", key: value})
+
+
+def test_range_ends_are_accepted():
+    cfg = PipelineConfig.load(overrides={"score.min_clip_score": -1, "extract.max_dom_depth": 1, "limit": 1})
+    assert (cfg.score.min_clip_score, cfg.extract.max_dom_depth) == (-1.0, 1)
+
+
+@pytest.mark.parametrize("entry", ["localhost", "127.0.0.1:http", "10.0.0.0/33", "127.0.0.1:99999", "1.2.3.4.5"])
+def test_bad_allow_addresses_fail_at_load_naming_the_entry(entry):
+    with pytest.raises(ConfigError, match=r"images: allow_addresses entry '.*'[ :]"):
+        PipelineConfig.load(overrides={"images.allow_addresses": [entry]})
+
+
+def test_good_allow_addresses_load():
+    entries = ["127.0.0.1", "127.0.0.1:8417", "10.0.0.0/8", "10.0.0.0/8:80", "::1", "[::1]:8417"]
+    assert PipelineConfig.load(overrides={"images.allow_addresses": entries}).images.allow_addresses == entries
+
+
+def test_cli_reports_an_out_of_range_value_as_one_line(tmp_path, capsys):
+    assert main(["run", "--out", str(tmp_path / "o"), "--set", "extract.max_payload_bytes=-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("curate: error: extract: max_payload_bytes must be >= 1") and "\n" not in err
+    assert not (tmp_path / "o").exists()
