@@ -23,12 +23,18 @@ from urllib.parse import urljoin, urlsplit
 
 from selectolax.lexbor import LexborHTMLParser
 
+from curation.main_content import Block, classify_blocks, find_content_root, is_furniture_container, FURNITURE_MAX_TEXT_SHARE
+
 # Elements whose whole subtree is never content (OBELICS removes the same families).
 REMOVED_TAGS = [
     "script", "style", "noscript", "nav", "header", "footer", "aside", "form", "iframe", "svg",
     "button", "select", "textarea", "template", "menu", "object", "embed", "canvas", "input",
     "video", "audio", "map", "head", "dialog",
 ]
+# Main-content mode does not strip these wholesale: an unclosed <header> or an ASP.NET <form> can hold the
+# whole page. They are furniture containers instead, skipped while they hold a minor share of the text.
+FURNITURE_TAGS = frozenset({"nav", "header", "footer", "aside", "form", "menu"})
+MAIN_CONTENT_REMOVED_TAGS = [t for t in REMOVED_TAGS if t not in FURNITURE_TAGS]
 # Elements that end a paragraph: their text is never glued to the text around them.
 BLOCK_TAGS = frozenset(
     """p div section article main h1 h2 h3 h4 h5 h6 li ul ol dl dt dd table thead tbody tfoot tr td th
@@ -192,13 +198,26 @@ def _figcaption_of(node) -> str | None:
     return None
 
 
+MODES = ("main_content", "obelics")
+
+
 def extract_page(
     html: str,
     page_url: str,
     banned_words: frozenset[str] | set[str] = frozenset(),
     max_depth: int = 256,
+    mode: str = "obelics",
+    keep_boilerplate_images: bool = False,
 ) -> ExtractedPage:
-    """Walk the simplified DOM once and return paragraphs and images in page order."""
+    """Parse once and return paragraphs and images in page order.
+
+    ``mode="obelics"`` walks the whole simplified DOM (every text node that survives tag removal);
+    ``mode="main_content"`` keeps only the article's blocks (see ``curation.main_content``) and counts
+    the images it leaves out as ``dropped_images["boilerplate"]`` (kept in place instead with
+    ``keep_boilerplate_images``).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if html.count("<") > _PRECHECK_MIN_TAGS and estimated_depth(html) > 4 * max_depth:
         raise HtmlTooDeep(f"DOM deeper than {max_depth} (estimated before parsing)")
     tree = LexborHTMLParser(html)
@@ -210,6 +229,9 @@ def extract_page(
         href = (base_node.attributes.get("href") or "").strip()
         if href:
             base_url = urljoin(page_url, href)
+    if mode == "main_content":
+        tree.strip_tags(MAIN_CONTENT_REMOVED_TAGS)
+        return _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_boilerplate_images)
     tree.strip_tags(REMOVED_TAGS)
     root = tree.body or tree.root
     items: list[list[str] | ExtractedImage] = []
@@ -292,4 +314,143 @@ def extract_page(
         for child in reversed(children):
             stack.append((child, depth + 1))
     flush_segment()
+    return ExtractedPage(items, title, dropped)
+
+
+def _image_of(node, base_url: str, banned_words, dropped: Counter) -> ExtractedImage | None:
+    """The ExtractedImage of an <img>, or None (and the reason counted) when it has no usable URL."""
+    attrs = node.attributes
+    src = pick_image_src(attrs)
+    if not src:
+        dropped["no_src"] += 1
+        return None
+    url = urljoin(base_url, src)
+    if urlsplit(url).scheme not in ("http", "https"):
+        dropped["bad_scheme"] += 1
+        return None
+    word = banned_word_in_url(url, banned_words) if banned_words else None
+    if word:
+        dropped[f"url_{word}"] += 1
+        return None
+    alt = attrs.get("alt")
+    title_attr = attrs.get("title")
+    return ExtractedImage(
+        url=url,
+        src=src,
+        alt=_norm_text(alt) if alt is not None else None,
+        title=_norm_text(title_attr) if title_attr else None,
+        figcaption=_figcaption_of(node),
+        width=_dimension(attrs.get("width")),
+        height=_dimension(attrs.get("height")),
+    )
+
+
+_IN_LINK = 1     # stack flag: inside an <a>
+_OUTSIDE = 2     # stack flag: outside the content root or inside a furniture container (images only)
+
+
+def _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_boilerplate_images) -> ExtractedPage:
+    """Blocks of the walk, classified by ``curation.main_content``; kept ones assembled in page order."""
+    dropped: Counter = Counter()
+    body = tree.body or tree.root
+    if body is None:
+        return ExtractedPage([], title, dropped)
+    body_chars = len(body.text(deep=True, separator=" ", strip=True))
+    root = find_content_root(body, body_chars)
+    rooted = root is not None
+    if root is None:
+        root = body
+    elif not keep_boilerplate_images:
+        dropped["boilerplate"] += len(body.css("img")) - len(root.css("img"))
+    furniture_limit = FURNITURE_MAX_TEXT_SHARE * body_chars
+    root_id = root.mem_id
+    blocks: list[Block] = []
+    images: list[ExtractedImage] = []
+    buf: list[str] = []
+    link_chars = 0
+    cur_tag = "body"
+
+    def flush(flags: int) -> None:
+        nonlocal link_chars
+        if buf:
+            text = _norm_text("".join(buf))
+            buf.clear()
+            if text and not flags & _OUTSIDE:
+                blocks.append(Block(text, min(link_chars, len(text)), cur_tag, rooted))
+        link_chars = 0
+
+    start = body if keep_boilerplate_images and rooted else root
+    start_flags = _OUTSIDE if start.mem_id != root_id else 0
+    # Entries: (node, depth, flags), or (None, enclosing block tag, flags) closing a block element.
+    stack: list = [(start, 0, start_flags)]
+    while stack:
+        node, depth, flags = stack.pop()
+        if node is None:
+            flush(flags)
+            cur_tag = depth
+            continue
+        tag = node.tag
+        if tag == "-text":
+            text = node.text_content
+            if text:
+                buf.append(text)
+                if flags & _IN_LINK:
+                    link_chars += len(text)
+            continue
+        if tag is None or tag.startswith("-"):
+            continue
+        if depth > max_depth:
+            raise HtmlTooDeep(f"DOM deeper than {max_depth}")
+        if tag == "br":
+            buf.append("\n")
+            continue
+        if tag == "img":
+            img = _image_of(node, base_url, banned_words, dropped)
+            if img is None:
+                continue
+            if flags & _OUTSIDE:
+                blocks.append(Block("", 0, "img", False, len(images)))
+                images.append(img)
+                continue
+            flush(flags)
+            blocks.append(Block("", 0, cur_tag, rooted, len(images)))
+            images.append(img)
+            continue
+        attrs = node.attributes
+        if (tag in FURNITURE_TAGS or (attrs and is_furniture_container(attrs))) and tag != "body" \
+                and node.mem_id != root_id:
+            if len(node.text(deep=True, separator=" ", strip=True)) < furniture_limit:
+                if not keep_boilerplate_images:
+                    dropped["boilerplate"] += len(node.css("img"))
+                    continue
+                flags |= _OUTSIDE
+        if node.mem_id == root_id:
+            flags &= ~_OUTSIDE
+        if tag == "a":
+            flags |= _IN_LINK
+        if tag in BLOCK_TAGS:
+            flush(flags)
+            stack.append((None, cur_tag, flags))
+            cur_tag = tag
+        children = list(node.iter(include_text=True))
+        for child in reversed(children):
+            stack.append((child, depth + 1, flags))
+    flush(0)
+    keep = classify_blocks(blocks, rooted)
+    items: list[list[str] | ExtractedImage] = []
+    paragraphs: list[str] = []
+    for block, kept in zip(blocks, keep):
+        if block.image >= 0:
+            if kept or keep_boilerplate_images:
+                if paragraphs:
+                    items.append(paragraphs)
+                    paragraphs = []
+                items.append(images[block.image])
+            else:
+                dropped["boilerplate"] += 1
+            continue
+        if kept and block.in_root is rooted:
+            paragraphs.append(block.text)
+    if paragraphs:
+        items.append(paragraphs)
     return ExtractedPage(items, title, dropped)

@@ -1,0 +1,218 @@
+"""Main-content extraction: keep the article's blocks (text and images, in page order), drop the furniture.
+
+The OBELICS walk (``curation.html_extract``) keeps every text node that survives tag removal, so
+related-article lists, comments, share bars and sidebars (with their thumbnails) reach the documents and
+the paragraph filters then have to guess. Here the same single Lexbor parse is segmented into *blocks*
+(the text between two block-level tags, or one image), each block gets a few cheap features, and a
+jusText/boilerpipe-style classifier with context smoothing decides which blocks are content:
+
+1. **Content root.** A page that marks its article (``itemprop=articleBody``, ``<article>``, ``<main>``,
+   ``role=main``, the ``entry-content``/``post-body``/... classes of the common CMSs) is narrowed to that
+   subtree, as trafilatura does with its ``BODY_XPATH`` list; the candidate must hold enough of the
+   page's text, else the whole ``<body>`` is used.
+2. **Furniture subtrees.** Elements whose class/id/role names furniture (comments, related, share,
+   sidebar, breadcrumb, cookie, newsletter, ...) are skipped whole, with their images counted as
+   ``boilerplate``, unless they hold most of the page's text (a ``<div class="page has-sidebar">``
+   wrapping everything is layout, not furniture).
+3. **Blocks.** Per block: characters, link characters (text inside ``<a>``), tag (heading, list item,
+   table cell), sentence punctuation. Initial class: *bad* (mostly links), *good* (long, little linked
+   text), *short* (undecided).
+4. **Smoothing.** Undecided blocks (and images) take the class of their neighbours: between two good
+   blocks they are content, at the edge of the content they are content when the nearest decided
+   neighbour is good and they are not far from it. Headings just before good text are content.
+
+All text lengths are computed by Lexbor in C (``node.text()``); the Python loop runs once per DOM node,
+never per character, and iteratively (no recursion limit).
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+__all__ = ["Block", "classify_blocks", "find_content_root", "is_furniture_container", "CONTENT_ROOT_SELECTORS"]
+
+# Subtokens of class/id values (split on space, '-', '_') that name page furniture.
+FURNITURE_SUBTOKENS = frozenset(
+    """nav navbar navigation menu menubar mainmenu submenu breadcrumb breadcrumbs crumbs cookie cookies consent
+    share shares sharing sharebar social socials comment comments commentlist disqus related recommended
+    sidebar sidenav footer masthead advert advertisement advertising ad ads adsense sponsored newsletter
+    pagination pager popup shariff addthis outbrain taboola""".split()
+)
+# Whole class/id tokens (lower case) that name furniture; as subtokens these words are too common
+# (Elementor wraps every article in ``elementor-widget-container``).
+FURNITURE_TOKENS = frozenset(
+    """widget widgets widget-area sidebar-widget banner promo promos teaser teasers subscribe signup rating
+    tagcloud tags toolbar print skip-link popular trending author-box authorbox author-bio
+    sharedaddy jp-relatedposts wp-block-latest-posts postmetadata entry-meta post-meta article-meta
+    entry-footer post-footer article-footer post-tags entry-tags article-tags tags-links cat-links
+    byline post-navigation nav-links navigation-links comments-area comment-respond""".split()
+)
+FURNITURE_ROLES = frozenset({"navigation", "banner", "contentinfo", "menu", "menubar", "search", "complementary",
+                             "dialog", "alertdialog", "toolbar"})
+_SUBTOKEN_SPLIT = re.compile(r"[\s_\-]+")
+# Skip a furniture-hinted element only while it holds less than this share of the page's text.
+FURNITURE_MAX_TEXT_SHARE = 0.4
+
+# Content-root candidates in priority order (trafilatura's BODY_XPATH in spirit). The first selector with
+# a match holding enough text wins; among its matches the one with the most text.
+CONTENT_ROOT_SELECTORS = (
+    '[itemprop="articleBody"]',
+    '[itemprop="text"]',
+    ".entry-content, .post-content, .article-content, .article-body, .articlebody, .article__body, "
+    ".story-body, .post-body, .postbody, .post-entry, .entry-body, .blog-post-content, .single-content, "
+    "#article-body, #articleBody, #post-content, #entry-content, #story-body, .field-name-body, .field--name-body, "
+    ".td-post-content, .rich-text, .article-text, .post_content, .entry_content, .articleBody, .main-article",
+    "article",
+    '[role="main"], main',
+    "#content, #main, #main-content, .main-content, #maincontent, .content-main, #primary, .content",
+)
+# A candidate root must hold this many characters and this share of the body's text.
+ROOT_MIN_CHARS = 250
+ROOT_MIN_SHARE = 0.08
+ROOT_MIN_OF_MATCHES = 0.4
+
+HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+GOOD_MIN_CHARS = 100          # a block this long with little linked text is content on its own
+SHORT_MAX_CHARS = 40          # a block shorter than this is decided by its neighbours
+MAX_LINK_DENSITY = 0.33       # more linked text than this: navigation, tag lists, related links
+SHORT_LINK_DENSITY = 0.5      # an undecided block this linked is furniture
+_SENTENCE_END = re.compile(r"[.!?。！？:;»\"”)]\s|[.!?。！？]$")
+
+_LETTER = re.compile(r"[^\W\d_]")
+
+BAD, SHORT, NEAR, GOOD = 0, 1, 2, 3
+
+
+@dataclass(slots=True)
+class Block:
+    """One unit of the page in order: a paragraph of text, or an image (``image`` is its index in the items)."""
+
+    text: str
+    link_chars: int
+    tag: str
+    in_root: bool
+    image: int = -1
+    cls: int = SHORT
+
+
+def _subtokens(value: str) -> list[str]:
+    return _SUBTOKEN_SPLIT.split(value.lower())
+
+
+def is_furniture_container(attrs: dict[str, str | None]) -> bool:
+    """Whether an element's class/id/role names page furniture (comments, related links, share bars, ...)."""
+    role = attrs.get("role")
+    if role and role.lower() in FURNITURE_ROLES:
+        return True
+    for key in ("class", "id"):
+        val = attrs.get(key)
+        if not val:
+            continue
+        low = val.lower()
+        for token in low.split():
+            if token in FURNITURE_TOKENS:
+                return True
+        for sub in _SUBTOKEN_SPLIT.split(low):
+            if sub in FURNITURE_SUBTOKENS:
+                return True
+    return False
+
+
+def find_content_root(body, body_chars: int):
+    """The element that holds the article, or None when no marked-up candidate holds enough text."""
+    need = max(ROOT_MIN_CHARS, int(ROOT_MIN_SHARE * body_chars))
+    for selector in CONTENT_ROOT_SELECTORS:
+        best, best_len, total = None, 0, 0
+        for node in body.css(selector):
+            n = len(node.text(deep=True, separator=" ", strip=True))
+            total += n
+            if n > best_len and n >= need:
+                # Among matches (several <article> on a page), the one with the most unlinked text.
+                n -= sum(len(a.text(deep=True, separator=" ", strip=True)) for a in node.css("a"))
+                if n > best_len:
+                    best, best_len = node, n
+        # Many comparable matches are a listing (teasers each in an <article>), not one article.
+        if best is not None and best_len >= need and best_len >= ROOT_MIN_OF_MATCHES * total:
+            return best
+    return None
+
+
+def _initial_class(block: Block) -> int:
+    if block.image >= 0:
+        return SHORT
+    n = len(block.text)
+    density = block.link_chars / n if n else 1.0
+    if density > MAX_LINK_DENSITY and (n < 300 or density > 0.6):
+        return BAD if density > SHORT_LINK_DENSITY or n >= SHORT_MAX_CHARS else SHORT
+    if block.tag in HEADINGS:
+        return SHORT if n < 200 else NEAR
+    if not _LETTER.search(block.text):
+        return BAD  # dates, times, counters, page numbers
+    if n >= GOOD_MIN_CHARS:
+        return GOOD
+    if n >= SHORT_MAX_CHARS or _SENTENCE_END.search(block.text):
+        return NEAR
+    return SHORT
+
+
+def classify_blocks(blocks: list[Block], rooted: bool) -> list[bool]:
+    """Keep-mask over ``blocks``: initial class per block, then context smoothing (jusText's idea).
+
+    ``rooted``: the blocks come from a marked-up content root, so undecided blocks lean to content.
+    """
+    n = len(blocks)
+    cls = [_initial_class(b) for b in blocks]
+    if GOOD not in cls:
+        # No block is long prose on its own (short pages, line-broken layouts): the prose-like ones are.
+        cls = [GOOD if c == NEAR else c for c in cls]
+    if rooted:
+        # Inside the article's own container, prose-like and undecided blocks are content unless linked.
+        cls = [GOOD if c == NEAR else c for c in cls]
+    else:
+        # NEAR blocks next to a GOOD one are content (jusText's near-good rule).
+        decided = [i for i, c in enumerate(cls) if c in (GOOD, BAD)]
+        for i, c in enumerate(cls):
+            if c != NEAR:
+                continue
+            prev_good = _neighbour(cls, i, -1, (GOOD, BAD))
+            next_good = _neighbour(cls, i, 1, (GOOD, BAD))
+            cls[i] = GOOD if GOOD in (prev_good, next_good) else BAD
+        del decided
+    # SHORT blocks (and images) take their neighbours' class; at the edge, the one neighbour's.
+    out = list(cls)
+    for i, c in enumerate(cls):
+        if c != SHORT:
+            continue
+        prev = _neighbour(cls, i, -1, (GOOD, BAD))
+        nxt = _neighbour(cls, i, 1, (GOOD, BAD))
+        if prev == GOOD and nxt == GOOD:
+            out[i] = GOOD
+        elif prev == BAD and nxt == BAD:
+            out[i] = BAD
+        elif prev is None or nxt is None:
+            out[i] = GOOD if (prev or nxt) == GOOD and (blocks[i].image >= 0 or blocks[i].tag in HEADINGS) else BAD
+        else:
+            # Between content and furniture: headings and images belong to the content that follows or
+            # precedes them; other short lines (dates, bylines, "read more") do not.
+            if blocks[i].tag in HEADINGS:
+                out[i] = GOOD if nxt == GOOD else BAD
+            elif blocks[i].image >= 0:
+                out[i] = GOOD
+            else:
+                out[i] = GOOD if rooted else BAD
+    return [c == GOOD for c in out]
+
+
+def _neighbour(cls: list[int], i: int, step: int, decided: tuple[int, ...]) -> int | None:
+    j = i + step
+    while 0 <= j < len(cls):
+        if cls[j] in decided:
+            return cls[j]
+        j += step
+    return None
+
+
+def counter_of_dropped(blocks: list[Block], keep: list[bool]) -> Counter:
+    """Images that the classifier dropped, as ``boilerplate``."""
+    return Counter({"boilerplate": sum(1 for b, k in zip(blocks, keep) if b.image >= 0 and not k)})
