@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from filters.config import DocumentFilterConfig, ImageFilterConfig, ParagraphFilterConfig
+from filters.config import DocumentFilterConfig, ImageFilterConfig, PairFilterConfig, ParagraphFilterConfig
 from models.train_config import EvalConfig, TrainConfig
 from curation.errors import ConfigError  # noqa: F401  (defined once in curation/errors.py)
 
@@ -131,18 +131,6 @@ class DedupConfig:
             raise ValueError(f"jaccard_threshold must be in [0, 1], got {self.jaccard_threshold}")
         if self.paragraph_max_per_domain < 1 or self.image_max_docs < 1:
             raise ValueError("paragraph_max_per_domain and image_max_docs must be >= 1")
-
-
-@dataclass
-class PairFilterConfig:
-    """DataComp's basic filter on pairs (Gadre et al. 2023, ``baselines/filters.py``)."""
-
-    enabled: bool = True
-    languages: list[str] = field(default_factory=lambda: ["en"])  # fastText lid.176 on the caption
-    min_words: int = 3  # DataComp: more than 2 words
-    min_chars: int = 6  # DataComp: more than 5 characters
-    min_side: int = 200  # shorter image side, pixels
-    max_aspect_ratio: float = 3.0  # longer side / shorter side
 
 
 @dataclass

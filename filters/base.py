@@ -1,4 +1,10 @@
-"""Shared pieces of the text filters: the per-text view, the filter interface, word lists.
+"""The generic filter (one rule on one view) and its chain table; the text view and word lists.
+
+Every filter of the package (text, image header, image-text pair) is a :class:`Filter`: datatrove's
+``filter(view) -> True | (False, reason)`` contract, a separate ``score(view)`` as in NeMo Curator,
+and a rejection that carries the failing value. Each filter declares its own config keys
+(:class:`Setting`); a :class:`FilterTable` lists the filters in order with the chains (levels)
+they run in, and builds both the chains and the config dataclasses (``filters.config``).
 
 Word splitting and normalisation follow OBELICS
 (huggingface/OBELICS, ``obelics/processors/web_document_filtering.py``,
@@ -17,17 +23,17 @@ OBELICS's ``obelisc/utils/filtering_utils.py`` kept in ``filters/resources/``.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.resources
 import importlib.resources.abc
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, make_dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
-
-FilterResult = bool | tuple[bool, str]
+from typing import Any, ClassVar, Generic, TypeVar
 
 # Read through importlib.resources, not a filesystem path: on a Spark cluster the package is
 # imported from the zip that curation/spark.py ships with addPyFile.
@@ -134,7 +140,7 @@ def split_words(text: str) -> list[str]:
     return words
 
 
-# --------------------------------------------------------------------------- view and interface
+# --------------------------------------------------------------------------- the text view
 
 
 @dataclass
@@ -142,7 +148,8 @@ class TextView:
     """A paragraph or a document, analysed once and shared by every filter.
 
     ``text`` is whitespace-standardised; ``words`` is the OBELICS word split of it.
-    ``lang``/``lang_score`` are filled by the pipeline (fastText) before the language filter.
+    ``lang``/``lang_score`` come from ``identify`` (fastText, given by the pipeline) the first time
+    :meth:`language` is asked, so the model runs only on texts that reach the language check.
     """
 
     text: str
@@ -150,49 +157,279 @@ class TextView:
     n_images: int = 0
     lang: str | None = None
     lang_score: float | None = None
+    identify: Callable[[str], tuple[str, float]] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def of(cls, text: str, n_images: int = 0) -> "TextView":
+    def of(cls, text: str, n_images: int = 0,
+           identify: Callable[[str], tuple[str, float]] | None = None) -> "TextView":
         text = standardize_whitespace(text or "")
-        return cls(text=text, words=split_words(text), n_images=n_images)
+        return cls(text=text, words=split_words(text), n_images=n_images, identify=identify)
+
+    def language(self) -> tuple[str | None, float | None]:
+        """``(lang, score)``, identified on first use when the view has an ``identify``."""
+        if self.lang is None and self.identify is not None:
+            self.lang, self.lang_score = self.identify(self.text)
+        return self.lang, self.lang_score
 
 
-class TextFilter(ABC):
-    """One rule. ``filter`` returns True to keep, or ``(False, reason)`` to reject.
+# --------------------------------------------------------------------------- the generic filter
+#
+# One rule on one view (a text, an image header, an image-text pair). The contract is datatrove's
+# ``BaseFilter.filter``: True keeps, ``(False, reason)`` rejects. Our rejection is a
+# :class:`Rejection`, which *is* that tuple and carries the failing value as ``detail`` besides.
+# As in NeMo Curator's ``DocumentFilter`` (``score_document`` / ``keep_document``), the measurement
+# is a method of its own (:meth:`Filter.score`), apart from the keep decision, so a caller can log
+# or histogram a score without re-deriving it; :class:`ThresholdFilter` is the common case where
+# the decision is a bound on that score.
 
-    ``name`` is the rejection reason. Filters with two sides (too few / too many) list every
-    reason they can emit in ``reasons``; a bare ``False`` means ``name``.
+
+class Rejection(tuple):
+    """``(False, reason)`` (datatrove's reject value, so it compares equal to one) plus ``detail``:
+    the value that failed and the bound it failed, e.g. ``"stopword_ratio 0.12 < 0.3"``."""
+
+    detail: str | None
+
+    def __new__(cls, reason: str, detail: str | None = None) -> "Rejection":
+        self = super().__new__(cls, (False, reason))
+        self.detail = detail
+        return self
+
+    def __getnewargs__(self) -> tuple[str, str | None]:  # type: ignore[override]  # pickling
+        return self[1], self.detail
+
+    @property
+    def reason(self) -> str:
+        return self[1]
+
+
+FilterResult = bool | tuple[bool, str]
+V = TypeVar("V")
+
+
+def _fmt(value: Any) -> str:
+    return str(round(value, 4)) if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One config key of a filter, declared on the filter class (``Filter.settings``).
+
+    ``key`` is the YAML key (``paragraph_filters.<key>``), ``arg`` the constructor argument it feeds
+    (the key itself when empty), ``defaults`` its default per chain level (``"paragraph"``,
+    ``"document"``, ``"pair"``...); a level without a default does not get the key and the
+    constructor's own default applies. ``check(key, value)`` raises ValueError on a bad value.
+    """
+
+    key: str
+    type: Any
+    defaults: dict[str, Any]
+    arg: str = ""
+    check: Callable[[str, Any], None] | None = None
+
+    @property
+    def argument(self) -> str:
+        return self.arg or self.key
+
+
+def setting(key: str, type_: Any, *, arg: str = "", check: Callable[[str, Any], None] | None = None,
+            **defaults: Any) -> Setting:
+    """``setting("min_words", int, paragraph=4, document=10)``: see :class:`Setting`."""
+    return Setting(key, type_, defaults, arg, check)
+
+
+def ratio(key: str, value: float) -> None:
+    """Setting check: a share in [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{key} must be in [0, 1], got {value}")
+
+
+def at_least(low: float) -> Callable[[str, Any], None]:
+    """Setting check: ``value >= low``."""
+    def check(key: str, value: Any) -> None:
+        if value < low:
+            raise ValueError(f"{key} must be >= {low}, got {value}")
+    return check
+
+
+def language_codes(key: str, value: list[str]) -> None:
+    """Setting check: a list of non-empty language codes."""
+    if any(not isinstance(lang, str) or not lang for lang in value):
+        raise ValueError(f"{key} must be non-empty language codes such as 'en'")
+
+
+def check_range(values: Mapping[str, Any], low_key: str, high_key: str, floor: float = 0) -> None:
+    """Cross-key check of a ``[low, high]`` pair: ``floor <= low <= high``."""
+    low, high = values.get(low_key), values.get(high_key)
+    if low is not None and high is not None and not floor <= low <= high:
+        raise ValueError(f"need {floor} <= {low_key} <= {high_key}, got {low}, {high}")
+
+
+class Filter(ABC, Generic[V]):
+    """One rule on a view ``V``. ``filter`` returns True to keep, or a :class:`Rejection`.
+
+    ``name`` is the rejection reason; a rule with two sides (too few / too many) lists every
+    reason it can return in ``reasons``. ``settings`` are its config keys, with their defaults:
+    the level config dataclasses are derived from them (:meth:`FilterTable.config_class`).
     """
 
     name: ClassVar[str]
     reasons: ClassVar[tuple[str, ...]] = ()
+    settings: ClassVar[tuple[Setting, ...]] = ()
 
     @classmethod
     def all_reasons(cls) -> tuple[str, ...]:
         return cls.reasons or (cls.name,)
 
+    def score(self, view: V) -> Any:
+        """The value the decision is taken on (NeMo's ``score_document``); None when not measured."""
+        return None
+
     @abstractmethod
-    def filter(self, view: TextView) -> FilterResult:
+    def filter(self, view: V) -> FilterResult:
         raise NotImplementedError
 
-    def reject(self, reason: str | None = None) -> tuple[bool, str]:
-        return False, reason or self.name
+    def reject(self, reason: str | None = None, detail: str | None = None) -> Rejection:
+        return Rejection(reason or self.name, detail)
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> "Filter | None":
+        """The filter built from its settings' values (by config key); None leaves it out of the chain."""
+        return cls(**{s.argument: values[s.key] for s in cls.settings if s.key in values})
+
+    @classmethod
+    def check_config(cls, values: Mapping[str, Any]) -> None:
+        """Raise ValueError on bad setting values (by config key): each setting's check, then cross-key rules."""
+        for s in cls.settings:
+            if s.check is not None and s.key in values:
+                s.check(s.key, values[s.key])
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({params})"
 
 
-def run_filters(filters: Iterable[TextFilter], view: TextView) -> str | None:
-    """Apply ``filters`` in order; return the first rejection reason, or None when all keep."""
+class ThresholdFilter(Filter[V]):
+    """Keep when ``minimum <= score(view) <= maximum`` (a None bound is open).
+
+    A score of None (not measurable, e.g. an unknown image size) or NaN fails the lower bound.
+    ``too_low``/``too_high`` name the reasons of each side (``name`` when unset); ``measure``
+    names the value in the detail (``name`` when unset). A one-sided rule needs no constructor of
+    its own: ``Rule(threshold)`` sets the side named by ``bound``.
+    """
+
+    minimum: Any = None
+    maximum: Any = None
+    bound: ClassVar[str] = "minimum"
+    too_low: ClassVar[str | None] = None
+    too_high: ClassVar[str | None] = None
+    measure: ClassVar[str | None] = None
+
+    def __init__(self, threshold: Any) -> None:
+        setattr(self, self.bound, threshold)
+
+    def filter(self, view: V) -> FilterResult:
+        value = self.score(view)
+        lo, hi = self.minimum, self.maximum
+        if value is None:
+            return self.reject(self.too_low, f"{self.measure or self.name} unknown")
+        if lo is not None and not value >= lo:  # written so that NaN fails
+            return self.reject(self.too_low, f"{self.measure or self.name} {_fmt(value)} < {_fmt(lo)}")
+        if hi is not None and not value <= hi:
+            return self.reject(self.too_high, f"{self.measure or self.name} {_fmt(value)} > {_fmt(hi)}")
+        return True
+
+
+# --------------------------------------------------------------------------- running a chain
+
+
+def find_rejection(filters: Iterable[Filter], view: Any) -> Rejection | None:
+    """Apply ``filters`` in order; the first :class:`Rejection`, or None when all keep.
+
+    A filter that returns a bare False or a plain ``(False, reason)`` tuple (datatrove style) is
+    accepted too; its rejection has no detail.
+    """
     for f in filters:
         result = f.filter(view)
         if result is True:
             continue
         if isinstance(result, tuple):
-            keep, reason = result
-            if not keep:
-                return reason or f.name
+            if not result[0]:
+                return result if isinstance(result, Rejection) else Rejection(result[1] or f.name)
         elif not result:
-            return f.name
+            return Rejection(f.name)
     return None
+
+
+def run_filters(filters: Iterable[Filter], view: Any) -> str | None:
+    """The first rejection reason of ``filters`` on ``view``, or None when all keep."""
+    rejection = find_rejection(filters, view)
+    return None if rejection is None else rejection[1]
+
+
+# --------------------------------------------------------------------------- the chain table
+
+
+class FilterTable:
+    """Filter classes in the order they run, each with the levels (chains) it belongs to.
+
+    One table per kind of view; every level's chain *and* its config dataclass come from it, so a
+    new filter is one class (with its ``settings``) plus one row here, and no config file or chain
+    builder is edited by hand.
+    """
+
+    def __init__(self, rows: Sequence[tuple[type[Filter], Sequence[str]]]) -> None:
+        self.rows = tuple((cls, tuple(levels)) for cls, levels in rows)
+        for cls, levels in self.rows:
+            for s in cls.settings:
+                stray = set(s.defaults) - set(levels)
+                if stray:
+                    raise TypeError(f"{cls.__name__}.{s.key} has defaults for {sorted(stray)}, not its levels")
+
+    def classes(self, level: str) -> tuple[type[Filter], ...]:
+        return tuple(cls for cls, levels in self.rows if level in levels)
+
+    def settings(self, level: str) -> list[Setting]:
+        """The config keys of ``level`` in table order (a key shared by two filters appears once)."""
+        out: dict[str, Setting] = {}
+        for cls in self.classes(level):
+            for s in cls.settings:
+                if level in s.defaults:
+                    out.setdefault(s.key, s)
+        return list(out.values())
+
+    def reasons(self) -> tuple[str, ...]:
+        """Every reason a filter of the table can return, in table order."""
+        return tuple(dict.fromkeys(r for cls, _ in self.rows for r in cls.all_reasons()))
+
+    def _values(self, cls: type[Filter], level: str, cfg: Any) -> dict[str, Any]:
+        return {s.key: getattr(cfg, s.key) for s in cls.settings if level in s.defaults}
+
+    def build(self, level: str, cfg: Any) -> list[Filter]:
+        """The chain of ``level`` with the thresholds of ``cfg`` (empty when ``cfg.enabled`` is False)."""
+        if not cfg.enabled:
+            return []
+        chain = (cls.from_config(self._values(cls, level, cfg)) for cls in self.classes(level))
+        return [f for f in chain if f is not None]
+
+    def validate(self, level: str, cfg: Any) -> None:
+        for cls in self.classes(level):
+            cls.check_config(self._values(cls, level, cfg))
+
+    def config_class(self, level: str, name: str, module: str, doc: str) -> type:
+        """The dataclass of ``level``'s config: ``enabled`` then every setting with its default.
+
+        Its fields are the YAML keys of the section; ``validate()`` runs the filters' checks.
+        """
+        fields: list[tuple[str, Any, Any]] = [("enabled", bool, field(default=True))]
+        for s in self.settings(level):
+            default = s.defaults[level]
+            if isinstance(default, (list, dict, set)):
+                fields.append((s.key, s.type, field(default_factory=functools.partial(copy.deepcopy, default))))
+            else:
+                fields.append((s.key, s.type, field(default=default)))
+        table = self
+
+        def validate(cfg: Any) -> None:
+            table.validate(level, cfg)
+
+        return make_dataclass(name, fields, namespace={"__module__": module, "__doc__": doc, "validate": validate})

@@ -1,98 +1,34 @@
-"""Thresholds of every filter, with OBELICS's published values as defaults.
+"""The config dataclass of every filter chain: paragraph, document, image, pair.
 
-Kept apart from the filter classes so ``curation.config`` can validate a YAML
-file without importing the language model or image libraries.
+The text and pair configs are *derived* from their filter tables (``filters.text.TEXT_FILTERS``,
+``filters.pairs.PAIR_FILTERS``): each filter declares its YAML keys and defaults next to it
+(``settings``), so a new filter needs no edit here. The image config is written out because its
+filter module imports PIL, and ``curation.config`` must validate a YAML file without the image
+libraries or the language model (the text and pair modules import neither).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-def _check_ratio(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-
-
-def _check_common(cfg: "ParagraphFilterConfig | DocumentFilterConfig") -> None:
-    if cfg.min_words < 0 or cfg.min_words > cfg.max_words:
-        raise ValueError(f"need 0 <= min_words <= max_words, got {cfg.min_words}, {cfg.max_words}")
-    for name in ("char_repetition_ngram", "word_repetition_ngram"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1")
-    for name in (
-        "max_char_repetition_ratio",
-        "max_word_repetition_ratio",
-        "max_special_character_ratio",
-        "min_stopword_ratio",
-        "max_flagged_word_ratio",
-        "min_punctuation_ratio",
-        "min_common_word_ratio",
-    ):
-        _check_ratio(name, getattr(cfg, name))
-
+from filters.pairs import PAIR, PAIR_FILTERS
+from filters.text import DOCUMENT, PARAGRAPH, TEXT_FILTERS
 
 # Defaults: huggingface/OBELICS obelisc/configs/config_filter_web_documents.yaml ("node level" =
-# paragraph, "doc level" = document). A check is switched off by a bound that cannot fail
-# (e.g. a max ratio of 1.0, a min ratio of 0.0).
-
-
-@dataclass
-class ParagraphFilterConfig:
-    """OBELICS paragraph-level ("node level") filters (web documents)."""
-
-    enabled: bool = True
-    min_words: int = 4
-    max_words: int = 1000
-    char_repetition_ngram: int = 10
-    max_char_repetition_ratio: float = 0.1
-    word_repetition_ngram: int = 5
-    max_word_repetition_ratio: float = 0.1
-    max_special_character_ratio: float = 0.3
-    min_stopword_ratio: float = 0.3
-    max_flagged_word_ratio: float = 0.01
-    min_punctuation_ratio: float = 0.001
-    # Paragraphs with fewer [\w']+/punctuation tokens skip the punctuation check (OBELICS
-    # min_number_words_to_check_punctuation_ratio_node_level).
-    punctuation_min_tokens: int = 12
-    # OBELICS's common_words.json is not in its repository; the check runs only when a word list is given
-    # (text file, one word per line, or a JSON list/mapping).
-    common_words_file: str = ""
-    min_common_word_ratio: float = 0.8
-
-    def validate(self) -> None:
-        _check_common(self)
-
-
-@dataclass
-class DocumentFilterConfig:
-    """OBELICS document-level filters (web documents); run on the kept paragraphs joined by blank lines."""
-
-    enabled: bool = True
-    min_words: int = 10
-    max_words: int = 2000
-    min_images: int = 1
-    max_images: int = 30
-    char_repetition_ngram: int = 10
-    max_char_repetition_ratio: float = 0.1
-    word_repetition_ngram: int = 5
-    max_word_repetition_ratio: float = 0.2
-    max_special_character_ratio: float = 0.275
-    min_stopword_ratio: float = 0.35
-    max_flagged_word_ratio: float = 0.01
-    min_punctuation_ratio: float = 0.03
-    common_words_file: str = ""
-    min_common_word_ratio: float = 0.9
-    # Language identification (fastText lid.176); empty list keeps every language.
-    languages: list[str] = field(default_factory=lambda: ["en"])
-    min_lang_score: float = 0.8
-
-    def validate(self) -> None:
-        _check_common(self)
-        if self.min_images < 0 or self.min_images > self.max_images:
-            raise ValueError(f"need 0 <= min_images <= max_images, got {self.min_images}, {self.max_images}")
-        _check_ratio("min_lang_score", self.min_lang_score)
-        if any(not isinstance(lang, str) or not lang for lang in self.languages):
-            raise ValueError("languages must be non-empty language codes such as 'en'")
+# paragraph, "doc level" = document), declared on each filter in filters/text.py. A check is
+# switched off by a bound that cannot fail (e.g. a max ratio of 1.0, a min ratio of 0.0).
+ParagraphFilterConfig = TEXT_FILTERS.config_class(
+    PARAGRAPH, "ParagraphFilterConfig", __name__,
+    "OBELICS paragraph-level (\"node level\") filters (web documents); keys: ``filters.text`` settings.",
+)
+DocumentFilterConfig = TEXT_FILTERS.config_class(
+    DOCUMENT, "DocumentFilterConfig", __name__,
+    "OBELICS document-level filters (web documents); run on the kept paragraphs joined by blank lines. "
+    "Language identification is fastText lid.176; an empty ``languages`` keeps every language.",
+)
+PairFilterConfig = PAIR_FILTERS.config_class(
+    PAIR, "PairFilterConfig", __name__,
+    "DataComp's basic filter on pairs (Gadre et al. 2023, ``baselines/filters.py``); keys: ``filters.pairs`` settings.",
+)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Image filters of OBELICS/MMC4, one small class per rule, plus perceptual hashing and duplicate choice.
 
 Per-image rules read an :class:`ImageView` (URL, format and header dimensions, known before
-any pixel is decoded) and return True or ``(False, reason)`` like the text filters
-(:mod:`filters.base`). Thresholds live in :class:`filters.config.ImageFilterConfig`; the
+any pixel is decoded) and return True or a rejection ``(False, reason)`` with the failing value,
+like every filter (:class:`filters.base.Filter`). Thresholds live in :class:`filters.config.ImageFilterConfig`; the
 defaults are OBELICS's (``obelics/configs/config_filter_web_documents.yaml``: formats
 jpg/jpeg/png/webp, both sides 150..20000 px, aspect ratio within [1/2, 2]) and MMC4's
 (near duplicates: pHash Hamming distance <= 5).
@@ -15,17 +15,15 @@ first, then the smallest URL (:func:`preference_order`).
 from __future__ import annotations
 
 import re
-from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image
 
-from filters.base import FilterResult, run_filters
+from filters.base import Filter, FilterResult, ThresholdFilter, run_filters
 from filters.config import ImageFilterConfig
 
 # PIL format names -> the names used in config and in the ``format`` column.
@@ -60,26 +58,8 @@ class ImageView:
         return int(self.width) * int(self.height)
 
 
-class ImageFilter(ABC):
-    """One rule. ``filter`` returns True to keep, or ``(False, reason)`` to reject."""
-
-    name: ClassVar[str]
-    reasons: ClassVar[tuple[str, ...]] = ()
-
-    @classmethod
-    def all_reasons(cls) -> tuple[str, ...]:
-        return cls.reasons or (cls.name,)
-
-    @abstractmethod
-    def filter(self, view: ImageView) -> FilterResult:
-        raise NotImplementedError
-
-    def reject(self, reason: str | None = None) -> tuple[bool, str]:
-        return False, reason or self.name
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({params})"
+# A rule on an image's URL and header; threshold rules are ``ThresholdFilter[ImageView]``.
+ImageFilter = Filter[ImageView]
 
 
 # --------------------------------------------------------------------------- URL rules
@@ -151,19 +131,18 @@ class FormatFilter(ImageFilter):
         self.formats = frozenset(normalize_format(f) for f in formats)
 
     def filter(self, view: ImageView) -> FilterResult:
-        return True if view.format in self.formats else self.reject()
+        return True if view.format in self.formats else self.reject(detail=f"format {view.format}")
 
 
-class PixelCountFilter(ImageFilter):
+class PixelCountFilter(ThresholdFilter[ImageView]):
     """Decompression bombs: refuse before decoding when the header claims more than ``max_pixels``."""
 
     name = "decompression_bomb"
+    measure = "pixels"
+    bound = "maximum"
 
-    def __init__(self, max_pixels: int):
-        self.max_pixels = max_pixels
-
-    def filter(self, view: ImageView) -> FilterResult:
-        return True if view.pixels <= self.max_pixels else self.reject()
+    def score(self, view: ImageView) -> int:
+        return view.pixels
 
 
 class SideFilter(ImageFilter):
@@ -177,36 +156,39 @@ class SideFilter(ImageFilter):
         self.max_side = max_side
 
     def filter(self, view: ImageView) -> FilterResult:
-        if min(view.width, view.height) < self.min_side:
-            return self.reject("too_small")
-        if max(view.width, view.height) > self.max_side:
-            return self.reject("too_big")
+        short, long = min(view.width, view.height), max(view.width, view.height)
+        if short < self.min_side:
+            return self.reject("too_small", f"shorter side {short} < {self.min_side}")
+        if long > self.max_side:
+            return self.reject("too_big", f"longer side {long} > {self.max_side}")
         return True
 
 
-class AspectRatioFilter(ImageFilter):
-    """OBELICS: width / height within [min_ratio, max_ratio]."""
+class AspectRatioFilter(ThresholdFilter[ImageView]):
+    """OBELICS: width / height within [min_ratio, max_ratio]; no height fails."""
 
     name = "bad_aspect"
+    measure = "aspect ratio"
 
     def __init__(self, min_ratio: float, max_ratio: float):
-        self.min_ratio = min_ratio
-        self.max_ratio = max_ratio
+        self.minimum, self.maximum = min_ratio, max_ratio
 
-    def filter(self, view: ImageView) -> FilterResult:
-        if view.height <= 0:
-            return self.reject()
-        ratio = view.width / view.height
-        return True if self.min_ratio <= ratio <= self.max_ratio else self.reject()
+    def score(self, view: ImageView) -> float | None:
+        return view.width / view.height if view.height > 0 else None
 
 
-class AnimatedFilter(ImageFilter):
+class AnimatedFilter(ThresholdFilter[ImageView]):
     """Animated images (GIF, APNG, animated WebP) are not one picture a caption can describe."""
 
     name = "animated"
+    measure = "frames"
+    bound = "maximum"
 
-    def filter(self, view: ImageView) -> FilterResult:
-        return True if view.n_frames <= 1 else self.reject()
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def score(self, view: ImageView) -> int:
+        return view.n_frames
 
 
 def url_filters(cfg: ImageFilterConfig) -> list[ImageFilter]:
@@ -231,9 +213,8 @@ def frame_filters(cfg: ImageFilterConfig) -> list[ImageFilter]:
     return [AnimatedFilter()]
 
 
-def first_rejection(filters: Iterable[ImageFilter], view: ImageView) -> str | None:
-    """The first rejection reason of ``filters`` on ``view``, or None when every rule keeps it."""
-    return run_filters(filters, view)  # type: ignore[arg-type]  # same protocol as the text filters
+# The first rejection reason of the rules on a view, or None (the name ``curation.image_check`` uses).
+first_rejection = run_filters
 
 
 # --------------------------------------------------------------------------- perceptual hash

@@ -1,8 +1,10 @@
 """Image-text pair filters: DataComp's basic filter and the CLIP-score filters (LAION, DataComp).
 
-Each rule is one small class whose ``filter(pair)`` returns True to keep or ``(False, reason)``
-(the datatrove/OBELICS convention of :mod:`filters.base`, and :func:`filters.base.run_filters`
-applies a list of them). Thresholds come from ``ScoreConfig`` (``curation/config.py``):
+Each rule is one small :class:`filters.base.Filter` whose ``filter(pair)`` returns True to keep or
+a rejection ``(False, reason)`` carrying the failing value (:func:`filters.base.find_rejection`
+applies a list of them). The basic filter's keys (``score.filters``) are declared on its rules
+(``settings``) and ``filters.config.PairFilterConfig`` is derived from :data:`PAIR_FILTERS`; the
+score filter's come from ``ScoreConfig`` (``curation/config.py``):
 
 - DataComp basic filter (Gadre et al. 2023, ``baselines/filters.py``): caption in English
   (fastText), more than 2 words, more than 5 characters, image shorter side >= 200 px, aspect
@@ -18,17 +20,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
-from filters.base import FilterResult, run_filters
+from filters.base import (
+    Filter,
+    FilterResult,
+    FilterTable,
+    ThresholdFilter,
+    at_least,
+    language_codes,
+    find_rejection,
+    run_filters,
+    setting,
+)
 
 __all__ = [
     "PairView", "PairFilter", "CaptionLanguageFilter", "CaptionWordsFilter", "CaptionCharsFilter",
     "ImageMinSideFilter", "ImageAspectRatioFilter", "ClipScoreThresholdFilter", "TopFractionFilter",
-    "basic_filters", "score_filter", "top_fraction_cutoff", "run_filters",
+    "PAIR_FILTERS", "basic_filters", "score_filter", "top_fraction_cutoff", "run_filters", "find_rejection",
 ]
+
+PAIR = "pair"  # the level of the basic-filter chain (``score.filters`` in the config)
 
 
 @dataclass
@@ -41,104 +54,91 @@ class PairView:
     clip_score: float | None = None
 
 
-class PairFilter:
-    """One rule on a pair; ``name`` is its reject reason."""
-
-    name: ClassVar[str]
-
-    def filter(self, pair: PairView) -> FilterResult:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def reject(self) -> tuple[bool, str]:
-        return False, self.name
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({params})"
+# One rule on a pair; threshold rules are ``ThresholdFilter[PairView]``.
+PairFilter = Filter[PairView]
 
 
 class CaptionLanguageFilter(PairFilter):
     """Caption's fastText lid.176 language is one of ``languages`` (DataComp: English)."""
 
     name = "basic_filter:language"
+    settings = (setting("languages", list[str], check=language_codes, pair=["en"]),)
 
     def __init__(self, languages: list[str], lid=None):
         self.languages = frozenset(languages)
         self._lid = lid
 
-    def filter(self, pair: PairView) -> FilterResult:
+    def score(self, pair: PairView) -> str:
         if self._lid is None:
             from filters.language import get_language_identifier
 
             self._lid = get_language_identifier()
-        lang, _ = self._lid.predict(pair.caption or "")
-        return True if lang in self.languages else self.reject()
+        return self._lid.predict(pair.caption or "")[0]
+
+    def filter(self, pair: PairView) -> FilterResult:
+        lang = self.score(pair)
+        return True if lang in self.languages else self.reject(detail=f"lang {lang}")
 
 
-class CaptionWordsFilter(PairFilter):
+class CaptionWordsFilter(ThresholdFilter[PairView]):
     """At least ``min_words`` whitespace-separated words (DataComp: more than 2)."""
 
     name = "basic_filter:too_few_words"
+    measure = "words"
+    settings = (setting("min_words", int, arg="threshold", check=at_least(0), pair=3),)
 
-    def __init__(self, min_words: int):
-        self.min_words = min_words
-
-    def filter(self, pair: PairView) -> FilterResult:
-        return True if len((pair.caption or "").split()) >= self.min_words else self.reject()
+    def score(self, pair: PairView) -> int:
+        return len((pair.caption or "").split())
 
 
-class CaptionCharsFilter(PairFilter):
+class CaptionCharsFilter(ThresholdFilter[PairView]):
     """At least ``min_chars`` characters after stripping (DataComp: more than 5)."""
 
     name = "basic_filter:too_few_chars"
+    measure = "chars"
+    settings = (setting("min_chars", int, arg="threshold", check=at_least(0), pair=6),)
 
-    def __init__(self, min_chars: int):
-        self.min_chars = min_chars
-
-    def filter(self, pair: PairView) -> FilterResult:
-        return True if len((pair.caption or "").strip()) >= self.min_chars else self.reject()
+    def score(self, pair: PairView) -> int:
+        return len((pair.caption or "").strip())
 
 
-class ImageMinSideFilter(PairFilter):
+class ImageMinSideFilter(ThresholdFilter[PairView]):
     """Shorter image side at least ``min_side`` pixels (DataComp: 200); unknown size fails."""
 
     name = "basic_filter:image_too_small"
+    measure = "shorter side"
+    settings = (setting("min_side", int, arg="threshold", check=at_least(0), pair=200),)
 
-    def __init__(self, min_side: int):
-        self.min_side = min_side
-
-    def filter(self, pair: PairView) -> FilterResult:
-        if not pair.width or not pair.height:
-            return self.reject()
-        return True if min(pair.width, pair.height) >= self.min_side else self.reject()
+    def score(self, pair: PairView) -> int | None:
+        return min(pair.width, pair.height) if pair.width and pair.height else None
 
 
-class ImageAspectRatioFilter(PairFilter):
+class ImageAspectRatioFilter(ThresholdFilter[PairView]):
     """Longer side / shorter side at most ``max_ratio`` (DataComp: 3); unknown size fails."""
 
     name = "basic_filter:aspect_ratio"
+    measure = "aspect ratio"
+    bound = "maximum"
+    settings = (setting("max_aspect_ratio", float, arg="threshold", check=at_least(1.0), pair=3.0),)
 
-    def __init__(self, max_ratio: float):
-        self.max_ratio = max_ratio
-
-    def filter(self, pair: PairView) -> FilterResult:
+    def score(self, pair: PairView) -> float | None:
         if not pair.width or not pair.height:
-            return self.reject()
-        ratio = max(pair.width, pair.height) / min(pair.width, pair.height)
-        return True if ratio <= self.max_ratio else self.reject()
+            return None
+        return max(pair.width, pair.height) / min(pair.width, pair.height)
 
 
-class ClipScoreThresholdFilter(PairFilter):
-    """LAION: ``clip_score >= min_score`` (0.28 for ViT-B/32). A missing score fails."""
+class ClipScoreThresholdFilter(ThresholdFilter[PairView]):
+    """LAION: ``clip_score >= min_score`` (0.28 for ViT-B/32). A missing or NaN score fails."""
 
     name = "clip_score_below_threshold"
+    measure = "clip_score"
 
-    def __init__(self, min_score: float):
-        self.min_score = min_score
+    @property
+    def min_score(self) -> float:
+        return self.minimum
 
-    def filter(self, pair: PairView) -> FilterResult:
-        s = pair.clip_score
-        return True if s is not None and not math.isnan(s) and s >= self.min_score else self.reject()
+    def score(self, pair: PairView) -> float | None:
+        return pair.clip_score
 
 
 class TopFractionFilter(ClipScoreThresholdFilter):
@@ -149,6 +149,16 @@ class TopFractionFilter(ClipScoreThresholdFilter):
     def __init__(self, cutoff: float, fraction: float):
         super().__init__(cutoff)
         self.fraction = fraction
+
+
+# DataComp's basic filter, cheap rules first; ``filters.config.PairFilterConfig`` is derived from it.
+PAIR_FILTERS = FilterTable((
+    (CaptionCharsFilter, (PAIR,)),
+    (CaptionWordsFilter, (PAIR,)),
+    (ImageMinSideFilter, (PAIR,)),
+    (ImageAspectRatioFilter, (PAIR,)),
+    (CaptionLanguageFilter, (PAIR,)),
+))
 
 
 def top_fraction_cutoff(scores: np.ndarray, fraction: float) -> float:
@@ -166,16 +176,13 @@ def top_fraction_cutoff(scores: np.ndarray, fraction: float) -> float:
 
 
 def basic_filters(cfg, lid=None) -> list[PairFilter]:
-    """DataComp's basic filter from a ``PairFilterConfig`` (empty when disabled). Cheap rules first."""
-    if not cfg.enabled:
-        return []
-    return [
-        CaptionCharsFilter(cfg.min_chars),
-        CaptionWordsFilter(cfg.min_words),
-        ImageMinSideFilter(cfg.min_side),
-        ImageAspectRatioFilter(cfg.max_aspect_ratio),
-        CaptionLanguageFilter(cfg.languages, lid),
-    ]
+    """DataComp's basic filter from a ``PairFilterConfig`` (empty when disabled), in :data:`PAIR_FILTERS` order."""
+    filters = PAIR_FILTERS.build(PAIR, cfg)
+    if lid is not None:
+        for f in filters:
+            if isinstance(f, CaptionLanguageFilter):
+                f._lid = lid
+    return filters
 
 
 def score_filter(mode: str, min_clip_score: float, top_fraction: float, scores: np.ndarray | None = None) -> PairFilter | None:

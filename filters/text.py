@@ -1,9 +1,10 @@
 """Paragraph- and document-level text filters of OBELICS, one class per rule.
 
 Every definition reproduces ``FilteringFunctions`` of huggingface/OBELICS
-``obelics/processors/web_document_filtering.py``; the thresholds (in ``filters.config``) are those
-of ``obelisc/configs/config_filter_web_documents.yaml``. Each filter reads a :class:`TextView`
-(text and OBELICS word split computed once) and returns True or ``(False, reason)``.
+``obelics/processors/web_document_filtering.py``; the default thresholds, declared on each filter
+(``settings``), are those of ``obelisc/configs/config_filter_web_documents.yaml``. Each filter reads
+a :class:`TextView` (text and OBELICS word split computed once), measures it (``score``) and
+returns True or a :class:`filters.base.Rejection` whose detail is the failing value.
 
 Not implemented: OBELICS's KenLM perplexity filter (``check_perplexity_score``, doc-level max 1500
 with the edugp/kenlm Wikipedia ``en`` model + SentencePiece). The model cannot be fetched offline
@@ -14,19 +15,27 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from heapq import nlargest
 from itertools import islice
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from filters.base import (
     PUNCTUATION,
+    Filter,
     FilterResult,
-    TextFilter,
+    FilterTable,
     TextView,
+    ThresholdFilter,
+    at_least,
+    check_range,
+    language_codes,
     flagged_words,
+    load_word_list,
+    ratio,
+    setting,
     special_characters,
     stopwords,
 )
@@ -126,196 +135,249 @@ def punctuation_ratio(text: str, min_tokens: int = -1) -> float:
 
 
 # --------------------------------------------------------------------------- filters
+#
+# Each filter declares its config keys next to it (``settings``, with OBELICS's paragraph and
+# document defaults) and has one row in TEXT_FILTERS below; ``filters.config`` derives the
+# ``paragraph_filters`` / ``document_filters`` dataclasses from that table and
+# ``filters.text_pipeline`` builds both chains from it.
+
+PARAGRAPH = "paragraph"  # OBELICS "node level"
+DOCUMENT = "document"  # the kept paragraphs joined by blank lines
+BOTH = (PARAGRAPH, DOCUMENT)
 
 
-class WordCountFilter(TextFilter):
+# A rule on a paragraph or a document; threshold rules are ``ThresholdFilter[TextView]``.
+TextFilter = Filter[TextView]
+
+
+class WordCountFilter(ThresholdFilter[TextView]):
     """OBELICS ``check_number_words``: keep ``min_words <= #words <= max_words`` (OBELICS word split)."""
 
     name: ClassVar[str] = "word_count"
     reasons: ClassVar[tuple[str, ...]] = ("too_few_words", "too_many_words")
+    too_low, too_high, measure = "too_few_words", "too_many_words", "words"
+    settings = (
+        setting("min_words", int, paragraph=4, document=10),
+        setting("max_words", int, paragraph=1000, document=2000),
+    )
 
     def __init__(self, min_words: int, max_words: int) -> None:
-        self.min_words = min_words
-        self.max_words = max_words
+        self.minimum, self.maximum = min_words, max_words
 
-    def filter(self, view: TextView) -> FilterResult:
-        n = len(view.words)
-        if n < self.min_words:
-            return self.reject("too_few_words")
-        if n > self.max_words:
-            return self.reject("too_many_words")
-        return True
+    def score(self, view: TextView) -> int:
+        return len(view.words)
+
+    @classmethod
+    def check_config(cls, values: Mapping[str, Any]) -> None:
+        super().check_config(values)
+        check_range(values, "min_words", "max_words")
 
 
-class ImageCountFilter(TextFilter):
+class ImageCountFilter(ThresholdFilter[TextView]):
     """OBELICS ``check_number_images`` (document level): keep ``min_images <= n_images <= max_images``."""
 
     name: ClassVar[str] = "image_count"
     reasons: ClassVar[tuple[str, ...]] = ("too_few_images", "too_many_images")
+    too_low, too_high, measure = "too_few_images", "too_many_images", "images"
+    settings = (
+        setting("min_images", int, document=1),
+        setting("max_images", int, document=30),
+    )
 
     def __init__(self, min_images: int, max_images: int) -> None:
-        self.min_images = min_images
-        self.max_images = max_images
+        self.minimum, self.maximum = min_images, max_images
 
-    def filter(self, view: TextView) -> FilterResult:
-        if view.n_images < self.min_images:
-            return self.reject("too_few_images")
-        if view.n_images > self.max_images:
-            return self.reject("too_many_images")
-        return True
+    def score(self, view: TextView) -> int:
+        return view.n_images
+
+    @classmethod
+    def check_config(cls, values: Mapping[str, Any]) -> None:
+        super().check_config(values)
+        check_range(values, "min_images", "max_images")
 
 
-class CharacterRepetitionFilter(TextFilter):
+class _RepetitionFilter(ThresholdFilter[TextView]):
+    """Share of repeated n-grams (of characters or words), rejected above ``max_ratio``."""
+
+    bound = "maximum"
+
+    def __init__(self, ngram: int, max_ratio: float) -> None:
+        super().__init__(max_ratio)
+        self.ngram = ngram
+
+
+class CharacterRepetitionFilter(_RepetitionFilter):
     """OBELICS ``check_character_repetition_ratio``: reject when the ratio (see
     :func:`character_repetition_ratio`) is above ``max_ratio``."""
 
     name: ClassVar[str] = "char_repetition_ratio"
+    settings = (
+        setting("char_repetition_ngram", int, arg="ngram", check=at_least(1), paragraph=10, document=10),
+        setting("max_char_repetition_ratio", float, arg="max_ratio", check=ratio, paragraph=0.1, document=0.1),
+    )
 
-    def __init__(self, ngram: int = 10, max_ratio: float = 0.1) -> None:
-        self.ngram = ngram
-        self.max_ratio = max_ratio
-
-    def filter(self, view: TextView) -> FilterResult:
-        if character_repetition_ratio(view.text, self.ngram) > self.max_ratio:
-            return self.reject()
-        return True
+    def score(self, view: TextView) -> float:
+        return character_repetition_ratio(view.text, self.ngram)
 
 
-class WordRepetitionFilter(TextFilter):
+class WordRepetitionFilter(_RepetitionFilter):
     """OBELICS ``check_word_repetition_ratio``: reject when the word n-gram repetition ratio is above ``max_ratio``."""
 
     name: ClassVar[str] = "word_repetition_ratio"
+    settings = (
+        setting("word_repetition_ngram", int, arg="ngram", check=at_least(1), paragraph=5, document=5),
+        setting("max_word_repetition_ratio", float, arg="max_ratio", check=ratio, paragraph=0.1, document=0.2),
+    )
 
-    def __init__(self, ngram: int = 5, max_ratio: float = 0.1) -> None:
-        self.ngram = ngram
-        self.max_ratio = max_ratio
-
-    def filter(self, view: TextView) -> FilterResult:
-        if word_repetition_ratio(view.words, self.ngram) > self.max_ratio:
-            return self.reject()
-        return True
+    def score(self, view: TextView) -> float:
+        return word_repetition_ratio(view.words, self.ngram)
 
 
-class SpecialCharacterFilter(TextFilter):
+class SpecialCharacterFilter(ThresholdFilter[TextView]):
     """OBELICS ``check_special_character_ratio``: reject when the share of special characters
-    (punctuation, digits, whitespace, symbols, emoji) of the raw text is above ``max_ratio``."""
+    (punctuation, digits, whitespace, symbols, emoji) of the raw text is above the threshold."""
 
     name: ClassVar[str] = "special_character_ratio"
+    bound = "maximum"
+    settings = (
+        setting("max_special_character_ratio", float, arg="threshold", check=ratio, paragraph=0.3, document=0.275),
+    )
 
-    def __init__(self, max_ratio: float) -> None:
-        self.max_ratio = max_ratio
-
-    def filter(self, view: TextView) -> FilterResult:
-        if special_character_ratio(view.text) > self.max_ratio:
-            return self.reject()
-        return True
+    def score(self, view: TextView) -> float:
+        return special_character_ratio(view.text)
 
 
-class _WordSetFilter(TextFilter):
-    """Ratio of words in a fixed vocabulary, compared to a bound."""
+class _WordSetFilter(ThresholdFilter[TextView]):
+    """Share of the words in a vocabulary (``default_words()`` unless given), bounded on the side ``bound``."""
 
-    minimum: ClassVar[bool]
+    default_words: ClassVar[Callable[[], Collection[str]] | None] = None
 
-    def __init__(self, ratio: float, vocabulary: Collection[str]) -> None:
-        self.ratio = ratio
+    def __init__(self, threshold: float, vocabulary: Collection[str] | None = None) -> None:
+        super().__init__(threshold)
+        if vocabulary is None:
+            if self.default_words is None:
+                raise TypeError(f"{type(self).__name__} needs a vocabulary")
+            vocabulary = self.default_words()
         self._vocabulary = frozenset(vocabulary)
 
-    def filter(self, view: TextView) -> FilterResult:
-        value = word_set_ratio(view.words, self._vocabulary)
-        bad = value < self.ratio if self.minimum else value > self.ratio
-        return self.reject() if bad else True
+    def score(self, view: TextView) -> float:
+        return word_set_ratio(view.words, self._vocabulary)
 
 
 class StopwordFilter(_WordSetFilter):
-    """OBELICS ``check_stopword_ratio``: reject when fewer than ``min_ratio`` of the words are stopwords
+    """OBELICS ``check_stopword_ratio``: reject when fewer than ``threshold`` of the words are stopwords
     (OBELICS English list, ``filters/resources/stopwords_en.txt``)."""
 
     name: ClassVar[str] = "stopword_ratio"
-    minimum = True
-
-    def __init__(self, min_ratio: float, vocabulary: Collection[str] | None = None) -> None:
-        super().__init__(min_ratio, stopwords() if vocabulary is None else vocabulary)
+    bound = "minimum"
+    default_words = staticmethod(stopwords)
+    settings = (setting("min_stopword_ratio", float, arg="threshold", check=ratio, paragraph=0.3, document=0.35),)
 
 
 class FlaggedWordFilter(_WordSetFilter):
-    """OBELICS ``check_flagged_word_ratio``: reject when more than ``max_ratio`` of the words are flagged
+    """OBELICS ``check_flagged_word_ratio``: reject when more than ``threshold`` of the words are flagged
     (adult) words (``filters/resources/flagged_words_en.txt``)."""
 
     name: ClassVar[str] = "flagged_word_ratio"
-    minimum = False
-
-    def __init__(self, max_ratio: float, vocabulary: Collection[str] | None = None) -> None:
-        super().__init__(max_ratio, flagged_words() if vocabulary is None else vocabulary)
+    bound = "maximum"
+    default_words = staticmethod(flagged_words)
+    settings = (setting("max_flagged_word_ratio", float, arg="threshold", check=ratio, paragraph=0.01, document=0.01),)
 
 
 class CommonWordFilter(_WordSetFilter):
-    """OBELICS ``check_common_word_ratio``: reject when fewer than ``min_ratio`` of the words are in a
+    """OBELICS ``check_common_word_ratio``: reject when fewer than ``threshold`` of the words are in a
     list of common English words.
 
     OBELICS's list (``common_words.json``) is distributed from a Google Drive link, not from the
-    repository, so it is not shipped here: the pipeline enables this rule only when
-    ``common_words_file`` names a word list.
+    repository, so it is not shipped here: the chain holds this rule only when
+    ``common_words_file`` names a word list (text file, one word per line, or a JSON list/mapping).
     """
 
     name: ClassVar[str] = "common_word_ratio"
-    minimum = True
+    bound = "minimum"
+    settings = (
+        setting("common_words_file", str, paragraph="", document=""),
+        setting("min_common_word_ratio", float, arg="threshold", check=ratio, paragraph=0.8, document=0.9),
+    )
 
-    def __init__(self, min_ratio: float, vocabulary: Collection[str]) -> None:
-        super().__init__(min_ratio, vocabulary)
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> "CommonWordFilter | None":
+        path = values["common_words_file"]
+        return cls(values["min_common_word_ratio"], load_word_list(path)) if path else None
 
 
-class PunctuationFilter(TextFilter):
+class PunctuationFilter(ThresholdFilter[TextView]):
     """OBELICS ``check_punctuation_ratio``: reject when marks / tokens is below ``min_ratio``.
 
-    ``min_tokens`` (paragraph level: 12 in OBELICS, document level: off) keeps texts with fewer tokens.
+    ``min_tokens`` keeps texts with fewer ``[\\w']+``/punctuation tokens (OBELICS
+    ``min_number_words_to_check_punctuation_ratio``: 12 at paragraph level; off at document level).
     """
 
     name: ClassVar[str] = "punctuation_ratio"
+    settings = (
+        setting("min_punctuation_ratio", float, arg="min_ratio", check=ratio, paragraph=0.001, document=0.03),
+        setting("punctuation_min_tokens", int, arg="min_tokens", paragraph=12),
+    )
 
     def __init__(self, min_ratio: float, min_tokens: int = -1) -> None:
-        self.min_ratio = min_ratio
+        self.minimum = min_ratio
         self.min_tokens = min_tokens
 
-    def filter(self, view: TextView) -> FilterResult:
-        if punctuation_ratio(view.text, self.min_tokens) < self.min_ratio:
-            return self.reject()
-        return True
+    def score(self, view: TextView) -> float:
+        return punctuation_ratio(view.text, self.min_tokens)
 
 
 class LanguageFilter(TextFilter):
     """OBELICS ``check_lang_id``: keep when fastText's top language is allowed and its score is at
-    least ``min_score`` (OBELICS: ``en``, 0.8, document level). Reads ``view.lang``/``view.lang_score``,
-    which the pipeline fills (see ``filters.language``). An empty ``languages`` keeps every language.
+    least ``min_score`` (OBELICS: ``en``, 0.8, document level). Reads :meth:`TextView.language`,
+    identified on first use (see ``filters.language``). An empty ``languages`` keeps every language
+    (and leaves the rule out of the chain).
     """
 
     name: ClassVar[str] = "lang_not_allowed"
     reasons: ClassVar[tuple[str, ...]] = ("lang_not_allowed", "lang_score_too_low")
+    settings = (
+        setting("languages", list[str], check=language_codes, document=["en"]),
+        setting("min_lang_score", float, arg="min_score", check=ratio, document=0.8),
+    )
 
     def __init__(self, languages: Iterable[str], min_score: float = 0.8) -> None:
         self.languages = frozenset(languages)
         self.min_score = min_score
 
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> "LanguageFilter | None":
+        return cls(values["languages"], values["min_lang_score"]) if values["languages"] else None
+
+    def score(self, view: TextView) -> float | None:
+        return view.language()[1]
+
     def filter(self, view: TextView) -> FilterResult:
         if not self.languages:
             return True
-        if view.lang not in self.languages:
-            return self.reject("lang_not_allowed")
-        if (view.lang_score or 0.0) < self.min_score:
-            return self.reject("lang_score_too_low")
+        lang, score = view.language()
+        if lang not in self.languages:
+            return self.reject("lang_not_allowed", f"lang {lang}")
+        if (score or 0.0) < self.min_score:
+            return self.reject("lang_score_too_low", f"lang_score {round(score or 0.0, 4)} < {self.min_score}")
         return True
 
 
-ALL_FILTERS: tuple[type[TextFilter], ...] = (
-    WordCountFilter,
-    ImageCountFilter,
-    CharacterRepetitionFilter,
-    WordRepetitionFilter,
-    SpecialCharacterFilter,
-    StopwordFilter,
-    FlaggedWordFilter,
-    PunctuationFilter,
-    CommonWordFilter,
-    LanguageFilter,
-)
+# The one chain table: OBELICS order (``WebDocumentFilteringNodeLevel`` / ``...DocLevel``), and
+# the chains each filter runs in. The document chain starts with the image count and ends with
+# the language id (the model runs only on documents that reach it).
+TEXT_FILTERS = FilterTable((
+    (ImageCountFilter, (DOCUMENT,)),
+    (WordCountFilter, BOTH),
+    (CharacterRepetitionFilter, BOTH),
+    (WordRepetitionFilter, BOTH),
+    (SpecialCharacterFilter, BOTH),
+    (StopwordFilter, BOTH),
+    (FlaggedWordFilter, BOTH),
+    (PunctuationFilter, BOTH),
+    (CommonWordFilter, BOTH),
+    (LanguageFilter, (DOCUMENT,)),
+))
+ALL_FILTERS: tuple[type[Filter], ...] = tuple(cls for cls, _ in TEXT_FILTERS.rows)
 # Every reason a text filter can return, e.g. for stats columns.
-ALL_REASONS: tuple[str, ...] = tuple(r for f in ALL_FILTERS for r in f.all_reasons())
+ALL_REASONS: tuple[str, ...] = TEXT_FILTERS.reasons()

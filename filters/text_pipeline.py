@@ -1,4 +1,4 @@
-"""OBELICS's paragraph then document text filtering, built from ``filters.config``.
+"""OBELICS's paragraph then document text filtering: the chains of ``filters.text.TEXT_FILTERS``.
 
 Order of the checks is OBELICS's (huggingface/OBELICS ``obelics/processors/web_document_filtering.py``,
 ``WebDocumentFilteringNodeLevel`` and ``WebDocumentFilteringDocLevel``):
@@ -16,61 +16,33 @@ cheap to pickle (the language model is re-attached per process, see ``filters.la
 from __future__ import annotations
 
 from collections import Counter
+from typing import NamedTuple
 
-from filters.base import TextFilter, TextView, load_word_list, run_filters
+from filters.base import Filter, TextView, find_rejection, run_filters
 from filters.config import DocumentFilterConfig, ParagraphFilterConfig
 from filters.language import UNKNOWN, LanguageIdentifier, get_language_identifier
-from filters.text import (
-    CharacterRepetitionFilter,
-    CommonWordFilter,
-    FlaggedWordFilter,
-    ImageCountFilter,
-    LanguageFilter,
-    PunctuationFilter,
-    SpecialCharacterFilter,
-    StopwordFilter,
-    WordCountFilter,
-    WordRepetitionFilter,
-)
+from filters.text import DOCUMENT, PARAGRAPH, TEXT_FILTERS
 
-PARAGRAPH_SEPARATOR = "\n\n"
+from curation.layout import PARAGRAPH_SEP as PARAGRAPH_SEPARATOR  # spelled once, in curation.layout
 
 
-def paragraph_filters(cfg: ParagraphFilterConfig) -> list[TextFilter]:
-    """The paragraph-level filters of ``cfg``, in OBELICS order (empty when ``cfg.enabled`` is False)."""
-    if not cfg.enabled:
-        return []
-    filters: list[TextFilter] = [
-        WordCountFilter(cfg.min_words, cfg.max_words),
-        CharacterRepetitionFilter(cfg.char_repetition_ngram, cfg.max_char_repetition_ratio),
-        WordRepetitionFilter(cfg.word_repetition_ngram, cfg.max_word_repetition_ratio),
-        SpecialCharacterFilter(cfg.max_special_character_ratio),
-        StopwordFilter(cfg.min_stopword_ratio),
-        FlaggedWordFilter(cfg.max_flagged_word_ratio),
-        PunctuationFilter(cfg.min_punctuation_ratio, cfg.punctuation_min_tokens),
-    ]
-    if cfg.common_words_file:
-        filters.append(CommonWordFilter(cfg.min_common_word_ratio, load_word_list(cfg.common_words_file)))
-    return filters
+def paragraph_filters(cfg: ParagraphFilterConfig) -> list[Filter]:
+    """The paragraph chain of :data:`filters.text.TEXT_FILTERS` with the thresholds of ``cfg``."""
+    return TEXT_FILTERS.build(PARAGRAPH, cfg)
 
 
-def document_filters(cfg: DocumentFilterConfig) -> list[TextFilter]:
-    """The document-level filters of ``cfg`` except the language filter, in OBELICS order."""
-    if not cfg.enabled:
-        return []
-    filters: list[TextFilter] = [
-        ImageCountFilter(cfg.min_images, cfg.max_images),
-        WordCountFilter(cfg.min_words, cfg.max_words),
-        CharacterRepetitionFilter(cfg.char_repetition_ngram, cfg.max_char_repetition_ratio),
-        WordRepetitionFilter(cfg.word_repetition_ngram, cfg.max_word_repetition_ratio),
-        SpecialCharacterFilter(cfg.max_special_character_ratio),
-        StopwordFilter(cfg.min_stopword_ratio),
-        FlaggedWordFilter(cfg.max_flagged_word_ratio),
-        PunctuationFilter(cfg.min_punctuation_ratio),
-    ]
-    if cfg.common_words_file:
-        filters.append(CommonWordFilter(cfg.min_common_word_ratio, load_word_list(cfg.common_words_file)))
-    return filters
+def document_filters(cfg: DocumentFilterConfig) -> list[Filter]:
+    """The document chain of :data:`filters.text.TEXT_FILTERS` (language id last) with the thresholds of ``cfg``."""
+    return TEXT_FILTERS.build(DOCUMENT, cfg)
+
+
+class DocumentVerdict(NamedTuple):
+    """A document's rejection reason (None: kept), the failing value, and its language."""
+
+    reason: str | None
+    detail: str | None
+    lang: str
+    lang_score: float
 
 
 class TextFilterPipeline:
@@ -97,11 +69,6 @@ class TextFilterPipeline:
         self._lid = lid
         self.paragraph_filters = paragraph_filters(paragraph_cfg)
         self.document_filters = document_filters(document_cfg)
-        self.language_filter = (
-            LanguageFilter(document_cfg.languages, document_cfg.min_lang_score)
-            if document_cfg.enabled and document_cfg.languages
-            else None
-        )
 
     @property
     def lid(self) -> LanguageIdentifier:
@@ -137,22 +104,29 @@ class TextFilterPipeline:
 
     # ------------------------------------------------------------------ documents
 
-    def filter_document(self, paragraphs: list[str], n_images: int) -> tuple[str | None, str, float]:
+    def judge_document(self, paragraphs: list[str], n_images: int) -> DocumentVerdict:
         """Verdict on a document made of the kept ``paragraphs`` (joined by blank lines) and ``n_images`` images.
 
-        Returns ``(reason or None, language, language score)``. The reason is a filter reason such as
-        ``"too_few_images"``, ``"too_few_words"``, ``"stopword_ratio"``, ``"lang_not_allowed"``.
+        The reason is a filter reason such as ``"too_few_images"``, ``"stopword_ratio"``,
+        ``"lang_not_allowed"``; the detail names the failing value (``"stopword_ratio 0.12 < 0.35"``).
+        The language is identified when the document reaches the language check, is kept, or
+        ``identify_rejected`` is set; otherwise it is ``("unknown", 0.0)``.
         """
         text = PARAGRAPH_SEPARATOR.join(p for p in paragraphs if p)
         if not self.document_cfg.enabled:
             lang, score = self.identify(text)
-            return None, lang, score
-        view = TextView.of(text, n_images=n_images)
-        reason = run_filters(self.document_filters, view)
-        if reason is not None:
-            lang, score = self.identify(view.text) if self.identify_rejected else (UNKNOWN, 0.0)
-            return reason, lang, score
-        view.lang, view.lang_score = self.identify(view.text)
-        if self.language_filter is not None:
-            reason = run_filters((self.language_filter,), view)
-        return reason, view.lang, view.lang_score
+            return DocumentVerdict(None, None, lang, score)
+        view = TextView.of(text, n_images=n_images, identify=self.identify)
+        rejection = find_rejection(self.document_filters, view)
+        if rejection is None or self.identify_rejected or view.lang is not None:
+            lang, score = view.language()
+        else:
+            lang, score = UNKNOWN, 0.0
+        if rejection is None:
+            return DocumentVerdict(None, None, lang, score)
+        return DocumentVerdict(rejection.reason, rejection.detail, lang, score)
+
+    def filter_document(self, paragraphs: list[str], n_images: int) -> tuple[str | None, str, float]:
+        """``(reason or None, language, language score)`` of :meth:`judge_document`."""
+        verdict = self.judge_document(paragraphs, n_images)
+        return verdict.reason, verdict.lang, verdict.lang_score

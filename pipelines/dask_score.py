@@ -62,7 +62,7 @@ from curation.dask_cluster import (
 )
 from curation.schemas import IMAGE_PAIRS, IMAGES, INTERLEAVED, REJECTS, SCORED_PAIRS
 from curation.stage import Stage, StageContext, StageError, StageStats, read_marker
-from filters.pairs import PairView, basic_filters, run_filters, score_filter
+from filters.pairs import PairView, basic_filters, find_rejection, score_filter
 from models.assignment import assign
 from models.mmc4 import build_mmc4_document, mmc4_arrow_schema, split_sentences
 from models.scoring import RANDOM_WEIGHTS_WARNING, ModelSpec, clip_scores, load_scorer
@@ -248,9 +248,9 @@ def score_pairs_shard(spec: WorkerSpec, shard: Shard, lookup: ImageLookup | None
             if reasons[i] is not None:
                 continue
             view = PairView(captions[i], widths[i] or int(sizes[i, 0]) or None, heights[i] or int(sizes[i, 1]) or None)
-            reason = run_filters(filters, view)
-            if reason is not None:
-                reasons[i] = reason
+            rejection = find_rejection(filters, view)
+            if rejection is not None:
+                reasons[i], details[i] = rejection.reason, rejection.detail
     out.write_table("pairs_scores", pa.table({
         "key": t.column("key"),
         "clip_score": pa.array(scores, pa.float32()),
