@@ -182,9 +182,9 @@ class RecordProcessor:
         if not items:
             out.reason = "no_content"
             return out
-        reason, lang, lang_score = self.text_pipeline.filter_document(kept_paragraphs, n_images)
+        reason, detail, lang, lang_score = self.text_pipeline.judge_document(kept_paragraphs, n_images)
         if reason:
-            out.reason, out.detail = f"doc_{reason}", f"lang={lang}:{lang_score:.2f}"
+            out.reason, out.detail = f"doc_{reason}", f"{detail + '; ' if detail else ''}lang={lang}:{lang_score:.2f}"
             return out
 
         doc_id = doc_id_for(rec.warc_filename, rec.offset)
