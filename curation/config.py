@@ -181,7 +181,8 @@ class ScoreConfig:
 
 # ``score.pretrained``, ``capfilt.captioner`` or ``capfilt.filter`` set to this means "the models this
 # run trains itself": the ``bootstrap`` stage (pipelines/bootstrap.py) trains them before ``score``
-# and saves them under ``<run>/bootstrap/models/``; score and capfilt load them from there.
+# and saves them under ``<run>/bootstrap/models/``; score and capfilt load them from there
+# (resolved by models/resolve.py).
 BOOTSTRAP_MODELS = "bootstrap"
 
 
@@ -237,7 +238,8 @@ class CapfiltConfig:
 
 @dataclass
 class BootstrapConfig:
-    """Models a run trains itself when none can be downloaded (pipelines/bootstrap.py).
+    """Models a run trains itself when none can be downloaded (pipelines/bootstrap.py; the
+    ``--rounds`` loop: pipelines/bootstrap_loop.py).
 
     BLIP's round 0 with the thin trainer (``train`` section for everything not set here): a CLIP
     (``score.model``) and a BLIP are trained on the run's web pairs, then the captioner and the
