@@ -405,6 +405,34 @@ def _check_allow_entry(entry: str) -> None:
 
 
 @dataclass
+class SafetyConfig:
+    """The release-safety layer (docs/safety.md): scores on CLIP embeddings, faces, PII, blocklists.
+
+    Read by extract (PII, blocked domains), images (image hash list, TDM reservation) and score
+    (heads, faces). The heads are LAION's released files: ``auto`` picks the one for the score model
+    (``ViT-B-32``/``ViT-L-14`` with ``pretrained: openai``) under ``heads_dir``; a path names a head
+    trained for another CLIP; null, or no head for the model, leaves the column null.
+    """
+
+    heads_dir: str | None = None  # folder with nsfw/ and aesthetic/ as LAION released them
+    nsfw_head: str | None = "auto"  # auto | path to a .pth state dict | null
+    aesthetic_head: str | None = "auto"
+    max_nsfw: float | None = 0.5  # P(NSFW) above this is rejected (``nsfw``); null keeps every score
+    min_aesthetic: float | None = None  # off by default; e.g. 5.0 for LAION-Aesthetics-like subsets
+    faces: bool = True  # OpenCV Haar cascade face count + boxes per kept image (models/faces.py)
+    pii_emails: bool = True  # replace in document texts and captions (filters/pii.py)
+    pii_phones: bool = True
+    pii_ips: bool = True
+    blocked_domains_file: str | None = None  # domains / URLs, one per line (UT1 lists): pages ``blocked_domain``
+    image_hash_blocklist_file: str | None = None  # sha256 or MD5 hex per line: images ``hash_listed``
+    honour_tdm_reservation: bool = True  # ``tdm-reservation: 1`` response header -> ``tdm_reserved``
+
+    def validate(self) -> None:
+        if self.max_nsfw is not None and not 0.0 <= self.max_nsfw <= 1.0:
+            raise ValueError(f"max_nsfw must be a probability in [0, 1] or null, got {self.max_nsfw}")
+
+
+@dataclass
 class PipelineConfig:
     """Everything one run of ``curate`` needs."""
 
@@ -431,6 +459,7 @@ class PipelineConfig:
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)  # pipelines/bootstrap.py
     train: TrainConfig = field(default_factory=TrainConfig)  # curate train (models/train_config.py)
     eval: EvalConfig = field(default_factory=EvalConfig)  # curate eval
+    safety: SafetyConfig = field(default_factory=SafetyConfig)  # docs/safety.md
 
     def validate(self) -> None:
         if self.sample_pages < 1:
