@@ -137,6 +137,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if job is not None:
         return registry.load_target(job.cli_main)(args, load_config)
     cfg = load_config(args)
+    from curation.preflight import preflight  # cluster reachable, inputs complete, --out writable: in seconds
+
+    preflight(cfg, args.command, getattr(args, "input", None))
     force = set(args.force)
     if args.command == "report":
         from curation.report import write_report
