@@ -76,6 +76,16 @@ def test_pixel_count_and_animation():
     assert AnimatedFilter().filter(ImageView("u", "webp", 300, 300, n_frames=4)) == (False, "animated")
 
 
+def test_rejections_carry_the_failing_value():
+    assert FormatFilter(["jpeg"]).filter(ImageView("u", "gif", 400, 300)).detail == "format gif"
+    assert SideFilter(150, 20000).filter(ImageView("u", "png", 400, 120)).detail == "shorter side 120 < 150"
+    assert SideFilter(150, 20000).filter(ImageView("u", "png", 20001, 200)).detail == "longer side 20001 > 20000"
+    assert AspectRatioFilter(0.5, 2.0).filter(ImageView("u", "png", 500, 200)).detail == "aspect ratio 2.5 > 2.0"
+    assert AspectRatioFilter(0.5, 2.0).filter(ImageView("u", "png", 200, 0)).detail == "aspect ratio unknown"
+    assert PixelCountFilter(100).filter(ImageView("u", "png", 20, 20)).detail == "pixels 400 > 100"
+    assert AnimatedFilter().filter(ImageView("u", "gif", 300, 300, n_frames=3)).detail == "frames 3 > 1"
+
+
 def test_header_filters_order_format_before_size():
     filters = header_filters(CFG)
     assert first_rejection(filters, GOOD) is None

@@ -14,9 +14,11 @@ from filters.pairs import (
     ClipScoreThresholdFilter,
     ImageAspectRatioFilter,
     ImageMinSideFilter,
+    PAIR_FILTERS,
     PairView,
     TopFractionFilter,
     basic_filters,
+    find_rejection,
     run_filters,
     score_filter,
     top_fraction_cutoff,
@@ -88,3 +90,31 @@ def test_score_filter_modes():
     assert f.filter(PairView(None, clip_score=0.2)) == (False, "not_in_top_fraction")
     with pytest.raises(ValueError):
         score_filter("top_fraction", 0.28, 0.3)
+
+
+def test_rejections_carry_the_failing_value():
+    assert CaptionWordsFilter(3).filter(PairView("red car")).detail == "words 2 < 3"
+    assert ImageMinSideFilter(200).filter(PairView("x", 640, 199)).detail == "shorter side 199 < 200"
+    assert ImageMinSideFilter(200).filter(PairView("x", None, 500)).detail == "shorter side unknown"
+    assert ImageAspectRatioFilter(3.0).filter(PairView("x", 200, 601)).detail == "aspect ratio 3.005 > 3.0"
+    assert ClipScoreThresholdFilter(0.28).filter(PairView("x", clip_score=0.2)).detail == "clip_score 0.2 < 0.28"
+    rejection = find_rejection(basic_filters(PairFilterConfig()), PairView("dog", 640, 480))
+    assert (rejection.reason, rejection.detail) == ("basic_filter:too_few_chars", "chars 3 < 6")
+
+
+def test_pair_filter_config_is_derived_from_the_table_and_loads_from_yaml():
+    import dataclasses
+
+    from curation.config import ConfigError, PipelineConfig
+    from filters.config import PairFilterConfig as Derived
+
+    assert Derived is PairFilterConfig  # curation.config re-exports the one definition
+    assert {f.name for f in dataclasses.fields(PairFilterConfig)} == {
+        "enabled", "languages", "min_words", "min_chars", "min_side", "max_aspect_ratio"}
+    assert [type(f) for f in basic_filters(PairFilterConfig())] == [cls for cls, _ in PAIR_FILTERS.rows]
+    cfg = PipelineConfig.load(overrides={"score.filters.min_words": 5, "score.filters.languages": ["en", "de"]})
+    assert cfg.score.filters.min_words == 5 and basic_filters(cfg.score.filters)[1].minimum == 5
+    with pytest.raises(ConfigError, match="max_aspect_ratio"):
+        PipelineConfig.load(overrides={"score.filters.max_aspect_ratio": 0.5})
+    with pytest.raises(ConfigError, match="languages"):
+        PipelineConfig.load(overrides={"score.filters.languages": [""]})

@@ -1,7 +1,9 @@
 """Each OBELICS text filter keeps a normal English paragraph and rejects a crafted bad one."""
 from __future__ import annotations
 
+import dataclasses
 import math
+import pickle
 import random
 import re
 from collections import Counter
@@ -9,8 +11,12 @@ from collections import Counter
 import pytest
 
 from filters.base import (
+    FilterTable,
     TextView,
+    ThresholdFilter,
     flagged_words,
+    ratio,
+    setting,
     run_filters,
     special_characters,
     split_words,
@@ -20,6 +26,9 @@ from filters.base import (
 from filters.config import DocumentFilterConfig, ParagraphFilterConfig
 from filters.text import (
     ALL_REASONS,
+    BOTH,
+    PARAGRAPH,
+    TEXT_FILTERS,
     CharacterRepetitionFilter,
     CommonWordFilter,
     FlaggedWordFilter,
@@ -33,7 +42,9 @@ from filters.text import (
     character_repetition_ratio,
     punctuation_ratio,
     word_repetition_ratio,
+    word_set_ratio,
 )
+from filters.text_pipeline import paragraph_filters
 
 GOOD = (
     "The old lighthouse stands on a rocky point at the edge of the bay. For more than a century, its keepers "
@@ -45,15 +56,7 @@ P = ParagraphFilterConfig()
 
 
 def default_paragraph_filters():
-    return [
-        WordCountFilter(P.min_words, P.max_words),
-        CharacterRepetitionFilter(P.char_repetition_ngram, P.max_char_repetition_ratio),
-        WordRepetitionFilter(P.word_repetition_ngram, P.max_word_repetition_ratio),
-        SpecialCharacterFilter(P.max_special_character_ratio),
-        StopwordFilter(P.min_stopword_ratio),
-        FlaggedWordFilter(P.max_flagged_word_ratio),
-        PunctuationFilter(P.min_punctuation_ratio, P.punctuation_min_tokens),
-    ]
+    return paragraph_filters(P)
 
 
 def reason(f, text, n_images=0):
@@ -278,3 +281,102 @@ def test_obelics_default_thresholds():
     assert (p.max_word_repetition_ratio, d.max_word_repetition_ratio) == (0.1, 0.2)
     assert (p.min_punctuation_ratio, d.min_punctuation_ratio, p.punctuation_min_tokens) == (0.001, 0.03, 12)
     assert (d.languages, d.min_lang_score) == (["en"], 0.8)
+
+
+# ---------------------------------------------------------------- rejection detail, score, chain table
+
+
+def test_rejection_carries_the_failing_value():
+    result = WordCountFilter(4, 1000).filter(TextView.of("Read more »"))
+    assert result == (False, "too_few_words") and result.detail == "words 2 < 4"
+    bad = "Laptop charger, USB cable, HDMI adapter, battery pack, wireless keyboard."
+    result = StopwordFilter(0.3).filter(TextView.of(bad))
+    assert result == (False, "stopword_ratio") and result.detail == "stopword_ratio 0.0 < 0.3"
+    result = FlaggedWordFilter(0.01).filter(TextView.of(GOOD + " porn"))
+    assert result.detail.startswith("flagged_word_ratio 0.01") and result.detail.endswith("> 0.01")
+    view = TextView.of(GOOD)
+    view.lang, view.lang_score = "fr", 0.99
+    assert LanguageFilter(["en"]).filter(view).detail == "lang fr"
+
+
+def test_score_is_apart_from_the_decision():
+    view = TextView.of(GOOD)
+    assert StopwordFilter(0.9).score(view) == pytest.approx(word_set_ratio(view.words, stopwords()))
+    assert WordCountFilter(1, 2).score(view) == len(view.words)
+    assert CharacterRepetitionFilter(10, 0.1).score(view) == character_repetition_ratio(view.text, 10)
+
+
+def test_chains_follow_the_table_in_obelics_order():
+    assert [type(f) for f in paragraph_filters(P)] == [
+        WordCountFilter, CharacterRepetitionFilter, WordRepetitionFilter, SpecialCharacterFilter,
+        StopwordFilter, FlaggedWordFilter, PunctuationFilter,
+    ]
+    from filters.text_pipeline import document_filters
+
+    chain = document_filters(DocumentFilterConfig())
+    assert [type(f) for f in chain][:2] == [ImageCountFilter, WordCountFilter]
+    assert type(chain[-1]) is LanguageFilter
+    assert CommonWordFilter not in map(type, chain)  # no word list configured
+    assert document_filters(DocumentFilterConfig(languages=[]))[-1].__class__ is PunctuationFilter
+    assert paragraph_filters(ParagraphFilterConfig(enabled=False)) == []
+    # the thresholds reach the filters
+    assert paragraph_filters(ParagraphFilterConfig(min_words=7))[0].minimum == 7
+    assert paragraph_filters(P)[-1].min_tokens == 12 and chain[-2].min_tokens == -1
+
+
+def test_config_keys_are_the_yaml_keys():
+    # Users' YAML files name these keys: a rename here breaks them.
+    assert [f.name for f in dataclasses.fields(ParagraphFilterConfig)] == [
+        "enabled", "min_words", "max_words", "char_repetition_ngram", "max_char_repetition_ratio",
+        "word_repetition_ngram", "max_word_repetition_ratio", "max_special_character_ratio", "min_stopword_ratio",
+        "max_flagged_word_ratio", "min_punctuation_ratio", "punctuation_min_tokens", "common_words_file",
+        "min_common_word_ratio",
+    ]
+    assert sorted(f.name for f in dataclasses.fields(DocumentFilterConfig)) == sorted([
+        "enabled", "min_words", "max_words", "min_images", "max_images", "char_repetition_ngram",
+        "max_char_repetition_ratio", "word_repetition_ngram", "max_word_repetition_ratio",
+        "max_special_character_ratio", "min_stopword_ratio", "max_flagged_word_ratio", "min_punctuation_ratio",
+        "common_words_file", "min_common_word_ratio", "languages", "min_lang_score",
+    ])
+    d = DocumentFilterConfig()
+    assert d.languages is not DocumentFilterConfig().languages  # a fresh list per instance
+    assert pickle.loads(pickle.dumps(d)) == d
+
+
+def test_yaml_keys_load_through_the_pipeline_config():
+    from curation.config import ConfigError, PipelineConfig
+
+    cfg = PipelineConfig.load(overrides={"paragraph_filters.min_words": 6, "document_filters.languages": ["fr"]})
+    assert cfg.paragraph_filters.min_words == 6 and cfg.document_filters.languages == ["fr"]
+    with pytest.raises(ConfigError, match="max_special_character_ratio"):
+        PipelineConfig.load(overrides={"paragraph_filters.max_special_character_ratio": 2})
+    with pytest.raises(ConfigError, match="unknown config key"):
+        PipelineConfig.load(overrides={"paragraph_filters.min_wrods": 6})
+
+
+class _ExclamationFilter(ThresholdFilter[TextView]):
+    """A new rule as a contributor writes it: reason, config key with defaults, measurement."""
+
+    name = "exclamation_ratio"
+    bound = "maximum"
+    settings = (setting("max_exclamation_ratio", float, arg="threshold", check=ratio, paragraph=0.1, document=0.05),)
+
+    def score(self, view):
+        return view.text.count("!") / max(1, len(view.text))
+
+
+def test_a_new_filter_is_its_class_and_one_table_row():
+    # What adding a row to TEXT_FILTERS does: both chains and both configs pick the filter up.
+    table = FilterTable((*TEXT_FILTERS.rows, (_ExclamationFilter, BOTH)))
+    para = table.config_class(PARAGRAPH, "Para", __name__, "test")
+    assert para().max_exclamation_ratio == 0.1 and para().min_words == 4
+    chain = table.build(PARAGRAPH, para())
+    assert isinstance(chain[-1], _ExclamationFilter)
+    from filters.base import find_rejection
+
+    assert find_rejection(chain, TextView.of(GOOD)) is None
+    rejection = find_rejection(chain[-1:], TextView.of(GOOD + "!" * 50))
+    assert rejection.reason == "exclamation_ratio" and rejection.detail.startswith("exclamation_ratio 0.")
+    with pytest.raises(ValueError, match="max_exclamation_ratio"):
+        para(max_exclamation_ratio=3.0).validate()
+    assert "exclamation_ratio" in table.reasons()

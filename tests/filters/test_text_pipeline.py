@@ -103,3 +103,34 @@ def test_pickles_for_workers():
 def test_invalid_config_rejected():
     with pytest.raises(ValueError):
         pipeline(document={"min_images": 3, "max_images": 2})
+
+
+class CountingLid:
+    """A language identifier that says English and counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict(self, text):
+        self.calls += 1
+        return "en", 0.97
+
+
+def test_judge_document_gives_the_failing_value():
+    verdict = pipeline({}, {"min_stopword_ratio": 0.9}).judge_document([P1, P2], 1)
+    assert verdict.reason == "stopword_ratio" and verdict.detail.startswith("stopword_ratio 0.")
+    assert verdict.detail.endswith("< 0.9") and (verdict.lang, verdict.lang_score) == ("unknown", 0.0)
+    assert pipeline().judge_document([P1, P2], 0).detail == "images 0 < 1"
+    verdict = pipeline(document={"min_stopword_ratio": 0.0}).judge_document([FR], 1)
+    assert (verdict.reason, verdict.detail, verdict.lang) == ("lang_not_allowed", "lang fr", "fr")
+    verdict = pipeline().judge_document([P1, P2], 1)
+    assert verdict.reason is None and verdict.detail is None and verdict.lang == "en"
+
+
+def test_language_model_runs_only_when_needed():
+    lid = CountingLid()
+    pipe = TextFilterPipeline(ParagraphFilterConfig(), DocumentFilterConfig(), lid=lid)
+    assert pipe.filter_document([P1, P2], 0) == ("too_few_images", "unknown", 0.0) and lid.calls == 0
+    assert pipe.filter_document([P1, P2], 1) == (None, "en", 0.97) and lid.calls == 1  # once, shared by the check
+    no_language_rule = TextFilterPipeline(ParagraphFilterConfig(), DocumentFilterConfig(languages=[]), lid=lid)
+    assert no_language_rule.filter_document([P1, P2], 1) == (None, "en", 0.97) and lid.calls == 2
