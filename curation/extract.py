@@ -6,8 +6,10 @@ header checks first, decoding and parsing last.
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,11 +17,15 @@ from typing import Any
 
 from curation.config import ExtractConfig
 from curation.html_extract import ExtractedImage, ExtractedPage, HtmlTooDeep, extract_page
+from curation.layout import PARAGRAPH_SEP
 from curation.warc_reader import ReadProblem, ResponseRecord
+
+log = logging.getLogger(__name__)
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "application/xml+xhtml"})
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.\-]+)""", re.I)
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Alt texts that say nothing about the picture.
 GENERIC_CAPTIONS = frozenset(
     """image img picture photo photograph pic icon logo untitled click here click here thumbnail
@@ -46,29 +52,63 @@ def doc_id_for(warc_filename: str, offset: int) -> str:
     return hashlib.sha1(f"{warc_filename}@{offset}".encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
 
+# Python codecs that are no web charset: bytes.decode with them raises plain UnicodeError
+# (``undefined``; ``idna`` on a bad ``xn--`` label), takes quadratic time (``punycode``: minutes
+# on a hostile megabyte) or turns backslashes into code points (the ``*unicode_escape`` ones).
+# Bytes-to-bytes and text-to-text codecs (base64_codec, zlib_codec, rot13, ...) fail the
+# ``_is_text_encoding`` test in :func:`_text_codec`.
+_NOT_CHARSETS = frozenset({"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape"})
+
+
+def _text_codec(label: str | None) -> str | None:
+    """The Python codec a declared charset label names, or None when it names no text charset.
+
+    A page (or its server) may declare anything; a label Python does not know, or one naming a
+    codec that is not a charset, is ignored like browsers ignore an unknown label.
+    """
+    if not label:
+        return None
+    try:
+        info = codecs.lookup(label.strip().lower())
+    except (LookupError, ValueError, TypeError):  # ValueError: embedded NUL in the label
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None
+    return info.name
+
+
 def decode_html(payload: bytes, http_charset: str | None) -> tuple[str | None, str | None, str]:
     """Decode with the declared charset, then the <meta> one, then a detected one.
 
     Returns ``(text, encoding, note)``; ``text`` is None when the bytes are not
-    text in any plausible encoding (``note`` says why).
+    text in any plausible encoding (``note`` says why). Never raises: a label that names no
+    text charset is skipped (:func:`_text_codec`) and any error of a codec is a failed candidate.
     """
     from resiliparse.parse.encoding import detect_encoding
 
-    candidates: list[str] = []
+    candidates: list[str | None] = []
     if http_charset:
         candidates.append(http_charset)
     m = _META_CHARSET.search(payload[:4096])
     if m:
         candidates.append(m.group(1).decode("ascii", "ignore").lower())
-    candidates += [detect_encoding(payload[:65536]), "utf-8"]
+    try:
+        candidates.append(detect_encoding(payload[:65536]))
+    except Exception:  # noqa: BLE001  detection is a hint; utf-8 follows anyway
+        pass
+    candidates.append("utf-8")
     seen: set[str] = set()
     for enc in candidates:
         if not enc or enc in seen:
             continue
         seen.add(enc)
+        if _text_codec(enc) is None:
+            continue
         try:
             text = payload.decode(enc)
-        except (UnicodeDecodeError, LookupError):
+        except Exception:  # noqa: BLE001  UnicodeError (incl. its Decode subclass) and whatever a codec raises
+            continue
+        if _SURROGATE.search(text):  # utf-7 decodes "+2D0-" to a lone surrogate, which no writer can encode
             continue
         if _looks_binary(text):
             return None, enc, "binary_payload"
@@ -117,9 +157,26 @@ class RecordProcessor:
         self.banned = frozenset(w.lower() for w in extract_cfg.image_url_banned_words)
 
     def process(self, rec: ResponseRecord | ReadProblem) -> RecordResult:
+        """``rec`` -> its :class:`RecordResult`; never raises.
+
+        One record must not end the Spark task and take every other file of it along: an
+        unexpected exception in any step is this record's ``record_error`` reject (logged, with
+        the exception type in the detail), and its partial counters are dropped.
+        """
+        try:
+            return self._process(rec)
+        except Exception as exc:  # noqa: BLE001  see the docstring
+            row_id = getattr(rec, "row_id", None) or "unknown@0"
+            log.warning("record %s: %s: %s", row_id, type(exc).__name__, exc, exc_info=True)
+            return RecordResult(row_id, reason="record_error", detail=f"{type(exc).__name__}: {exc}"[:500])
+
+    def _process(self, rec: ResponseRecord | ReadProblem) -> RecordResult:
         if isinstance(rec, ReadProblem):
             return RecordResult(rec.row_id, reason=rec.reason, detail=rec.detail[:500])
         out = RecordResult(rec.row_id)
+        if rec.truncated and rec.http_status is None:  # cut before its HTTP status line was complete
+            out.reason, out.detail = "truncated_record", f"{len(rec.payload or b'')} of {rec.payload_length} bytes"
+            return out
         if rec.http_status != 200:
             out.reason, out.detail = "http_status", str(rec.http_status)
             return out
@@ -172,9 +229,9 @@ class RecordProcessor:
             if not kept:
                 continue
             kept_paragraphs.extend(kept)
-            text = "\n\n".join(kept)
+            text = PARAGRAPH_SEP.join(kept)
             if items and isinstance(items[-1], str):
-                items[-1] = items[-1] + "\n\n" + text
+                items[-1] = items[-1] + PARAGRAPH_SEP + text
             else:
                 items.append(text)
         out.counters["paragraphs_kept"] += len(kept_paragraphs)

@@ -130,3 +130,61 @@ def test_language_agrees_with_common_crawl_cld2_where_confident():
         agree += lang == cld2[rec.target_uri].split("-")[0]
     assert total >= 10
     assert agree / total >= 0.9, f"{agree}/{total} agree with CLD2"
+
+
+def _every_codec_name() -> list[str]:
+    """Every codec name Python knows: the alias table's keys and values and the encodings modules."""
+    import encodings
+    import encodings.aliases
+    import pkgutil
+
+    names = set(encodings.aliases.aliases) | set(encodings.aliases.aliases.values())
+    names |= {m.name for m in pkgutil.iter_modules(encodings.__path__) if not m.name.startswith("_")}
+    names |= {"punycode", "undefined", "idna", "rot13", "base64_codec", "zlib_codec", "utf-16", "utf-32",
+              "UTF-16LE", "utf_32_be", "x-no-such-charset", "utf-8\x00", ""}
+    return sorted(names)
+
+
+def test_every_codec_name_in_header_or_meta_decodes_or_is_a_counted_rejection():
+    """Issue 19.1: ``punycode``, ``undefined`` and ``idna`` raised plain UnicodeError and ended the job."""
+    proc = _processor()
+    names = _every_codec_name()
+    assert len(names) > 300
+    bodies = [
+        f"{ENGLISH}<img src='/a.jpg' alt='a stone house by the river'>{MORE_ENGLISH}".encode(),
+        b"<p>xn--a-\xff\xfe caf\xc3\xa9 \\N{bad} x-" + b"a" * 20_000 + b"</p>",  # bad xn-- label, punycode bait
+        bytes(range(256)) * 4,
+    ]
+    outcomes = Counter()
+    for name in names:
+        for body in bodies:
+            meta = f"<html><head><meta charset='{name}'></head><body>".encode("ascii", "replace")
+            for payload, header in ((b"<html><body>" + body, name), (meta + body, None)):
+                text, _, note = decode_html(payload, header)
+                assert (text is None) == (note in ("undecodable", "binary_payload")), (name, note)
+                res = proc.process(_record(payload, charset=header))
+                assert (res.document is None) != (res.reason is None), (name, res.reason)
+                assert res.reason != "record_error", (name, res.detail)
+                outcomes[res.reason or "doc"] += 1
+                if body is bodies[0] and name.lower() in ("punycode", "undefined", "idna", "base64_codec", "rot13"):
+                    assert res.document is not None, (name, res.reason)  # a label naming no charset is ignored
+    assert outcomes["doc"] >= len(names)  # the English page is kept under most labels (not utf-16/32 ones)
+    assert set(outcomes) <= {"doc", "undecodable", "binary_payload", "no_content"} | {
+        r for r in outcomes if r.startswith("doc_")}
+
+
+def test_an_exception_in_any_record_step_is_that_records_reject(monkeypatch):
+    import curation.extract as extract_mod
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("parser exploded")
+
+    html = f"<html><body>{ENGLISH}</body></html>".encode()
+    monkeypatch.setattr(extract_mod, "decode_html", boom)
+    res = _processor().process(_record(html, offset=7))
+    assert res.document is None and res.reason == "record_error" and res.row_id == "test.warc.gz@7"
+    assert "RuntimeError" in res.detail
+    monkeypatch.undo()
+    proc = _processor()
+    monkeypatch.setattr(proc.text_pipeline, "filter_paragraphs", boom)
+    assert proc.process(_record(html)).reason == "record_error"

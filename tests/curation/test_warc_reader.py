@@ -47,6 +47,12 @@ def test_corrupt_gzip_member_is_reported_and_reading_resumes(tmp_path):
     assert stats.resyncs >= 1
     # Only the damaged record is lost: the rest of the file after it is read.
     assert kinds["response"] >= 20
+    # Issue 19.4: the problem is filed at the corrupt member's own offset, not at a good record's.
+    items = list(iter_warc(str(path)))
+    offsets = [i.offset for i in items]
+    assert len(offsets) == len(set(offsets)) == 22 + kinds["problem:warc_read_error"] - 1
+    for problem in (i for i in items if isinstance(i, ReadProblem)):
+        assert problem.offset <= mid < problem.offset + 20_000  # the member that holds the damage
 
 
 def test_truncated_file_marks_the_cut_record(tmp_path):
@@ -65,7 +71,7 @@ def test_unreadable_inputs_become_problems(tmp_path):
     empty = tmp_path / "empty.warc.gz"
     empty.write_bytes(b"")
     assert [p.reason for p in iter_warc(str(garbage))] == ["warc_read_error"]
-    assert list(iter_warc(str(empty))) == []
+    assert [(p.reason, p.offset) for p in iter_warc(str(empty))] == [("empty_warc_file", 0)]
     assert [p.reason for p in iter_warc(str(tmp_path / "missing.warc.gz"))] == ["warc_open_error"]
 
 
@@ -74,3 +80,47 @@ def test_oversized_payload_is_not_read(tmp_path):
     recs = [r for r in iter_warc(str(path), max_payload_bytes=10_000)]
     big = [r for r in recs if r.payload is None]
     assert big and all(r.payload_length > 10_000 for r in big)
+
+
+def _outcomes(path) -> dict[int, str]:
+    out = {}
+    for item in iter_warc(str(path)):
+        assert item.offset not in out, f"two rows at {item.offset}"
+        out[item.offset] = item.reason if isinstance(item, ReadProblem) else (
+            "truncated" if item.truncated else "too_large" if item.payload is None else "ok")
+    return out
+
+
+def test_a_record_swallowed_by_its_neighbours_lying_length_is_read_on_its_own(tmp_path):
+    """Issue 19.3: a Content-Length past the end of its gzip member ran into the next member(s),
+    whose records then had no row at all. Each is read on its own; the liar is cut."""
+    from tests.hostile.warcs import build, gz, http_response, other, rec, warc_record
+
+    swallowed = gz(warc_record("https://example.org/s", http_response(b"<html>s</html>"), n=9))
+    for gzipped in (True, False):
+        data, rows = build([
+            rec(None, n=1, gzipped=gzipped),
+            rec("truncated_record", n=2, gzipped=gzipped, length_delta=len(swallowed) * 3 + 50),
+            rec(None, n=3, gzipped=gzipped),
+            other("request", n=4, gzipped=gzipped),
+            rec(None, n=5, gzipped=gzipped),
+            rec("truncated_record", n=6, gzipped=gzipped, length_delta=10_000),  # past the end of the file
+            rec(None, n=7, gzipped=gzipped),
+        ])
+        path = tmp_path / ("lie.warc.gz" if gzipped else "lie.warc")
+        path.write_bytes(data)
+        stats = FileReadStats()
+        got = _outcomes(path)
+        assert got == {off: ("truncated" if want else "ok") for off, want in rows.items()}, gzipped
+        assert sum(1 for _ in iter_warc(str(path), stats=stats)) == 6
+        assert stats.records_by_type == Counter(response=6, request=1) and stats.overruns >= 1
+
+
+def test_every_hostile_warc_gives_unique_offsets(tmp_path):
+    """Issue 19.4 over every hostile file: no two items (records or problems) share an offset."""
+    from tests.hostile.warcs import write_cases
+
+    expected = write_cases(tmp_path)
+    for name, rows in expected.items():
+        got = _outcomes(tmp_path / name)
+        assert set(got) == set(rows), name
