@@ -17,7 +17,6 @@ from typing import Any
 
 from curation.config import ExtractConfig
 from curation.html_extract import ExtractedImage, ExtractedPage, HtmlTooDeep, extract_page
-from curation.layout import PARAGRAPH_SEP
 from curation.warc_reader import ReadProblem, ResponseRecord
 
 log = logging.getLogger(__name__)
@@ -229,9 +228,9 @@ class RecordProcessor:
             if not kept:
                 continue
             kept_paragraphs.extend(kept)
-            text = PARAGRAPH_SEP.join(kept)
+            text = "\n\n".join(kept)
             if items and isinstance(items[-1], str):
-                items[-1] = items[-1] + PARAGRAPH_SEP + text
+                items[-1] = items[-1] + "\n\n" + text
             else:
                 items.append(text)
         out.counters["paragraphs_kept"] += len(kept_paragraphs)
