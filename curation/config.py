@@ -433,6 +433,29 @@ class SafetyConfig:
 
 
 @dataclass
+class ReleaseConfig:
+    """The release stage (pipelines/release.py): the curated result as its consumers read it."""
+
+    # pairs_wds (open_clip tars), interleaved_wds (one sample per document), interleaved (Parquet
+    # with image_bytes), hf (Parquet with datasets.Image structs + README.md)
+    formats: list[str] = field(default_factory=lambda: ["pairs_wds", "interleaved_wds", "interleaved", "hf"])
+    samples_per_shard: int = 10000  # pairs per output tar / HF shard (about: buckets of a seeded hash)
+    seed: int = 0  # of the key hash that shuffles pairs across and within shards
+    shard_rows: int = 20000  # final pairs per pass-1 task (row groups of the input)
+    documents_per_shard: int = 2000  # documents per task = per interleaved tar / Parquet file
+    license: str = "cc-by-4.0"  # the HF README's licence id (as OBELICS, DataComp, MINT-1T)
+    keep_work: bool = False  # keep <out>/_work/release-*/ after success
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.formats) - {"pairs_wds", "interleaved_wds", "interleaved", "hf"})
+        if unknown:
+            raise ValueError(f"unknown formats {unknown}; known: pairs_wds, interleaved_wds, interleaved, hf")
+        for name in ("samples_per_shard", "shard_rows", "documents_per_shard"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
 class PipelineConfig:
     """Everything one run of ``curate`` needs."""
 
@@ -457,6 +480,7 @@ class PipelineConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     capfilt: CapfiltConfig = field(default_factory=CapfiltConfig)  # pipelines/dask_capfilt.py
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)  # pipelines/bootstrap.py
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)  # pipelines/release.py
     train: TrainConfig = field(default_factory=TrainConfig)  # curate train (models/train_config.py)
     eval: EvalConfig = field(default_factory=EvalConfig)  # curate eval
     safety: SafetyConfig = field(default_factory=SafetyConfig)  # docs/safety.md

@@ -120,6 +120,12 @@ STAGES: list[StageSpec] = [
         "capfilt", "pipelines.dask_capfilt:CapFiltStage", {"pairs": "score/pairs", "models": "bootstrap/models"},
         "BLIP captioner + filter bootstrapping (Dask)",
     ),
+    # Final pairs: capfilt's (checked like every input when capfilt applies); score's where it does not.
+    StageSpec(
+        "release", "pipelines.release:ReleaseStage",
+        {"pairs": "capfilt/pairs", "scored_pairs": "score/pairs", "documents": "images/documents"},
+        "the curated result for its consumers: open_clip tars, interleaved tars + Parquet, HF datasets layout (Dask)",
+    ),
 ]
 
 # Jobs beside the stages: they read any run's outputs and write models, not stage directories.

@@ -499,21 +499,27 @@ class InterleavedStream(_torch_iterable()):
     images in page order, for Flamingo/OBELICS-style consumers. Undecodable images are dropped from the
     document and counted in its ``skipped``; a document left with nothing is skipped and counted in
     ``skipped_documents`` (of this process: each DataLoader worker counts its own). Row groups are split
-    between DataLoader workers; ``shuffle`` permutes row groups per epoch with ``seed``."""
+    between DataLoader workers; ``shuffle`` permutes row groups per epoch with ``seed``. The release
+    stage's interleaved tars (one sample per document, :func:`interleaved_tar_rows`) are read too, a
+    tar being one unit."""
 
     def __init__(self, data, image_transform: Callable | None = None, *, seed: int = 0, shuffle: bool = False,
                  epoch: int = 0, draft_size: int | None = None):
         super().__init__()
         paths = [p for item in ([data] if isinstance(data, (str, Path)) else data) for p in _shard_files(str(item))]
         if not paths:
-            raise DataError(f"no interleaved .parquet shards at {data}")
-        self.paths = [p for p in paths if p.endswith(".parquet")]
+            raise DataError(f"no interleaved .parquet or .tar shards at {data}")
+        self.paths = [p for p in paths if p.endswith((".parquet", ".tar"))]
         for p in self.paths:
+            if p.endswith(".tar"):
+                continue
             names = set(pq.read_schema(p).names)
             missing = {"doc_id", "texts", "images", "image_bytes"} - names
             if missing:
                 raise DataError(f"{p}: not an interleaved shard, missing {', '.join(sorted(missing))}")
-        self.units = [(p, rg) for p in self.paths for rg in range(pq.ParquetFile(p).metadata.num_row_groups)]
+        # A tar is one unit (row group -1): its documents are read in order, one at a time.
+        self.units = [(p, rg) for p in self.paths
+                      for rg in ((-1,) if p.endswith(".tar") else range(pq.ParquetFile(p).metadata.num_row_groups))]
         self.image_transform = image_transform
         self.seed, self.shuffle, self.epoch, self.draft_size = seed, shuffle, epoch, draft_size
         self.skipped_documents: Counter = Counter()
@@ -528,8 +534,9 @@ class InterleavedStream(_torch_iterable()):
         if info is not None:
             units = units[info.id::info.num_workers]
         for path, rg in units:
-            t = pq.ParquetFile(path).read_row_group(rg, columns=["doc_id", "url", "texts", "images", "image_bytes"])
-            for row in t.to_pylist():
+            rows = interleaved_tar_rows(path) if rg < 0 else pq.ParquetFile(path).read_row_group(
+                rg, columns=["doc_id", "url", "texts", "images", "image_bytes"]).to_pylist()
+            for row in rows:
                 doc = self._doc(row)
                 if doc is None:
                     self.skipped_documents["empty_document"] += 1
@@ -554,3 +561,43 @@ class InterleavedStream(_torch_iterable()):
         if not items:
             return None
         return InterleavedDoc(row["doc_id"], row.get("url"), items, dict(skipped))
+
+
+def interleaved_tar_rows(path: str) -> Iterator[dict]:
+    """Documents of an interleaved WebDataset tar (pipelines/release.py) as INTERLEAVED-like rows.
+
+    A sample is ``<key>.json`` (``doc_id``, ``url``, ``texts`` and ``images`` aligned by position,
+    an image position naming its member ``<key>.<name>``, ``image_urls``) and one member per image.
+    Members of a sample are consecutive (webdataset's rule), so one document is held at a time.
+    """
+    def row(doc: dict | None, blobs: dict[str, bytes]) -> dict | None:
+        if doc is None:
+            return None
+        names = doc.get("images") or []
+        urls = doc.get("image_urls") or names
+        return {"doc_id": doc.get("doc_id"), "url": doc.get("url"), "texts": doc.get("texts") or [],
+                "images": [urls[i] if n is not None else None for i, n in enumerate(names)],
+                "image_bytes": [blobs.get(n) if n is not None else None for n in names]}
+
+    current, doc, blobs = None, None, {}
+    with tarfile.open(path, "r|") as tf:
+        for m in tf:
+            if not m.isfile():
+                continue
+            base = m.name.rsplit("/", 1)[-1]
+            if "." not in base or base.startswith("."):
+                continue
+            key, name = base.split(".", 1)
+            if key != current:
+                done = row(doc, blobs)
+                if done is not None:
+                    yield done
+                current, doc, blobs = key, None, {}
+            data = tf.extractfile(m).read()
+            if name == "json":
+                doc = json.loads(data)
+            else:
+                blobs[name] = data
+    done = row(doc, blobs)
+    if done is not None:
+        yield done
