@@ -158,6 +158,20 @@ def _models(cfg: PipelineConfig, finals: list[TableRef]) -> list[str]:
     return lines
 
 
+def _safety(catalog: RunCatalog) -> list[str]:
+    """What the safety layer did (docs/safety.md), from the stages' counters; its rejections are listed above."""
+    counters = {s.name: (s.stats or {}).get("counters") or {} for s in catalog.stages if s.complete}
+    lines = []
+    if "score" in counters:
+        note = counters["score"].get("safety_heads") or "not recorded (a score stage older than the safety layer)"
+        lines.append(f"- NSFW / aesthetic heads on the CLIP image embeddings (`nsfw_score`, `aesthetic_score`): {note}. "
+                     "A head that does not apply leaves its column null: no score, not a safe score.")
+    pii = counters.get("extract", {}).get("pii_replaced")
+    if pii is not None:
+        lines.append("- personal data replaced in texts and captions: " + (", ".join(f"{k} {v:,}" for k, v in sorted(pii.items())) or "none found"))
+    return lines or ["- no stage of this run recorded safety counters"]
+
+
 def build_card(run_root: str, cfg: PipelineConfig, input_spec: str | None = None) -> str:
     """The Markdown text of the card of ``run_root`` (``input_spec``: the ``--input`` of a run not read from a snapshot)."""
     catalog = RunCatalog.scan(run_root)
@@ -248,6 +262,7 @@ def build_card(run_root: str, cfg: PipelineConfig, input_spec: str | None = None
                   "```yaml", yaml.safe_dump({f.name: data[f.name]}, sort_keys=False).rstrip(), "```", ""]
 
     lines += ["## Models", "", *_models(cfg, finals), ""]
+    lines += ["## Safety", "", *_safety(catalog), ""]
     lines += ["## Licence and opt-out", "", LICENCE]
 
     lines += ["## Loading", "", "Hugging Face `datasets` reads the Parquet shards directly:", "", "```python",

@@ -76,12 +76,16 @@ IMAGES = pa.schema(
 IMAGE_PAIRS = pa.schema(list(PAIRS) + _IMAGE_FIELDS)
 
 # Pairs after scoring: ``clip_score`` is the cosine of the L2-normalised CLIP image and
-# caption embeddings; ``embedding_row`` indexes the shard's embedding arrays.
+# caption embeddings; ``embedding_row`` indexes the shard's embedding arrays. ``nsfw_score`` (P(NSFW))
+# and ``aesthetic_score`` are LAION's heads on the image embedding (models/safety_heads.py), null
+# when no released head fits the score model (docs/safety.md).
 SCORED_PAIRS = pa.schema(
     list(IMAGE_PAIRS)
     + [
         pa.field("clip_score", pa.float32()),
         pa.field("embedding_row", pa.int64()),
+        pa.field("nsfw_score", pa.float32()),
+        pa.field("aesthetic_score", pa.float32()),
     ]
 )
 

@@ -66,6 +66,7 @@ from filters.pairs import PairView, basic_filters, find_rejection, score_filter
 from models.assignment import assign
 from models.mmc4 import build_mmc4_document, mmc4_arrow_schema, split_sentences
 from models.scoring import RANDOM_WEIGHTS_WARNING, ModelSpec, clip_scores, load_scorer
+from models.safety_heads import HeadPaths, SafetyHeads, resolve_heads, safety_reasons
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,12 @@ class WorkerSpec:
     mmc4_min_sim: float
     eval_path: str | None
     eval_threshold: float
+    heads: HeadPaths | None = None  # LAION's NSFW/aesthetic heads for this CLIP (None: null columns)
+    max_nsfw: float | None = None
+    min_aesthetic: float | None = None
+
+    def safety_heads(self) -> SafetyHeads:
+        return setup_once(("safety-heads", self.heads), lambda: SafetyHeads.load(self.heads or HeadPaths(None, None, "")))
 
     def scorer(self):
         """This worker process's CLIP scorer, loaded once on the worker's device (GPUs spread over workers)."""
@@ -239,6 +246,11 @@ def score_pairs_shard(spec: WorkerSpec, shard: Shard, lookup: ImageLookup | None
         for r, s, j in zip(rows[hit].tolist(), sims[hit].tolist(), ids[hit].tolist()):
             reasons[r], details[r] = "decontaminated", f"cosine {s:.4f} to eval image {j}"
             n_contaminated += 1
+    # Safety heads on the image embeddings already here: one matmul per shard (models/safety_heads.py).
+    nsfw, aesthetic = spec.safety_heads().score(emb, ok)
+    for i, r in enumerate(safety_reasons(nsfw, aesthetic, spec.max_nsfw, spec.min_aesthetic)):
+        if r is not None and reasons[i] is None:
+            reasons[i], details[i] = r
     filters = spec.pair_filters()
     if filters:
         captions = t.column("caption").to_pylist()
@@ -254,6 +266,8 @@ def score_pairs_shard(spec: WorkerSpec, shard: Shard, lookup: ImageLookup | None
     out.write_table("pairs_scores", pa.table({
         "key": t.column("key"),
         "clip_score": pa.array(scores, pa.float32()),
+        "nsfw_score": pa.array(nsfw, pa.float32(), from_pandas=True),  # NaN (no head / not decoded) -> null
+        "aesthetic_score": pa.array(aesthetic, pa.float32(), from_pandas=True),
         "reason": pa.array(reasons, pa.string()),
         "detail": pa.array(details, pa.string()),
     }))
@@ -387,6 +401,8 @@ def write_pairs_shard(work_dir: str, shard: Shard, decisions: PairDecisions, out
     keep = np.array([r is None for r in decisions.reason], dtype=bool)
     full = t.append_column("clip_score", scores.column("clip_score")).append_column(
         "embedding_row", pa.array(np.arange(shard.offset, shard.offset + t.num_rows, dtype=np.int64)))
+    for name in ("nsfw_score", "aesthetic_score"):
+        full = full.append_column(name, scores.column(name))
     out.write_table("pairs", full.filter(pa.array(keep)).cast(SCORED_PAIRS))
     idx = np.flatnonzero(~keep).tolist()
     keys = t.column("key").to_pylist()
@@ -481,7 +497,7 @@ class ScoreStage(Stage):
 
     name = STAGE
     outputs = ("pairs", "mmc4", "embeddings")
-    config_sections = ("score",)
+    config_sections = ("score", "safety")
 
     def run(self, ctx: StageContext) -> StageStats:
         cfg: ScoreConfig = ctx.config.score
@@ -510,11 +526,14 @@ class ScoreStage(Stage):
             raise StageError(f"score: none of its inputs exist ({ctx.inputs}); run the images stage first")
 
         out_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
+        safety = ctx.config.safety
+        heads = resolve_heads(cfg.model, cfg.pretrained, safety.heads_dir, safety.nsfw_head, safety.aesthetic_head)
         # What decides the per-shard work (not the global filter/dedup settings, applied after).
         work_key = {
             "model": [cfg.model, cfg.pretrained, cfg.seed], "filters": asdict(cfg.filters),
             "mmc4_min_sim": cfg.mmc4_min_sim, "decontaminate": [cfg.decontaminate_eval, cfg.decontaminate_threshold],
             "shard_rows": cfg.shard_rows, "inputs": _input_run_ids(ctx.inputs),
+            "safety": [heads.nsfw, heads.aesthetic, safety.max_nsfw, safety.min_aesthetic],
         }
         work_dir = work_dir_for(out_root, STAGE, work_key)
         counters: dict[str, Any] = {"model": cfg.model, "pretrained": cfg.pretrained, "filter_mode": cfg.filter_mode,
@@ -531,10 +550,13 @@ class ScoreStage(Stage):
                 model=ModelSpec(cfg.model, cfg.pretrained, cfg.device, cfg.seed, threads),
                 batch_size=cfg.batch_size, loader_threads=cfg.loader_threads, filters=cfg.filters,
                 mmc4_min_sim=cfg.mmc4_min_sim, eval_path=cfg.decontaminate_eval, eval_threshold=cfg.decontaminate_threshold,
+                heads=heads, max_nsfw=safety.max_nsfw, min_aesthetic=safety.min_aesthetic,
             )
             # Load the model on one worker before scheduling shards: a missing checkpoint or an
             # offline remote tag fails here with models.clip's hint, not once per shard.
             counters["embedding_dim"] = client.submit(_preflight, spec, pure=False).result()
+            SafetyHeads.load(heads, counters["embedding_dim"])  # a head of another width fails here, named
+            counters["safety_heads"] = heads.note
             img_sum = run_shards(client, partial(embed_images_shard, spec), plans["images"], work_dir, desc="score:images")
             index = _lookup_table(work_dir, plans["images"])
             pair_payloads = {s.id: _lookup_for(read_shard(s, ["url"], schema=IMAGE_PAIRS).column("url").combine_chunks(), index)

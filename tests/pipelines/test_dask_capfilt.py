@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.config import BOOTSTRAP_MODELS, ConfigError, PipelineConfig, uses_bootstrap_models
-from curation.schemas import BOOTSTRAPPED_PAIRS, REJECTS, SCORED_PAIRS
+from curation.schemas import BOOTSTRAPPED_PAIRS, IMAGE_PAIRS, REJECTS, SCORED_PAIRS
 from curation.stage import StageRunner
 from pipelines.sample_truth import SampleTruth, filter_quality
 
@@ -46,6 +46,9 @@ def scored_pairs(web: pa.Table) -> pa.Table:
     t = web.select([n for n in SCORED_PAIRS.names if n in web.column_names])
     t = t.append_column("clip_score", pa.array(rng.uniform(0.1, 0.4, t.num_rows).astype(np.float32)))
     t = t.append_column("embedding_row", pa.array(np.arange(t.num_rows, dtype=np.int64)))
+    for f in SCORED_PAIRS:  # nsfw_score/aesthetic_score: null, as for a CLIP without a released safety head
+        if f.name not in t.column_names:
+            t = t.append_column(f.name, pa.nulls(t.num_rows, f.type))
     return t.cast(SCORED_PAIRS)
 
 
@@ -87,7 +90,7 @@ def boot(tmp_path_factory):
     # A page crawled twice gives the same pair keys twice (dedup removes it before score does): keep one.
     first = sorted({k: i for i, k in reversed(list(enumerate(web.column("key").to_pylist())))}.values())
     web = web.take(pa.array(first))
-    write(run / "images" / "pairs", web.select(SCORED_PAIRS.names[:-2]))
+    write(run / "images" / "pairs", web.select(IMAGE_PAIRS.names))
     write(run / "score" / "pairs", with_corrupt(scored_pairs(web)))
     stats = StageRunner(str(run), _config(run)).run(BootstrapStage(), {"pairs": str(run / "images" / "pairs")})
     p = direct_itm(run / "bootstrap" / "models" / "filter", web)
@@ -152,7 +155,7 @@ def test_score_stage_loads_the_bootstrapped_clip(boot, tmp_path):
     from pipelines.dask_score import ScoreStage
 
     run = tmp_path / "run"
-    write(run / "images" / "pairs", boot["web"].select(SCORED_PAIRS.names[:-2]).slice(0, 30), files=1)
+    write(run / "images" / "pairs", boot["web"].select(IMAGE_PAIRS.names).slice(0, 30), files=1)
     cfg = _config(run, **{"score.filters.enabled": False, "score.mmc4": False})
     assert cfg.score.pretrained == BOOTSTRAP_MODELS  # the sample's default
     stats = StageRunner(str(run), cfg).run(ScoreStage(), {"pairs": str(run / "images" / "pairs"),
