@@ -71,10 +71,21 @@ def with_corrupt(t: pa.Table) -> pa.Table:
 
 
 def write(path: Path, t: pa.Table, files: int = 2, row_group_size: int = 40) -> None:
+    """``t`` as ``<run>/<stage>/<output>``, the stage marked complete as the runner would (the runner
+    refuses an input stage without a marker)."""
     path.mkdir(parents=True, exist_ok=True)
     k = -(-t.num_rows // files)
     for i in range(files):
         pq.write_table(t.slice(i * k, k), path / f"part-{i:05d}.parquet", row_group_size=row_group_size)
+    mark_complete(path.parent)
+
+
+def mark_complete(stage_dir: Path) -> None:
+    from curation.stage import MARKER, MARKER_VERSION
+    from curation.stage_files import list_files
+
+    (stage_dir / MARKER).write_text(json.dumps({"version": MARKER_VERSION, "stage": stage_dir.name,
+                                                "run_id": f"test-{stage_dir.name}", "files": list_files(str(stage_dir))}))
 
 
 @pytest.fixture(scope="session")
