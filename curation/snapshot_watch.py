@@ -25,7 +25,8 @@ import sys
 import fsspec
 from fsspec.core import url_to_fs
 
-from curation.snapshot import SNAPSHOT_RE, InputError, snapshot_listing
+from curation.errors import InputError
+from curation.snapshot import SNAPSHOT_RE, snapshot_listing
 
 COLLINFO_URL = "https://index.commoncrawl.org/collinfo.json"
 CARD = "DATASET_CARD.md"  # curation.card.CARD; not imported here to keep this module light

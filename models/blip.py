@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from models.clip import ModelLoadError
+from curation.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ import json
 import math
 from pathlib import Path
 
-from models.clip import ModelLoadError, _offline_hint, register_project_configs
+from curation.errors import ModelLoadError
+from models.clip import _offline_hint, register_project_configs
 from models.data import PairSource
 from models.train_config import TrainConfig
 from models.trainer import TrainTask

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from curation.snapshot import InputError, list_snapshot, resolve_inputs
+from curation.errors import InputError
+from curation.snapshot import list_snapshot, resolve_inputs
 from tests.conftest import realdata_path
 
 

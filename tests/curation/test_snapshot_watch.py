@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from curation.snapshot import InputError
+from curation.errors import InputError
 from curation.snapshot_watch import list_snapshots, main, newest_uncurated
 
 

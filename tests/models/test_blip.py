@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from models import blip as B
-from models.clip import ModelLoadError
+from curation.errors import ModelLoadError
 
 CAPTIONS = [f"{n} {c} {s} on a {bg} background" for n in ("one", "two", "three") for c in ("red", "blue", "green")
             for s in ("circles", "squares") for bg in ("white", "grey")]
