@@ -23,7 +23,16 @@ from urllib.parse import urljoin, urlsplit
 
 from selectolax.lexbor import LexborHTMLParser
 
-from curation.main_content import Block, classify_blocks, find_content_root, is_furniture_container, FURNITURE_MAX_TEXT_SHARE
+from curation.main_content import (
+    FURNITURE_MAX_TEXT_SHARE,
+    ROOT_CHECK_CHARS,
+    ROOT_FALLBACK_MIN_CHARS,
+    ROOT_FALLBACK_RATIO,
+    Block,
+    classify_blocks,
+    find_content_root,
+    is_furniture_container,
+)
 
 # Elements whose whole subtree is never content (OBELICS removes the same families).
 REMOVED_TAGS = [
@@ -349,14 +358,19 @@ _IN_LINK = 1     # stack flag: inside an <a>
 _OUTSIDE = 2     # stack flag: outside the content root or inside a furniture container (images only)
 
 
-def _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_boilerplate_images) -> ExtractedPage:
-    """Blocks of the walk, classified by ``curation.main_content``; kept ones assembled in page order."""
+def _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_boilerplate_images,
+                          use_root: bool = True) -> ExtractedPage:
+    """Blocks of the walk, classified by ``curation.main_content``; kept ones assembled in page order.
+
+    A content root whose blocks come to almost no content (a calendar widget in the only <article>)
+    is a wrong guess: the page is walked again without one.
+    """
     dropped: Counter = Counter()
     body = tree.body or tree.root
     if body is None:
         return ExtractedPage([], title, dropped)
     body_chars = len(body.text(deep=True, separator=" ", strip=True))
-    root = find_content_root(body, body_chars)
+    root = find_content_root(body, body_chars) if use_root else None
     rooted = root is not None
     if root is None:
         root = body
@@ -437,6 +451,16 @@ def _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_b
             stack.append((child, depth + 1, flags))
     flush(0)
     keep = classify_blocks(blocks, rooted)
+    if rooted:
+        kept_chars = sum(len(b.text) for b, k in zip(blocks, keep) if k)
+        if kept_chars < ROOT_CHECK_CHARS and body_chars > 3 * kept_chars:
+            # A short article in a long page: maybe the root was a wrong guess (a calendar widget in the
+            # only <article>, a footer field of the CMS). The whole body decides when it finds much more.
+            alt = _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_boilerplate_images,
+                                        use_root=False)
+            alt_chars = sum(len(p) for it in alt.items if isinstance(it, list) for p in it)
+            if kept_chars < ROOT_FALLBACK_MIN_CHARS or alt_chars > ROOT_FALLBACK_RATIO * kept_chars:
+                return alt
     items: list[list[str] | ExtractedImage] = []
     paragraphs: list[str] = []
     for block, kept in zip(blocks, keep):

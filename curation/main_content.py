@@ -30,7 +30,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-__all__ = ["Block", "classify_blocks", "find_content_root", "is_furniture_container", "CONTENT_ROOT_SELECTORS"]
+__all__ = ["ROOT_CHECK_CHARS", "ROOT_FALLBACK_RATIO", "ROOT_FALLBACK_MIN_CHARS", "FURNITURE_MAX_TEXT_SHARE", "Block", "classify_blocks", "find_content_root", "is_furniture_container", "CONTENT_ROOT_SELECTORS"]
 
 # Subtokens of class/id values (split on space, '-', '_') that name page furniture.
 FURNITURE_SUBTOKENS = frozenset(
@@ -50,7 +50,9 @@ FURNITURE_TOKENS = frozenset(
 )
 FURNITURE_ROLES = frozenset({"navigation", "banner", "contentinfo", "menu", "menubar", "search", "complementary",
                              "dialog", "alertdialog", "toolbar"})
-_SUBTOKEN_SPLIT = re.compile(r"[\s_\-]+")
+_SUBTOKEN_SPLIT = re.compile(r"[_\-]+")
+# Class tokens that describe a state or a taxonomy of the element, never its role.
+_STATE_PREFIXES = ("category-", "tag-", "no-", "has-", "with-", "hide-", "show-", "is-", "not-", "format-")
 # Skip a furniture-hinted element only while it holds less than this share of the page's text.
 FURNITURE_MAX_TEXT_SHARE = 0.4
 
@@ -68,9 +70,15 @@ CONTENT_ROOT_SELECTORS = (
     "#content, #main, #main-content, .main-content, #maincontent, .content-main, #primary, .content",
 )
 # A candidate root must hold this many characters and this share of the body's text.
-ROOT_MIN_CHARS = 250
+ROOT_MIN_CHARS = 200
 ROOT_MIN_SHARE = 0.08
 ROOT_MIN_OF_MATCHES = 0.4
+# A root whose kept blocks hold fewer characters than this was a wrong guess (see html_extract).
+ROOT_FALLBACK_MIN_CHARS = 150
+# A root keeping fewer characters than this (in a page with 3x more text) is checked against the whole
+# body, which wins when it keeps this many times more.
+ROOT_CHECK_CHARS = 1000
+ROOT_FALLBACK_RATIO = 2.5
 
 HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 GOOD_MIN_CHARS = 100          # a block this long with little linked text is content on its own
@@ -80,8 +88,13 @@ SHORT_LINK_DENSITY = 0.5      # an undecided block this linked is furniture
 _SENTENCE_END = re.compile(r"[.!?。！？:;»\"”)]\s|[.!?。！？]$")
 
 _LETTER = re.compile(r"[^\W\d_]")
+# Short lines that are a date stamp or an image credit: page metadata, not prose.
+META_LINE_MAX_CHARS = 80
+_DATE = re.compile(r"\b\d{1,2}[./]\s?\d{1,2}[./]\s?\d{2,4}\b|\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}:\d{2}\b")
+_CREDIT = re.compile(r"\(?\s*(?:foto|fotos|photo|photos|bild|image|credit|credits|quelle|source|©)\s*[:©]", re.I)
 
-BAD, SHORT, NEAR, GOOD = 0, 1, 2, 3
+# META: page metadata (date stamps, credits, captions): dropped, and transparent to the smoothing.
+META, BAD, SHORT, NEAR, GOOD = -1, 0, 1, 2, 3
 
 
 @dataclass(slots=True)
@@ -113,16 +126,20 @@ def is_furniture_container(attrs: dict[str, str | None]) -> bool:
         for token in low.split():
             if token in FURNITURE_TOKENS:
                 return True
-        for sub in _SUBTOKEN_SPLIT.split(low):
-            if sub in FURNITURE_SUBTOKENS:
-                return True
+        for token in low.split():
+            if token.startswith(_STATE_PREFIXES):
+                continue  # WordPress post_class(): category-social-media, no-share, has-sidebar name the post
+            for sub in _SUBTOKEN_SPLIT.split(token):
+                if sub in FURNITURE_SUBTOKENS:
+                    return True
     return False
 
 
 def find_content_root(body, body_chars: int):
     """The element that holds the article, or None when no marked-up candidate holds enough text."""
-    need = max(ROOT_MIN_CHARS, int(ROOT_MIN_SHARE * body_chars))
-    for selector in CONTENT_ROOT_SELECTORS:
+    for k, selector in enumerate(CONTENT_ROOT_SELECTORS):
+        # The article-body markers are trusted with less text than the generic containers.
+        need = ROOT_MIN_CHARS if k < 3 else max(ROOT_MIN_CHARS, int(ROOT_MIN_SHARE * body_chars))
         best, best_len, total = None, 0, 0
         for node in body.css(selector):
             n = len(node.text(deep=True, separator=" ", strip=True))
@@ -147,8 +164,12 @@ def _initial_class(block: Block) -> int:
         return BAD if density > SHORT_LINK_DENSITY or n >= SHORT_MAX_CHARS else SHORT
     if block.tag in HEADINGS:
         return SHORT if n < 200 else NEAR
+    if block.tag == "figcaption":
+        return META  # the caption travels with its image (``figcaption`` metadata), not in the text
     if not _LETTER.search(block.text):
-        return BAD  # dates, times, counters, page numbers
+        return BAD  # times, counters, page numbers
+    if n < META_LINE_MAX_CHARS and (_DATE.search(block.text) or _CREDIT.match(block.text)):
+        return META  # "Published: 03.04.2020, 12:35", "Photo: AFP", bylines with a date
     if n >= GOOD_MIN_CHARS:
         return GOOD
     if n >= SHORT_MAX_CHARS or _SENTENCE_END.search(block.text):
@@ -167,7 +188,8 @@ def classify_blocks(blocks: list[Block], rooted: bool) -> list[bool]:
         # No block is long prose on its own (short pages, line-broken layouts): the prose-like ones are.
         cls = [GOOD if c == NEAR else c for c in cls]
     if rooted:
-        # Inside the article's own container, prose-like and undecided blocks are content unless linked.
+        # Inside the article's own container, prose-like blocks are content. (Letting short linked lines
+        # be decided by their neighbours there cost more furniture than it won content on dev.)
         cls = [GOOD if c == NEAR else c for c in cls]
     else:
         # NEAR blocks next to a GOOD one are content (jusText's near-good rule).
@@ -191,16 +213,35 @@ def classify_blocks(blocks: list[Block], rooted: bool) -> list[bool]:
         elif prev == BAD and nxt == BAD:
             out[i] = BAD
         elif prev is None or nxt is None:
-            out[i] = GOOD if (prev or nxt) == GOOD and (blocks[i].image >= 0 or blocks[i].tag in HEADINGS) else BAD
+            edge = prev if prev is not None else nxt
+            if blocks[i].tag in HEADINGS:
+                out[i] = GOOD if nxt == GOOD else BAD
+            else:
+                out[i] = GOOD if edge == GOOD and blocks[i].image >= 0 else BAD
         else:
             # Between content and furniture: headings and images belong to the content that follows or
             # precedes them; other short lines (dates, bylines, "read more") do not.
             if blocks[i].tag in HEADINGS:
-                out[i] = GOOD if nxt == GOOD else BAD
+                out[i] = GOOD if nxt == GOOD else BAD  # a heading belongs to what follows it
             elif blocks[i].image >= 0:
                 out[i] = GOOD
             else:
-                out[i] = GOOD if rooted else BAD
+                # A short line before furniture introduces it ("Read more", "Related topics").
+                out[i] = GOOD if rooted and nxt == GOOD else BAD
+    # Images between the first and the last content block are the article's (a link-dense news list on
+    # a portal page is still the page's body); sidebars inside that span are furniture containers,
+    # already skipped by the walk.
+    good = [i for i, c in enumerate(out) if c == GOOD and blocks[i].image < 0]
+    if rooted:
+        # Inside the article's own container every image is the article's (a gallery under linked
+        # headings included); furniture containers inside it were skipped by the walk.
+        for i, b in enumerate(blocks):
+            if b.image >= 0:
+                out[i] = GOOD
+    elif good:
+        for i in range(good[0] + 1, good[-1]):
+            if blocks[i].image >= 0:
+                out[i] = GOOD
     return [c == GOOD for c in out]
 
 

@@ -106,27 +106,97 @@ class _ImgOrder(HTMLParser):
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track", "wbr"}
 
 
-def test_wikipedia_capture_images_follow_html_img_order():
-    """Document image order equals the order of <img> in the real page's HTML, image for image."""
-    from curation.config import PipelineConfig
-    from curation.extract import RecordProcessor
-    from filters.text_pipeline import TextFilterPipeline
+class _BodyContentImgs(HTMLParser):
+    """Independent reference: the <img> inside Wikipedia's article body (``id="bodyContent"``), in order."""
 
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack: list[bool] = []
+        self.imgs: list[dict] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        inside = (self.stack[-1] if self.stack else False) or attrs.get("id") == "bodyContent"
+        if tag == "img":
+            if inside:
+                self.imgs.append(attrs)
+        elif tag not in VOID:
+            self.stack.append(inside)
+
+    def handle_endtag(self, tag):
+        if tag not in VOID and self.stack:
+            self.stack.pop()
+
+
+def _wikipedia_record():
     path = realdata_path("warc", "ukwa_wikipedia-post-blackout_main-page.warc.gz")
-    rec = next(r for r in iter_warc(str(path)) if r.content_type == "text/html")
+    return next(r for r in iter_warc(str(path)) if r.content_type == "text/html")
+
+
+def test_wikipedia_capture_images_follow_html_img_order():
+    """OBELICS mode: image order equals the order of <img> in the real page's HTML, image for image."""
+    rec = _wikipedia_record()
     html = rec.payload.decode("utf-8")
     ref = _ImgOrder()
     ref.feed(html)
     assert len(ref.imgs) == html.count("<img")
     in_content = [urljoin(rec.target_uri, pick_image_src(a)) for a, removed in ref.imgs if not removed]
     assert len(in_content) >= 15 and len(in_content) == len(ref.imgs) - 1  # only the search box icon is in a <form>
-    page = extract_page(html, rec.target_uri, frozenset())  # no furniture filter: every <img>
+    page = extract_page(html, rec.target_uri, frozenset(), mode="obelics")  # no furniture filter: every <img>
     assert [im.url for im in page.images] == in_content
     # With the furniture filter, the images left are exactly the others, in the same order.
-    filtered = [im.url for im in extract_page(html, rec.target_uri, BANNED).images]
+    filtered = [im.url for im in extract_page(html, rec.target_uri, BANNED, mode="obelics").images]
     assert filtered == [u for u in in_content if banned_word_in_url(u, BANNED) is None]
-    # And the document the extract stage writes for the page carries them in that order.
+
+
+def test_wikipedia_capture_main_content_keeps_every_body_image_in_order():
+    """Main-content mode: every <img> of the article body (#bodyContent) is kept, in HTML order; the two
+    footer badges outside it are dropped and counted; the extract stage's document carries the same."""
+    from curation.config import PipelineConfig
+    from curation.extract import RecordProcessor
+    from filters.text_pipeline import TextFilterPipeline
+
+    rec = _wikipedia_record()
+    html = rec.payload.decode("utf-8")
+    ref = _BodyContentImgs()
+    ref.feed(html)
+    body_imgs = [urljoin(rec.target_uri, pick_image_src(a)) for a in ref.imgs]
+    assert len(body_imgs) >= 14
+    page = extract_page(html, rec.target_uri, frozenset(), mode="main_content")
+    assert [im.url for im in page.images] == body_imgs
+    assert page.dropped_images["boilerplate"] == 2  # the footer's "powered by" badges
     cfg = PipelineConfig()
+    assert cfg.extract.mode == "main_content"
     res = RecordProcessor(cfg.extract, TextFilterPipeline(cfg.paragraph_filters, cfg.document_filters), "t").process(rec)
     assert res.document is not None, res.reason
-    assert [u for u in res.document["images"] if u] == filtered
+    assert [u for u in res.document["images"] if u] == [u for u in body_imgs if banned_word_in_url(u, BANNED) is None]
+    assert res.counters["images_dropped_boilerplate"] == 2
+
+
+def test_dolma_warc_main_content_keeps_trafilaturas_article_images_in_order():
+    """On every page of the dolma WARC, each image trafilatura keeps as article content
+    (``include_images``) is kept by main-content mode too, in the same relative order."""
+    import html as htmllib
+    import re
+
+    trafilatura = pytest.importorskip("trafilatura")
+    from curation.extract import decode_html
+    from curation.warc_reader import ResponseRecord
+
+    kept = theirs = 0
+    for rec in iter_warc(str(realdata_path("warc", "dolma_wget_sample-0000.warc.gz"))):
+        if not (isinstance(rec, ResponseRecord) and rec.http_status == 200 and rec.payload
+                and (rec.content_type or "").startswith("text/html")):
+            continue
+        html, _, _ = decode_html(rec.payload, rec.charset)
+        if not html:
+            continue
+        ours = [im.url for im in extract_page(html, rec.target_uri, frozenset(), mode="main_content").images]
+        xml = trafilatura.extract(html, url=rec.target_uri, output_format="xml", include_images=True) or ""
+        ref = [urljoin(rec.target_uri, htmllib.unescape(s)) for s in re.findall(r'<graphic src="([^"]*)"', xml)]
+        positions = [ours.index(u) for u in ref if u in ours]
+        assert len(positions) == len(ref), (rec.target_uri, [u for u in ref if u not in ours])
+        assert positions == sorted(positions), rec.target_uri
+        kept += len(ours)
+        theirs += len(ref)
+    assert theirs >= 40 and kept >= theirs
