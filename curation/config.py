@@ -80,8 +80,16 @@ class ExtractConfig:
     files_per_task: int = 1
     # Tolerate this many gzip-member resyncs in a corrupt file before giving up on it.
     max_resyncs_per_file: int = 100
+    # main_content: the article's blocks only (curation/main_content.py, docs/extraction.md);
+    # obelics: every text node that survives OBELICS's DOM simplification (the previous behaviour).
+    mode: str = "main_content"
+    # main_content mode: keep images outside the content in place (else dropped, counted as
+    # images_dropped_boilerplate).
+    keep_boilerplate_images: bool = False
 
     def validate(self) -> None:
+        if self.mode not in ("main_content", "obelics"):
+            raise ValueError(f"mode must be main_content or obelics, got {self.mode!r}")
         # 0 or less would reject every page (payload_too_large / html_too_deep): never what was meant.
         for name in ("max_payload_bytes", "max_dom_depth", "files_per_task"):
             if getattr(self, name) < 1:

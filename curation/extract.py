@@ -17,6 +17,7 @@ from typing import Any
 
 from curation.config import ExtractConfig
 from curation.html_extract import ExtractedImage, ExtractedPage, HtmlTooDeep, extract_page
+from curation.layout import PARAGRAPH_SEP
 from curation.warc_reader import ReadProblem, ResponseRecord
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,8 @@ class RecordProcessor:
         if note == "lossy":
             out.counters["decoded_lossy"] += 1
         try:
-            page = extract_page(html, rec.target_uri, self.banned, self.cfg.max_dom_depth)
+            page = extract_page(html, rec.target_uri, self.banned, self.cfg.max_dom_depth,
+                                mode=self.cfg.mode, keep_boilerplate_images=self.cfg.keep_boilerplate_images)
         except HtmlTooDeep as exc:
             out.reason, out.detail = "html_too_deep", str(exc)
             return out
@@ -228,9 +230,9 @@ class RecordProcessor:
             if not kept:
                 continue
             kept_paragraphs.extend(kept)
-            text = "\n\n".join(kept)
+            text = PARAGRAPH_SEP.join(kept)
             if items and isinstance(items[-1], str):
-                items[-1] = items[-1] + "\n\n" + text
+                items[-1] = items[-1] + PARAGRAPH_SEP + text
             else:
                 items.append(text)
         out.counters["paragraphs_kept"] += len(kept_paragraphs)
