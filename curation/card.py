@@ -152,7 +152,9 @@ def _models(cfg: PipelineConfig, finals: list[TableRef]) -> list[str]:
             import pyarrow.dataset as ds
 
             fs, path = url_to_fs(t.path)
-            col = ds.dataset(path, format="parquet", filesystem=fs).to_table(columns=["caption_model"]).column(0)
+            # exclude_invalid_files: the release's HF folder holds its README.md beside the Parquet
+            col = ds.dataset(path, format="parquet", filesystem=fs, exclude_invalid_files=True).to_table(
+                columns=["caption_model"]).column(0)
             names = sorted({v for v in col.to_pylist() if v})
             lines.append(f"- captions in `{t.label}` written by: {', '.join(f'`{n}`' for n in names) or 'none'}")
     return lines
@@ -269,15 +271,24 @@ def build_card(run_root: str, cfg: PipelineConfig, input_spec: str | None = None
               "import datasets", ""]
     for t in finals:
         var = re.sub(r"\W", "_", t.output)
+        if (t.stage, t.output) == ("release", "hf"):  # the HF layout: its README.md types the columns (Image)
+            lines.append(f'{var} = datasets.load_dataset("{t.path}", split="train")')
+            continue
         lines.append(f'{var} = datasets.load_dataset("parquet", data_files="{t.path}/*.parquet", split="train")')
     lines += ["```", ""]
-    if tars:
-        d, names = tars[-1]
+    # Pair tars (not the release's one-document-per-sample interleaved tars); the release's when present.
+    pair_tars = [(d, n) for d, n in tars if not d.endswith("/interleaved_wds")]
+    released = [(d, n) for d, n in pair_tars if _in_run(catalog.root, d) == "release/pairs_wds"]
+    if pair_tars:
+        d, names = (released or pair_tars)[-1]
         samples = _tar_samples(d)
         stage = _in_run(catalog.root, d).split("/")[0]  # <stage>/webdataset/...
-        lines += [f"open_clip trains on the WebDataset shards of the `{stage}` stage (`jpg` image, `txt` caption; "
-                  "the pairs as fetched and filtered there, before any later stage's score filter or CapFilt: "
-                  "for those, train on the Parquet above, e.g. with `curate train`):", "", "```sh",
+        lines += [("open_clip trains on the release's WebDataset shards (`release/pairs_wds`: the final kept pairs, "
+                   "after every filter, shuffled across shards; `release/pairs_wds/sizes.json` counts them):")
+                  if released else
+                  (f"open_clip trains on the WebDataset shards of the `{stage}` stage (`jpg` image, `txt` caption; "
+                   "the pairs as fetched and filtered there, before any later stage's score filter or CapFilt: "
+                   "for those, train on the Parquet above, e.g. with `curate train`):"), "", "```sh",
                   "python -m open_clip_train.main --dataset-type webdataset \\",
                   f"    --train-data '{d}/{_brace_pattern(names)}' \\",
                   f"    --train-num-samples {samples if samples is not None else '<rows>'} --model ViT-B-32 --batch-size 256",

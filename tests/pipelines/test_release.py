@@ -163,3 +163,20 @@ def test_helpers():
     assert picture_reason(b"not an image") == (None, "undecodable")
     assert picture_reason(b"\xff\xd8\xff\xe0rest") == ("jpg", None)
     assert key_hash(0, "a") == key_hash(0, "a") != key_hash(1, "a") and 0 <= key_hash(0, "a") < 2**63
+
+
+def test_card_trains_on_the_release(released, tmp_path, monkeypatch):
+    import re
+
+    from curation.card import build_card
+
+    root, truth, stats, cfg = released
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    loading = build_card(str(root), cfg).split("## Loading", 1)[1]
+    assert re.search(r"--train-data '[^']*release/pairs_wds/\{00000\.\.\d{5}\}\.tar'", loading)
+    assert f"--train-num-samples {stats.rows_out} " in loading and "release's WebDataset shards" in loading
+    code = re.search(r"```python\n(.*?)```", loading, re.S).group(1)
+    scope: dict = {}
+    exec(code, scope)  # noqa: S102 - our own generated snippet
+    assert len(scope["hf"]) == stats.rows_out and len(scope["interleaved"]) == len(truth["interleaved"])
