@@ -16,8 +16,9 @@ builds an :class:`urllib.request.OpenerDirector` that
 * uses no proxy from the environment (the checked address must be the one
   connected to);
 * bounds the response: a ``Content-Length`` above ``max_bytes`` is refused
-  before reading, a body growing past it is cut, and a body still arriving after
-  ``max_seconds`` is abandoned (slow-drip servers);
+  before reading, a body growing past it is cut, and a response still arriving
+  ``max_seconds`` after the first request of a fetch (redirects included) is abandoned
+  whatever its drip rate: every socket read gets only the time left (slow-drip servers);
 * lets an explicit allowlist (``IP``, ``IP:port``, ``CIDR`` or ``CIDR:port``)
   through, e.g. the embedded sample's loopback image server.
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import http.client
+import io
 import ipaddress
 import socket
 import ssl
@@ -181,11 +183,50 @@ def precheck_url(url: str, policy: FetchPolicy) -> tuple[str, str] | None:
 # --------------------------------------------------------------------------- connection + response
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The response's socket reads, each one allowed only the time left before the fetch deadline.
+
+    A socket timeout bounds one ``recv``, not a read: a buffered ``read(65536)`` loops over
+    ``recv`` calls, and a server dripping one byte per socket timeout held a fetch for days
+    (issue 19.2). Here every ``recv`` (status line, headers, chunk sizes, body) gets
+    ``min(socket timeout, time left)``, so the fetch ends by the deadline whatever the drip rate.
+    """
+
+    def __init__(self, sock, deadline: float):
+        super().__init__()
+        self._raw = sock.makefile("rb", buffering=0)
+        self._sock = sock
+        self._deadline = deadline
+        self._timeout = sock.gettimeout()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise FetchTooSlow("response still arriving at the fetch deadline")
+        self._sock.settimeout(left if self._timeout is None else min(self._timeout, left))
+        try:
+            return self._raw.readinto(buffer)
+        except TimeoutError:  # socket.timeout
+            if time.monotonic() >= self._deadline - 0.05:
+                raise FetchTooSlow("response still arriving at the fetch deadline") from None
+            raise
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
 class BoundedHTTPResponse(http.client.HTTPResponse):
     """An HTTP response whose body may not exceed ``max_bytes`` nor keep arriving past a deadline."""
 
     def __init__(self, sock, *args, max_bytes: int, deadline: float, **kwargs):
         super().__init__(sock, *args, **kwargs)
+        self.fp.close()  # http.client's own buffered socket file; ours bounds every recv by the deadline
+        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
         self._max_bytes = max_bytes
         self._deadline = deadline
         self._seen = 0
@@ -199,35 +240,57 @@ class BoundedHTTPResponse(http.client.HTTPResponse):
             self.close()
             raise FetchTooSlow("body still arriving at the fetch deadline")
 
+    def _read_some(self, n: int) -> bytes:
+        """At most ``n`` bytes from at most one socket read (``read1``), so the checks run between reads."""
+        try:
+            data = super().read1(n)
+        except FetchTooSlow:
+            self.close()
+            raise
+        self._account(len(data))
+        return data
+
     def read(self, amt: int | None = None) -> bytes:
         if amt is not None:
-            data = super().read(amt)
-            self._account(len(data))
-            return data
+            chunks, got = [], 0
+            while got < amt:
+                chunk = self._read_some(min(amt - got, 1 << 16))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+            return b"".join(chunks)
         if self.length is not None and self.length > self._max_bytes:
             self.close()
             raise ResponseTooLarge(f"Content-Length {self.length} over {self._max_bytes} bytes")
         chunks = []
         while True:
-            chunk = super().read(1 << 16)
+            chunk = self._read_some(1 << 16)
             if not chunk:
                 break
-            self._account(len(chunk))
             chunks.append(chunk)
+        if not self.chunked and self.length:  # the server closed before its Content-Length, as read() says
+            raise http.client.IncompleteRead(b"".join(chunks), self.length)
         return b"".join(chunks)
 
 
 class _SafeConnectionMixin:
     """Replaces ``socket.create_connection`` of an ``http.client`` connection by a checked one."""
 
-    def _setup_safety(self, policy: FetchPolicy) -> None:
+    def _setup_safety(self, policy: FetchPolicy, deadline: float | None = None) -> None:
         self._policy = policy
+        self._deadline = deadline if deadline is not None else time.monotonic() + policy.max_seconds
         self._create_connection = self._safe_create_connection
         self.response_class = functools.partial(  # type: ignore[assignment]
-            BoundedHTTPResponse, max_bytes=policy.max_bytes, deadline=time.monotonic() + policy.max_seconds
+            BoundedHTTPResponse, max_bytes=policy.max_bytes, deadline=self._deadline
         )
 
     def _safe_create_connection(self, address, timeout=socket._GLOBAL_DEFAULT_TIMEOUT, source_address=None):
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise FetchTooSlow("fetch deadline passed before connecting")
+        if timeout is socket._GLOBAL_DEFAULT_TIMEOUT or timeout is None or timeout > left:
+            timeout = left  # connecting may not outlast the fetch deadline either
         host, port = address
         infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
         for *_, sockaddr in infos:
@@ -258,15 +321,24 @@ class _SafeConnectionMixin:
 
 
 class SafeHTTPConnection(_SafeConnectionMixin, http.client.HTTPConnection):
-    def __init__(self, *args, policy: FetchPolicy, **kwargs):
+    def __init__(self, *args, policy: FetchPolicy, deadline: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setup_safety(policy)
+        self._setup_safety(policy, deadline)
 
 
 class SafeHTTPSConnection(_SafeConnectionMixin, http.client.HTTPSConnection):
-    def __init__(self, *args, policy: FetchPolicy, **kwargs):
+    def __init__(self, *args, policy: FetchPolicy, deadline: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setup_safety(policy)
+        self._setup_safety(policy, deadline)
+
+
+def _fetch_deadline(req, policy: FetchPolicy) -> float:
+    """The deadline of the fetch ``req`` belongs to: set on the first request, kept by every redirect
+    (:meth:`SafeRedirectHandler.redirect_request`), so ``max_seconds`` bounds the whole chain."""
+    deadline = getattr(req, "fetch_deadline", None)
+    if deadline is None:
+        deadline = req.fetch_deadline = time.monotonic() + policy.max_seconds
+    return deadline
 
 
 class SafeHTTPHandler(urllib.request.HTTPHandler):
@@ -275,7 +347,8 @@ class SafeHTTPHandler(urllib.request.HTTPHandler):
         self.policy = policy
 
     def http_open(self, req):
-        return self.do_open(functools.partial(SafeHTTPConnection, policy=self.policy), req)
+        deadline = _fetch_deadline(req, self.policy)
+        return self.do_open(functools.partial(SafeHTTPConnection, policy=self.policy, deadline=deadline), req)
 
 
 class SafeHTTPSHandler(urllib.request.HTTPSHandler):
@@ -284,7 +357,9 @@ class SafeHTTPSHandler(urllib.request.HTTPSHandler):
         self.policy = policy
 
     def https_open(self, req):
-        return self.do_open(functools.partial(SafeHTTPSConnection, policy=self.policy), req, context=self._context)
+        deadline = _fetch_deadline(req, self.policy)
+        return self.do_open(functools.partial(SafeHTTPSConnection, policy=self.policy, deadline=deadline), req,
+                            context=self._context)
 
 
 class SafeRedirectHandler(urllib.request.HTTPRedirectHandler):
@@ -311,7 +386,10 @@ class SafeRedirectHandler(urllib.request.HTTPRedirectHandler):
         scheme = urlsplit(newurl).scheme.lower()
         if scheme not in ALLOWED_SCHEMES:
             raise UnsafeScheme(f"redirect to {scheme or '(none)'}: {newurl[:200]}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and getattr(req, "fetch_deadline", None) is not None:
+            new.fetch_deadline = req.fetch_deadline  # one deadline for the whole redirect chain
+        return new
 
 
 def build_safe_opener(policy: FetchPolicy) -> urllib.request.OpenerDirector:

@@ -90,7 +90,8 @@ class Route:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering (a stalling server)
-    drip: float = 0.0  # seconds between 64-byte chunks of the body (a slow-drip server)
+    drip: float = 0.0  # seconds between chunks of the body (a slow-drip server)
+    drip_bytes: int = 64  # bytes per dripped chunk
     content_type: str = "image/jpeg"
 
 
@@ -122,8 +123,8 @@ class ScriptedServer:
                 self.end_headers()
                 try:
                     if route.drip:
-                        for i in range(0, len(route.body), 64):
-                            self.wfile.write(route.body[i:i + 64])
+                        for i in range(0, len(route.body), route.drip_bytes):
+                            self.wfile.write(route.body[i:i + route.drip_bytes])
                             self.wfile.flush()
                             time.sleep(route.drip)
                     else:

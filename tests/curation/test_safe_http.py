@@ -1,7 +1,9 @@
 """The checked opener: unsafe addresses, schemes and redirects are refused before any byte is sent."""
 from __future__ import annotations
 
+import http.client
 import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -94,6 +96,8 @@ def server():
         "/huge": Route(b"x" * 100, headers={"Content-Length": str(10**9)}),
         "/big": Route(b"x" * 5000),
         "/drip": Route(b"x" * 64 * 40, drip=0.1),  # every chunk well inside the socket timeout, 4 s in all
+        "/trickle": Route(b"x" * 100, drip=0.5, drip_bytes=1),  # 1 byte every 0.5 s: 50 s in all
+        "/cut": Route(b"x" * 100, headers={"Content-Length": "500"}),  # closes before its Content-Length
     }
     with ScriptedServer(routes) as s:
         s.routes["/to-ok"] = Route(status=302, headers={"Location": s.url("/ok.jpg")})
@@ -164,6 +168,33 @@ def test_slow_drip_body_is_abandoned_at_the_deadline(server):
     with pytest.raises(FetchTooSlow):
         _open(server, "/drip", max_seconds=1.0)
     assert len(_open(server, "/drip", max_seconds=30.0)) == 64 * 40
+
+
+@pytest.mark.parametrize("read", ["all", "sized"])
+def test_a_byte_per_half_second_is_abandoned_at_the_deadline(server, read):
+    """Issue 19.2: a socket timeout bounds one recv, not a read; 1 byte every 0.5 s against a 2 s
+    deadline (and a 3 s socket timeout) must end within the deadline plus one socket timeout
+    (the whole body would take 50 s; before the fix a 64 KiB read waited for all of it)."""
+    policy = FetchPolicy(allow=(server.allow,), max_seconds=2.0)
+    start = time.monotonic()
+    with pytest.raises(FetchTooSlow):
+        with build_safe_opener(policy).open(server.url("/trickle"), timeout=3) as r:
+            r.read() if read == "all" else [r.read(64) for _ in range(4)]
+    elapsed = time.monotonic() - start
+    assert elapsed < 2.0 + 3.0, elapsed  # in practice the deadline itself: every recv gets only the time left
+
+
+def test_slow_headers_count_against_the_deadline_too(server):
+    server.routes["/slow-head"] = Route(jpeg(), delay=3.0)  # answers (status line) after 3 s
+    start = time.monotonic()
+    with pytest.raises(FetchTooSlow):
+        _open(server, "/slow-head", max_seconds=1.0)
+    assert time.monotonic() - start < 2.0
+
+
+def test_a_body_cut_before_its_content_length_is_an_incomplete_read(server):
+    with pytest.raises(http.client.IncompleteRead):
+        _open(server, "/cut")
 
 
 def test_no_file_or_data_handler():
