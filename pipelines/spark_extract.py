@@ -52,17 +52,24 @@ def process_files(
 ) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body: for each (path, name) row, read the WARC file and emit combined rows."""
     from curation.extract import RecordProcessor
-    from curation.warc_reader import FileReadStats, iter_warc
+    from curation.warc_reader import FileReadStats, ReadProblem, iter_warc
     from filters.text_pipeline import TextFilterPipeline
 
     # identify_rejected: rejected pages carry their language in the rejects table too.
     pipeline = TextFilterPipeline(paragraph_cfg, document_cfg, identify_rejected=True)
     processor = RecordProcessor(extract_cfg, pipeline, snapshot)
-    rows: list[dict] = []
+    groups: list[tuple[str, list[dict]]] = []  # (row id, the rows of one record)
+    n_rows = 0
 
     def flush():
-        table = pa.Table.from_pylist(rows, schema=COMBINED)
-        rows.clear()
+        nonlocal n_rows
+        rows = [row for _, group in groups for row in group]
+        try:
+            table = pa.Table.from_pylist(rows, schema=COMBINED)
+        except Exception:  # noqa: BLE001  one record's unwritable value must not end the task
+            table = pa.Table.from_pylist([row for group in groups for row in _arrow_safe(*group)], schema=COMBINED)
+        groups.clear()
+        n_rows = 0
         return table.to_batches()
 
     for batch in batches:
@@ -70,26 +77,26 @@ def process_files(
             file_stats = FileReadStats()
             counters: Counter = Counter()
             n_records = 0
-            for rec in iter_warc(path, name, extract_cfg.max_payload_bytes, extract_cfg.max_resyncs_per_file, file_stats):
+            last_offset = -1
+            records = iter_warc(path, name, extract_cfg.max_payload_bytes, extract_cfg.max_resyncs_per_file, file_stats)
+            while True:
+                try:
+                    rec = next(records)
+                except StopIteration:
+                    break
+                except Exception as exc:  # noqa: BLE001  iter_warc reports bad data itself; this is the backstop
+                    log.exception("%s: reading stopped after offset %d", name, last_offset)
+                    rec = ReadProblem(name, last_offset + 1, "warc_read_error",
+                                      f"reading stopped: {type(exc).__name__}: {exc}")
+                    records = iter(())
                 n_records += 1
+                last_offset = rec.offset
                 result = processor.process(rec)
                 counters.update(result.counters)
-                if result.document is not None:
-                    row = _empty_row()
-                    row.update(result.document)
-                    row["kind"] = KIND_DOC
-                    rows.append(row)
-                    for pair in result.pairs:
-                        prow = _empty_row()
-                        prow["kind"] = KIND_PAIR
-                        for key, value in pair.items():
-                            prow[PAIR_COLS[key]] = value
-                        rows.append(prow)
-                else:
-                    row = _empty_row()
-                    row.update(kind=KIND_REJECT, row_id=result.row_id, reason=result.reason, detail=result.detail)
-                    rows.append(row)
-                if len(rows) >= _BATCH_ROWS:
+                group = _result_rows(result)
+                groups.append((result.row_id, group))
+                n_rows += len(group)
+                if n_rows >= _BATCH_ROWS:
                     yield from flush()
             stats_row = _empty_row()
             stats_row["kind"] = KIND_STATS
@@ -99,12 +106,47 @@ def process_files(
                     "records": n_records,
                     "records_by_type": dict(file_stats.records_by_type),
                     "resyncs": file_stats.resyncs,
+                    "overruns": file_stats.overruns,
                     "counters": dict(counters),
                 }
             )
-            rows.append(stats_row)
-    if rows:
+            groups.append((f"{name}@stats", [stats_row]))
+            n_rows += 1
+    if groups:
         yield from flush()
+
+
+def _result_rows(result) -> list[dict]:
+    """The combined rows of one record: its document and pairs, or its reject."""
+    if result.document is None:
+        row = _empty_row()
+        row.update(kind=KIND_REJECT, row_id=result.row_id, reason=result.reason, detail=result.detail)
+        return [row]
+    row = _empty_row()
+    row.update(result.document)
+    row["kind"] = KIND_DOC
+    rows = [row]
+    for pair in result.pairs:
+        prow = _empty_row()
+        prow["kind"] = KIND_PAIR
+        for key, value in pair.items():
+            prow[PAIR_COLS[key]] = value
+        rows.append(prow)
+    return rows
+
+
+def _arrow_safe(row_id: str, rows: list[dict]) -> list[dict]:
+    """``rows`` when Arrow can hold them, else one ``record_error`` reject for the record (e.g. a lone
+    surrogate in a text, which no UTF-8 writer encodes)."""
+    try:
+        pa.Table.from_pylist(rows, schema=COMBINED)
+        return rows
+    except Exception as exc:  # noqa: BLE001
+        log.warning("record %s: its rows cannot be written: %s: %s", row_id, type(exc).__name__, exc)
+        row = _empty_row()
+        row.update(kind=KIND_REJECT, row_id=row_id, reason="record_error",
+                   detail=f"unwritable row: {type(exc).__name__}: {exc}"[:500])
+        return [row]
 
 
 class ExtractStage(Stage):
@@ -164,12 +206,13 @@ class ExtractStage(Stage):
 
         counters: Counter = Counter()
         by_type: Counter = Counter()
-        resyncs = 0
+        resyncs = overruns = 0
         records = 0
         for fs in file_stats:
             counters.update(fs["counters"])
             by_type.update(fs["records_by_type"])
             resyncs += fs["resyncs"]
+            overruns += fs.get("overruns", 0)
             records += fs["records"]
         return StageStats(
             stage=self.name,
@@ -181,6 +224,7 @@ class ExtractStage(Stage):
                 "warc_files": len(warcs),
                 "warc_records_by_type": dict(sorted(by_type.items())),
                 "gzip_resyncs": resyncs,
+                "warc_length_overruns": overruns,
                 **dict(sorted(counters.items())),
             },
         )

@@ -211,7 +211,7 @@ def hostile_cases() -> dict[str, list[Part]]:
             rec(KEPT, n=1),
             Part(gz(warc_record("https://example.org/h1", b"HTTP/1.1 200 OK\r\nno colon here\r\n\x00\xff\xfe: \x80\r\n"
                                 b"Content-Type: text/html; charset=\xff\xfe\r\n\r\n" + good_page(2), n=2)),
-                 {0: frozenset({None, "record_error", "not_html"})}),
+                 {0: frozenset({None, "not_html"})}),
             Part(gz(warc_record("https://example.org/h2", b"GARBAGE STATUS LINE\r\n\r\n" + good_page(3), n=3)),
                  {0: frozenset({"http_status", "not_html", None})}),
             Part(gz(warc_record("https://example.org/h3", b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 1_000_000
@@ -236,7 +236,7 @@ def hostile_cases() -> dict[str, list[Part]]:
                   ctype=f"text/html; charset={cs}")
               for i, cs in enumerate(["punycode", "undefined", "idna", "rot13", "base64_codec", "zlib_codec",
                                       "x-bogus", "utf-7", "unicode_escape", "utf-32", "hex", "mbcs", "\\xff"])],
-            rec({None, "undecodable", "binary_payload"}, body=b"<html><head><meta charset='punycode'></head>"
+            rec({None, "undecodable", "binary_payload", "no_content"}, body=b"<html><head><meta charset='punycode'></head>"
                 b"<body><p>xn--a-\xff x-" + b"a" * 200_000 + b"</p></body></html>", n=30),
             rec({"undecodable", "binary_payload", "no_content"}, body=b"<html><body><p>+2D0- +2D0-</p></body></html>",
                 n=31, ctype="text/html; charset=utf-7"),
@@ -246,7 +246,7 @@ def hostile_cases() -> dict[str, list[Part]]:
         "target-uris.warc.gz": [
             rec(KEPT, n=1),
             *[Part(gz(warc_record(uri, http_response(good_page(10 + i)), n=10 + i)),
-                   {0: frozenset({None, "html_parse_error", "warc_read_error"})})
+                   {0: frozenset({None, "html_parse_error", "warc_read_error", "doc_too_few_images"})})
               for i, uri in enumerate([b"", b"<>", b"not a url", b"http://[::1", b"javascript:alert(1)",
                                        b"http://" + b"a" * 10_000, b"http://ex ample.org/\x01\x7f",
                                        "https://bücher.example/ü".encode(), b"\xff\xfe\xfd", b"http://:99999/",
