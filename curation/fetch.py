@@ -98,6 +98,10 @@ def classify_error(message: str | None) -> tuple[str, str]:
         return m.group(1), (m.group(2) or "").strip().rstrip(">")[:300]
     if "unknown url type" in low:
         return "unsafe_scheme", msg
+    if "nonnumeric port" in low or "invalid ipv6 url" in low or "no host given" in low \
+            or "can't contain control characters" in low:
+        # http.client's InvalidURL, e.g. a redirect to http://127.0.0.1:80@10.0.0.1/ (never connected)
+        return "bad_url", msg[:300]
     if "timed out" in low or "timeout" in low:
         return "fetch_error:timeout", msg
     if "name or service not known" in low or "nodename nor servname" in low or "getaddrinfo" in low \

@@ -33,6 +33,8 @@ FAST = dict(timeout=3.0, threads_per_process=8, processes=2)
         ("<urlopen error [Errno 111] Connection refused>", "fetch_error:connection"),
         ("Remote end closed connection without response", "fetch_error:protocol"),
         ("<urlopen error unknown url type: gopher>", "unsafe_scheme"),
+        ("nonnumeric port: '8080@10.0.0.1'", "bad_url"),
+        ("URL can't contain control characters. '/a b' (found at least ' ')", "bad_url"),
         ("decompression_bomb: Image size (2500000000 pixels) exceeds limit", "decompression_bomb"),
         ("image format is odd", "fetch_error:other"),
         (None, "fetch_error:other"),
