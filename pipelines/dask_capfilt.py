@@ -391,12 +391,19 @@ def _rejects(row_ids: list[str], table: str, reasons: list[str], details: list[s
                     schema=REJECTS)
 
 
+def _read_work(path: str, columns: list[str] | None = None) -> pa.Table:
+    """A per-shard intermediate of the work dir, local or remote (``OUT=s3://...``)."""
+    fs, p = url_to_fs(path)
+    with fs.open(p, "rb") as fh:
+        return pq.read_table(fh, columns=columns)
+
+
 def write_shard(work_dir: str, caption_model: str, shard: Shard, dropped: dict[str, str], out: ShardOutput) -> dict:
     """Phase 2: BOOTSTRAPPED_PAIRS (kept web rows, then kept synthetic captions) and every reject of the shard."""
     t = cluster.read_shard(shard, SCORED_PAIRS.names, schema=SCORED_PAIRS)
-    web = pq.read_table(f"{work_dir}/{WEB}/{shard.id}.parquet")
-    syn = pq.read_table(f"{work_dir}/{SYNTHETIC}/{shard.id}.parquet")
-    imgs = pq.read_table(f"{work_dir}/images/{shard.id}.parquet")
+    web = _read_work(f"{work_dir}/{WEB}/{shard.id}.parquet")
+    syn = _read_work(f"{work_dir}/{SYNTHETIC}/{shard.id}.parquet")
+    imgs = _read_work(f"{work_dir}/images/{shard.id}.parquet")
     if web.num_rows != t.num_rows:
         raise StageError(f"shard {shard.id}: {web.num_rows} filter results for {t.num_rows} rows")
     reason = web.column("reason").to_pylist()
@@ -516,15 +523,15 @@ class CapFiltStage(Stage):
         """Pictures with no surviving caption (image_key -> reason), and the picture counts."""
         kept: set[str] = set()
         for s in shards:
-            web = pq.read_table(f"{work_dir}/{WEB}/{s.id}.parquet", columns=["image_key", "reason"])
-            syn = pq.read_table(f"{work_dir}/{SYNTHETIC}/{s.id}.parquet", columns=["image_key", "reason"])
+            web = _read_work(f"{work_dir}/{WEB}/{s.id}.parquet", columns=["image_key", "reason"])
+            syn = _read_work(f"{work_dir}/{SYNTHETIC}/{s.id}.parquet", columns=["image_key", "reason"])
             for t in (web, syn):
                 kept.update(ik for ik, r in zip(t.column("image_key").to_pylist(), t.column("reason").to_pylist())
                             if r is None)
         dropped: dict[str, str] = {}
         counts: Counter = Counter()
         for s in shards:
-            imgs = pq.read_table(f"{work_dir}/images/{s.id}.parquet")
+            imgs = _read_work(f"{work_dir}/images/{s.id}.parquet")
             for ik, reason in zip(imgs.column("image_key").to_pylist(), imgs.column("reason").to_pylist()):
                 counts["in"] += 1
                 if reason is not None:
@@ -538,8 +545,8 @@ class CapFiltStage(Stage):
 
     def _stats(self, cfg: CapfiltConfig, spec: CapfiltSpec, info: dict, work_dir: str, shards: list[Shard],
                phase1: dict, written: dict, img_counts: Counter, root: str) -> StageStats:
-        web = pa.concat_tables([pq.read_table(f"{work_dir}/{WEB}/{s.id}.parquet") for s in shards]) if shards else None
-        syn = pa.concat_tables([pq.read_table(f"{work_dir}/{SYNTHETIC}/{s.id}.parquet") for s in shards]) if shards \
+        web = pa.concat_tables([_read_work(f"{work_dir}/{WEB}/{s.id}.parquet") for s in shards]) if shards else None
+        syn = pa.concat_tables([_read_work(f"{work_dir}/{SYNTHETIC}/{s.id}.parquet") for s in shards]) if shards \
             else _SYN_SCHEMA.empty_table()
         rows_in = sum(s.rows for s in shards)
         reasons = Counter(r for r in (web.column("reason").to_pylist() if web is not None else []) if r is not None)
