@@ -18,9 +18,9 @@ Input: dedup's ``documents/`` (DOCUMENTS) and ``pairs/`` (PAIRS). Steps:
    the smallest URL; ``duplicate_of`` names the kept URL.
 5. Joins: pairs get their image (``pairs/``, IMAGE_PAIRS) or are rejected with the
    image's reason; documents lose the positions of images not kept (texts, images and
-   metadata stay aligned) and get ``image_bytes`` aligned with the positions
-   (``documents/``, INTERLEAVED); a document left without images is dropped
-   (``no_images``) unless ``images.drop_documents_without_images`` is false.
+   metadata stay aligned: :func:`curation.layout.cut_positions`) and get ``image_bytes``
+   aligned with the positions (``documents/``, INTERLEAVED); a document left without
+   images is dropped (``no_images``) unless ``images.drop_documents_without_images`` is false.
 6. ``webdataset/``: the pairs as tar shards open_clip's loader reads (:mod:`curation.wds_writer`).
 
 On a sample run (``snapshot: sample``) the stage serves ``<run>/_sample/images`` on
@@ -48,11 +48,11 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from curation.config import ImagesConfig, PipelineConfig, SparkConfig
+from curation.layout import cut_positions, drop_images, load_metadata
 from curation.safe_http import FetchPolicy, precheck_url
 from curation.schemas import DOCUMENTS, IMAGE_PAIRS, IMAGES, INTERLEAVED, PAIRS, REJECTS
 from curation.stage import Stage, StageContext, StageError, StageStats
 from filters.config import ImageFilterConfig
-from filters.text_pipeline import PARAGRAPH_SEPARATOR
 from filters.image import (
     UrlListFilter,
     exact_duplicates,
@@ -221,29 +221,6 @@ def join_pairs(pairs: pa.Table, kept: pa.Table) -> tuple[pa.Table, pa.Table]:
     return pa.table(cols).cast(IMAGE_PAIRS), pairs.filter(pc.invert(mask))
 
 
-def cut_positions(texts: list, images: list, meta: list | None, keep: set[int]) -> tuple[list, list, list]:
-    """Keep image positions in ``keep`` (text positions always), aligned across the three lists.
-
-    Text positions that become neighbours (the image between them was removed) are joined with a
-    blank line, as extract writes a document. Unusable metadata is rebuilt as ``{"src": url}``.
-    """
-    if not isinstance(meta, list) or len(meta) != len(texts):
-        meta = [None if im is None else {"src": im} for im in images]
-    out_t: list = []
-    out_i: list = []
-    out_m: list = []
-    for pos, (t, im) in enumerate(zip(texts, images)):
-        if im is not None and pos not in keep:
-            continue
-        if t is not None and out_t and out_t[-1] is not None:
-            out_t[-1] = out_t[-1] + PARAGRAPH_SEPARATOR + t
-            continue
-        out_t.append(t)
-        out_i.append(im)
-        out_m.append(meta[pos])
-    return out_t, out_i, out_m
-
-
 def join_documents(docs: pa.Table, kept: pa.Table) -> tuple[pa.Table, list[int], dict[str, int]]:
     """Documents without the images that were not kept, plus ``image_bytes`` aligned with positions.
 
@@ -263,11 +240,7 @@ def join_documents(docs: pa.Table, kept: pa.Table) -> tuple[pa.Table, list[int],
         n_drop = sum(1 for u in images if u is not None) - len(keep)
         removed += n_drop
         touched += n_drop > 0
-        try:
-            meta = json.loads(raw) if raw is not None else None
-        except ValueError:
-            meta = None
-        t, im, m = cut_positions(texts, images, meta, keep)
+        t, im, m = cut_positions(texts, images, load_metadata(raw), drop_images(images, keep))
         cols["texts"].append(t)
         cols["images"].append(im)
         cols["metadata"].append(json.dumps(m, ensure_ascii=False) if (n_drop or raw is None) else raw)
