@@ -68,17 +68,35 @@ def _engines(cfg: PipelineConfig, stage: str) -> set[str]:
     return {"spark", "dask"}
 
 
+def source_root(path: str) -> str:
+    """A stage's ``--input``: a run directory, or one of its stage directories (meaning its run directory)."""
+    p = path.rstrip("/")
+    if "/" in p and p.rsplit("/", 1)[-1] in registry.stage_order():
+        return p.rsplit("/", 1)[0]
+    return p
+
+
+def upstream_of(cfg: PipelineConfig, stage: str) -> dict[str, str]:
+    """``{input key: stage}`` for the inputs of ``stage`` that must be a finished stage's output in this run
+    (an input of a stage this configuration skips, e.g. ``bootstrap/models`` with downloaded models, is not)."""
+    out = {}
+    for key, rel in registry.spec(stage).inputs.items():
+        name = rel.split("/", 1)[0]
+        if registry.spec(name).when(cfg):
+            out[key] = name
+    return out
+
+
 def _check_stage_inputs(cfg: PipelineConfig, stage: str, input_path: str) -> None:
-    from curation.cli import _source_root  # the CLI's one rule for "a run directory or one of its stage dirs"
     from curation.stage import check_inputs
 
     spec = registry.spec(stage)
     if not spec.when(cfg):
         return  # the CLI says "does not apply" and runs nothing
-    root = _source_root(input_path)
+    root = source_root(input_path)
     _check_exists(root, "--input", f"give `curate {stage}` the run directory holding "
                   f"{', '.join(u + '/' for u in spec.upstream())}")
-    check_inputs(spec.resolve_inputs(root), cfg)
+    check_inputs(spec.resolve_inputs(root), upstream_of(cfg, stage))
 
 
 def _check_exists(path: str, key: str, fix: str) -> None:

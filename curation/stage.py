@@ -163,44 +163,32 @@ def read_stats(stage_dir: str) -> StageStats:
         return StageStats.from_json(fh.read())
 
 
-def _input_stage(path: str, config: PipelineConfig) -> tuple[str, str, str] | None:
-    """``(stage_dir, stage, output)`` when ``path`` is ``<root>/<stage>/<output>`` of a stage that
-    applies to this run; None for anything else (a directory a test or a user built by hand, or the
-    output of a stage this configuration skips, such as ``bootstrap/models`` with downloaded models)."""
-    from curation.registry import spec, stage_order  # the registry imports this module's users, not it
-
-    if path.count("/") < 2 or "," in path:
-        return None
-    stage_dir, output = path.rstrip("/").rsplit("/", 1)
-    name = stage_dir.rsplit("/", 1)[-1]
-    if name not in stage_order() or not spec(name).when(config):
-        return None
-    return stage_dir, name, output
-
-
-def _redo_hint(name: str, root: str) -> str:
-    from curation.registry import spec
-
-    source = "<WARCs or snapshot>" if spec(name).reads_source else root
-    return f"`curate {name} --input {source} --out {root}` (or `curate run --out {root}`)"
-
-
-def check_inputs(inputs: dict[str, str], config: PipelineConfig) -> None:
+def check_inputs(inputs: dict[str, str], upstream: dict[str, str] | None = None) -> None:
     """Refuse to start on an input stage that did not finish or whose files are no longer whole.
+
+    ``upstream`` maps input keys to the stage whose output they must be (``{"documents": "dedup"}``):
+    those need that stage's marker. Callers that know the stage table pass it (the CLI's preflight,
+    from :mod:`curation.registry`, where a stage's ``when`` decides whether its output is needed);
+    this module does not import the table. Any other input inside a directory with a marker
+    (``<root>/<stage>/<output>``) has its files checked all the same; one without is read as given
+    (a directory a test or a user built by hand).
 
     Raises :class:`InputError` naming the stage directory or the files, and the command that fixes
     it. Reads markers, file sizes and Parquet footers only: seconds, whatever the data size.
     """
+    upstream = upstream or {}
     problems: list[str] = []
     damaged: dict[str, str] = {}  # stage -> its run root
     for key, path in sorted(inputs.items()):
-        where = _input_stage(path, config)
-        if where is None:
+        if path.count("/") < 1 or "," in path:
             continue
-        stage_dir, name, output = where
-        root = stage_dir.rsplit("/", 1)[0]
+        stage_dir, output = path.rstrip("/").rsplit("/", 1)
+        root = stage_dir.rsplit("/", 1)[0] if "/" in stage_dir else "."
         marker = read_marker(stage_dir)
         if marker is None:
+            if key not in upstream:
+                continue
+            name = upstream[key]
             fs, sp = url_to_fs(stage_dir)
             if not fs.exists(url_to_fs(root)[1]):
                 why = f"{root} does not exist"
@@ -208,7 +196,9 @@ def check_inputs(inputs: dict[str, str], config: PipelineConfig) -> None:
                 why = f"the {name} stage has not run there ({stage_dir} not found)"
             else:
                 why = f"{stage_dir} has no {MARKER}: the {name} stage did not finish (interrupted or failed)"
-            raise InputError(f"input {key} ({path}): {why}; run {_redo_hint(name, root)} first")
+            raise InputError(f"input {key} ({path}): {why}; run the {name} stage there first: "
+                             f"`curate run --out {root}` (or `curate {name} --input ... --out {root}`)")
+        name = marker.get("stage", stage_dir.rsplit("/", 1)[-1])
         listed = marker.get("files")
         if listed is None:
             log.warning("input %s: %s has a marker without a file list (written before marker version %d): "
@@ -259,7 +249,10 @@ class StageRunner:
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def run(self, stage: Stage, inputs: dict[str, str] | None = None, source: "RunSource | None" = None) -> StageStats:
+    def run(self, stage: Stage, inputs: dict[str, str] | None = None, source: "RunSource | None" = None,
+            upstream: dict[str, str] | None = None) -> StageStats:
+        """Run ``stage`` unless complete; ``upstream``: input keys that must be a finished stage's output
+        (see :func:`check_inputs`)."""
         stage_inputs = dict(inputs or {})  # earlier stages' outputs: checked before the stage starts
         inputs = {**(source.fingerprint_inputs() if source else {}), **stage_inputs}
         sdir = self.stage_dir(stage.name)
@@ -274,7 +267,7 @@ class StageRunner:
                 return read_stats(sdir)
             log.info("stage %s: inputs or config changed since it finished, running again", stage.name)
         # Check first, delete last: nothing of a previous output is touched before the inputs pass.
-        check_inputs(stage_inputs, self.config)
+        check_inputs(stage_inputs, upstream)
         aside = self._clear(stage.name, spath, marker, forced)
         self.fs.makedirs(spath, exist_ok=True)
 

@@ -90,7 +90,7 @@ def test_a_missing_input_run_dir_or_stage_is_one_line_before_any_work(tmp_path, 
     assert f"--input {tmp_path / 'nowhere'} does not exist" in err and "dedup/" in err
     (tmp_path / "run").mkdir()
     err, _ = _one_line_error(capsys, ["images", "--input", str(tmp_path / "run"), "--out", str(tmp_path / "o")])
-    assert "the dedup stage has not run there" in err and f"curate dedup --input {tmp_path / 'run'}" in err
+    assert "the dedup stage has not run there" in err and f"curate run --out {tmp_path / 'run'}" in err
     err, _ = _one_line_error(capsys, ["report", "--input", str(tmp_path / "nowhere")])
     assert "does not exist" in err
     assert seconds < 10 and not (tmp_path / "o").exists()

@@ -119,14 +119,15 @@ def test_marker_lists_every_output_file_with_its_size_and_footer_rows(tmp_path):
 def test_an_input_stage_that_never_ran_or_did_not_finish_is_refused_with_the_fix(tmp_path):
     reader = ReaderStage()
     runner = StageRunner(str(tmp_path / "out"), PipelineConfig())
-    with pytest.raises(InputError, match=r"does not exist.*curate dedup"):
-        runner.run(reader, {"documents": str(tmp_path / "nowhere" / "dedup" / "documents")})
+    need = {"documents": "dedup"}
+    with pytest.raises(InputError, match=r"does not exist; run the dedup stage there first"):
+        runner.run(reader, {"documents": str(tmp_path / "nowhere" / "dedup" / "documents")}, upstream=need)
     (tmp_path / "run").mkdir()
-    with pytest.raises(InputError, match=r"dedup stage has not run there.*curate dedup --input"):
-        runner.run(reader, {"documents": str(tmp_path / "run" / "dedup" / "documents")})
+    with pytest.raises(InputError, match=rf"dedup stage has not run there.*`curate run --out {tmp_path / 'run'}`"):
+        runner.run(reader, {"documents": str(tmp_path / "run" / "dedup" / "documents")}, upstream=need)
     (tmp_path / "run" / "dedup" / "documents").mkdir(parents=True)
     with pytest.raises(InputError, match=f"no {MARKER}: the dedup stage did not finish"):
-        runner.run(reader, {"documents": str(tmp_path / "run" / "dedup" / "documents")})
+        runner.run(reader, {"documents": str(tmp_path / "run" / "dedup" / "documents")}, upstream=need)
     assert reader.calls == 0 and not (tmp_path / "out" / "images").exists()
 
 
@@ -162,10 +163,10 @@ def test_old_markers_without_a_file_list_are_read_with_a_warning(tmp_path, caplo
     assert reader.calls == 1 and "without a file list" in caplog.text
 
 
-def test_inputs_outside_stage_directories_and_of_stages_this_run_skips_are_not_checked(tmp_path):
+def test_inputs_not_named_upstream_and_without_a_marker_are_read_as_given(tmp_path):
     (tmp_path / "handmade" / "documents").mkdir(parents=True)
     reader = ReaderStage("score")
-    # PipelineConfig(): downloaded models, so the bootstrap stage does not apply and bootstrap/models is unused.
+    # bootstrap/models: not upstream where the bootstrap stage does not apply (downloaded models).
     StageRunner(str(tmp_path), PipelineConfig()).run(reader, {
         "documents": str(tmp_path / "handmade" / "documents"), "models": str(tmp_path / "bootstrap" / "models")})
     assert reader.calls == 1
