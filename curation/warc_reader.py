@@ -7,6 +7,18 @@ payload is not HTML, and the occasional multi-megabyte page. Whatever happens,
 reported and reading resumes at the next member (a "resync"), so one bad
 record costs one record, not the rest of the file.
 
+Nothing vanishes without an item, and no two items share an offset (the row id):
+
+* every record start (a gzip member that inflates to ``WARC/1.``, or ``WARC/1.``
+  after a record's closing CRLFCRLF in a plain file) is noted as FastWARC reads
+  past it; when one lies *inside* a record, that record's ``Content-Length``
+  swallowed its neighbours (issue 19.3): the liar is parsed again bounded by its
+  own member (it reads as truncated) and each swallowed record on its own;
+* a problem is filed where the bad data starts (the corrupt member, the junk
+  after a member), never at the offset of a good record (issue 19.4);
+* a 0-byte file is one ``empty_warc_file`` problem, a file with no record at all
+  one ``warc_read_error``.
+
 Paths go through fsspec, so local files, ``https://data.commoncrawl.org/...``
 and ``s3://commoncrawl/...`` share one code path.
 """
@@ -229,18 +241,16 @@ class _FileReader:
             except BaseException as exc:  # noqa: B036  FastWARC raises OSError for bad data, a Rust panic
                 # (a BaseException) for worse; anything else here is a bad record too
                 detail = f"{type(exc).__name__}: {exc}"
+                after = start if pending is None else pending
+                nxt = _find_next_member(self.fh, after + 1, self.gzipped)
                 if pending is None:
                     # The record at ``start`` itself could not be read.
                     yield ReadProblem(self.name, start, "warc_read_error", detail)
-                    after = start
                 else:
                     # The last record seen is parsed again on its own, up to the next record start:
                     # it may be the one that broke, or it may have run into a broken neighbour.
-                    nxt = _find_next_member(self.fh, pending + 1, self.gzipped)
                     yield from _parse_span(self, pending, nxt if nxt is not None else self.size, count_first=False,
                                            error=detail)
-                    after = pending
-            nxt = _find_next_member(self.fh, after + 1, self.gzipped)
             if nxt is None:
                 return
             if self.stats.resyncs >= self.max_resyncs:
@@ -346,8 +356,9 @@ def iter_warc(
     try:
         try:
             magic = fh.read(3)
+            size: int | None
             try:
-                size: int | None = fh.seek(0, 2)
+                fh.seek(0, 2)
                 size = fh.tell()
             except Exception:  # a stream without a known size
                 size = None
