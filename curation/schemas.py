@@ -86,6 +86,11 @@ SCORED_PAIRS = pa.schema(
         pa.field("embedding_row", pa.int64()),
         pa.field("nsfw_score", pa.float32()),
         pa.field("aesthetic_score", pa.float32()),
+        # Faces (models/faces.py): count, MMC4's face_detections (null: none; else [x0, y0, x1, y1] boxes),
+        # MMC4's fewer-faces flag (no face detected); null when not computed (safety.faces: false).
+        pa.field("face_count", pa.int32()),
+        pa.field("face_detections", pa.list_(pa.list_(pa.int32()))),
+        pa.field("is_fewer_faces", pa.bool_()),
     ]
 )
 

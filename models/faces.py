@@ -124,3 +124,79 @@ def face_counts(detections: Sequence[list | None]) -> np.ndarray:
 def document_is_fewer_faces(image_face_counts: Sequence[int]) -> bool:
     """MMC4's rule for a document: it keeps at least one image without a detected face."""
     return any(c == 0 for c in image_face_counts)
+
+
+# --------------------------------------------------------------------------- Arrow columns for the stages
+
+def face_arrow_type():
+    """MMC4's ``face_detections``: a list of boxes ``[x0, y0, x1, y1]`` (int32 pixels), null when none."""
+    import pyarrow as pa
+
+    return pa.list_(pa.list_(pa.int32()))
+
+
+@dataclass
+class FaceColumns:
+    """Per row: face count (-1 = not computed) and MMC4's ``face_detections`` (None = no face / not computed)."""
+
+    count: np.ndarray
+    detections: list
+
+    @classmethod
+    def empty(cls, n: int) -> "FaceColumns":
+        return cls(np.full(n, -1, dtype=np.int32), [None] * n)
+
+    def fill(self, rows: np.ndarray, blobs: Sequence[bytes | None], settings: FaceSettings = FaceSettings()) -> None:
+        """Detect faces in ``blobs`` (one per index of ``rows``) and store them at those rows."""
+        dets = detect_faces(blobs, settings)
+        for r, d in zip(np.asarray(rows).tolist(), dets):
+            self.count[r] = len(d) if d else 0
+            self.detections[r] = d
+
+    def arrays(self) -> dict:
+        """``face_count``, ``face_detections``, ``is_fewer_faces`` as Arrow arrays (null where not computed)."""
+        import pyarrow as pa
+
+        known = self.count >= 0
+        return {
+            "face_count": pa.array(self.count, pa.int32(), mask=~known),
+            "face_detections": pa.array(self.detections, face_arrow_type()),
+            "is_fewer_faces": pa.array(self.count == 0, pa.bool_(), mask=~known),
+        }
+
+    def table(self):
+        import pyarrow as pa
+
+        return pa.table(self.arrays())
+
+
+def gather_faces(tables: Sequence[str], file_idx: np.ndarray, row: np.ndarray) -> FaceColumns:
+    """Rows ``row`` of the per-shard face tables ``tables[file_idx]`` (written by :meth:`FaceColumns.table`)."""
+    import pyarrow.parquet as pq
+    from fsspec.core import url_to_fs
+
+    out = FaceColumns.empty(len(file_idx))
+    for f in np.unique(file_idx[file_idx >= 0]).tolist():
+        fs, p = url_to_fs(tables[f])
+        if not fs.exists(p):  # faces were off when that shard ran
+            continue
+        with fs.open(p, "rb") as fh:
+            t = pq.read_table(fh)
+        sel = np.flatnonzero(file_idx == f)
+        counts = t.column("face_count").fill_null(-1).to_numpy(zero_copy_only=False)
+        dets = t.column("face_detections").to_pylist()
+        for i in sel.tolist():
+            out.count[i] = counts[row[i]]
+            out.detections[i] = dets[row[i]]
+    return out
+
+
+def mmc4_schema_with_faces(schema):
+    """MMC4's document schema with ``image_info[].face_detections`` and a document ``is_fewer_faces``."""
+    import pyarrow as pa
+
+    i = schema.get_field_index("image_info")
+    info = schema.field(i).type.value_type
+    fields = [info.field(k) for k in range(info.num_fields)] + [pa.field("face_detections", face_arrow_type())]
+    schema = schema.set(i, pa.field("image_info", pa.list_(pa.struct(fields))))
+    return schema.append(pa.field("is_fewer_faces", pa.bool_()))

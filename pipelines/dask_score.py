@@ -67,13 +67,14 @@ from models.assignment import assign
 from models.mmc4 import build_mmc4_document, mmc4_arrow_schema, split_sentences
 from models.scoring import RANDOM_WEIGHTS_WARNING, ModelSpec, clip_scores, load_scorer
 from models.safety_heads import HeadPaths, SafetyHeads, resolve_heads, safety_reasons
+from models.faces import FaceColumns, document_is_fewer_faces, gather_faces, mmc4_schema_with_faces
 
 log = logging.getLogger(__name__)
 
 STAGE = "score"
 EMBED_DTYPE = np.float16
 # MMC4's schema (models/mmc4.py) plus the document id the rejects and upstream stages use.
-MMC4_DOCUMENTS = mmc4_arrow_schema().append(pa.field("doc_id", pa.string()))
+MMC4_DOCUMENTS = mmc4_schema_with_faces(mmc4_arrow_schema()).append(pa.field("doc_id", pa.string()))
 
 
 # --------------------------------------------------------------------------- worker side
@@ -93,6 +94,7 @@ class WorkerSpec:
     heads: HeadPaths | None = None  # LAION's NSFW/aesthetic heads for this CLIP (None: null columns)
     max_nsfw: float | None = None
     min_aesthetic: float | None = None
+    faces: bool = False  # face counts and boxes per image (models/faces.py)
 
     def safety_heads(self) -> SafetyHeads:
         return setup_once(("safety-heads", self.heads), lambda: SafetyHeads.load(self.heads or HeadPaths(None, None, "")))
@@ -160,6 +162,14 @@ def _load_npy(path: str) -> np.ndarray:
         return np.load(fh)
 
 
+def _faces_for(spec: WorkerSpec, lookup: ImageLookup | None, n: int) -> FaceColumns:
+    """Phase 1's faces of these rows (count -1 = not computed: faces off, or the image is not in phase 1)."""
+    if not spec.faces or lookup is None:
+        return FaceColumns.empty(n)
+    files = [f.replace("/images_emb/", "/images_faces/")[: -len(".npy")] + ".parquet" for f in lookup.files]
+    return gather_faces(files, lookup.file_idx, lookup.row)
+
+
 def _rejects(row_ids: list[str], table: str, reasons: list[str], details: list[str | None],
              duplicate_of: list[str | None] | None = None) -> pa.Table:
     n = len(row_ids)
@@ -201,6 +211,10 @@ def embed_images_shard(spec: WorkerSpec, shard: Shard, payload: Any, out: ShardO
     width = np.where(res.sizes[:, 0] > 0, res.sizes[:, 0], t.column("width").fill_null(0).to_numpy()).astype(np.int32)
     height = np.where(res.sizes[:, 1] > 0, res.sizes[:, 1], t.column("height").fill_null(0).to_numpy()).astype(np.int32)
     out.write_table("images_meta", pa.table({"url": t.column("url"), "ok": pa.array(res.ok), "width": width, "height": height}))
+    if spec.faces:  # beside the decode, on this worker, batched in threads (models/faces.py)
+        faces, rows, images = FaceColumns.empty(t.num_rows), np.flatnonzero(res.ok), t.column("image")
+        faces.fill(rows, [images[i].as_py() for i in rows.tolist()])
+        out.write_table("images_faces", faces.table())
     bad = np.flatnonzero(~res.ok).tolist()
     urls = t.column("url").to_pylist()
     out.write_table("rejects", _rejects([urls[i] for i in bad], "images", [res.errors[i][0] for i in bad],
@@ -232,6 +246,10 @@ def score_pairs_shard(spec: WorkerSpec, shard: Shard, lookup: ImageLookup | None
     need = ~ok
     blobs = read_shard(shard, ["image"], schema=IMAGE_PAIRS).column("image").to_pylist() if need.any() else []
     encoded, model_s = _encode_missing(scorer, blobs, need, emb, ok, errors, sizes)
+    faces = _faces_for(spec, lookup, n)
+    if spec.faces and (need & ok).any():  # images phase 1 did not have: from the pair's own bytes
+        own = np.flatnonzero(need & ok)
+        faces.fill(own, [blobs[i] for i in own.tolist()])
     del blobs
     scores = clip_scores(emb, txt)
     scores[~ok] = np.nan
@@ -268,6 +286,7 @@ def score_pairs_shard(spec: WorkerSpec, shard: Shard, lookup: ImageLookup | None
         "clip_score": pa.array(scores, pa.float32()),
         "nsfw_score": pa.array(nsfw, pa.float32(), from_pandas=True),  # NaN (no head / not decoded) -> null
         "aesthetic_score": pa.array(aesthetic, pa.float32(), from_pandas=True),
+        **faces.arrays(),
         "reason": pa.array(reasons, pa.string()),
         "detail": pa.array(details, pa.string()),
     }))
@@ -306,6 +325,7 @@ def mmc4_shard(spec: WorkerSpec, shard: Shard, lookup: ImageLookup | None, out: 
         emb[found], ok[found] = found_emb[found], True
     need = ~ok
     encoded, model_s = 0, 0.0
+    faces = _faces_for(spec, lookup, n_img)
     if need.any():
         bytes_col = read_shard(shard, ["image_bytes"], schema=INTERLEAVED).column("image_bytes").to_pylist()
         blobs: list[bytes | None] = []
@@ -314,6 +334,9 @@ def mmc4_shard(spec: WorkerSpec, shard: Shard, lookup: ImageLookup | None, out: 
             blobs.extend(aligned[i] if i < len(aligned) else None for i in pos)
         del bytes_col
         encoded, model_s = _encode_missing(scorer, blobs, need, emb, ok, errors, sizes)
+        if spec.faces and (need & ok).any():
+            own = np.flatnonzero(need & ok)
+            faces.fill(own, [blobs[i] for i in own.tolist()])
         del blobs
     contaminated = np.zeros(n_img, dtype=bool)
     contam_detail: dict[int, str] = {}
@@ -366,6 +389,11 @@ def mmc4_shard(spec: WorkerSpec, shard: Shard, lookup: ImageLookup | None, out: 
             doc_rej.append((doc_id, "no_images_kept", f"{len(pos)} images, none kept"))
             continue
         mm["doc_id"] = doc_id
+        face_row = {urls[pos[j]]: int(img_idx[j]) for j in usable}  # MMC4's face_detections per kept image
+        counts = [int(faces.count[face_row[info["raw_url"]]]) for info in mm["image_info"]]
+        for info in mm["image_info"]:
+            info["face_detections"] = faces.detections[face_row[info["raw_url"]]]
+        mm["is_fewer_faces"] = document_is_fewer_faces(counts) if min(counts) >= 0 else None
         out_rows.append(mm)
         n_core += bool(mm["is_core"])
         n_images_out += len(mm["image_info"])
@@ -401,7 +429,7 @@ def write_pairs_shard(work_dir: str, shard: Shard, decisions: PairDecisions, out
     keep = np.array([r is None for r in decisions.reason], dtype=bool)
     full = t.append_column("clip_score", scores.column("clip_score")).append_column(
         "embedding_row", pa.array(np.arange(shard.offset, shard.offset + t.num_rows, dtype=np.int64)))
-    for name in ("nsfw_score", "aesthetic_score"):
+    for name in ("nsfw_score", "aesthetic_score", "face_count", "face_detections", "is_fewer_faces"):
         full = full.append_column(name, scores.column(name))
     out.write_table("pairs", full.filter(pa.array(keep)).cast(SCORED_PAIRS))
     idx = np.flatnonzero(~keep).tolist()
@@ -533,7 +561,7 @@ class ScoreStage(Stage):
             "model": [cfg.model, cfg.pretrained, cfg.seed], "filters": asdict(cfg.filters),
             "mmc4_min_sim": cfg.mmc4_min_sim, "decontaminate": [cfg.decontaminate_eval, cfg.decontaminate_threshold],
             "shard_rows": cfg.shard_rows, "inputs": _input_run_ids(ctx.inputs),
-            "safety": [heads.nsfw, heads.aesthetic, safety.max_nsfw, safety.min_aesthetic],
+            "safety": [heads.nsfw, heads.aesthetic, safety.max_nsfw, safety.min_aesthetic, safety.faces],
         }
         work_dir = work_dir_for(out_root, STAGE, work_key)
         counters: dict[str, Any] = {"model": cfg.model, "pretrained": cfg.pretrained, "filter_mode": cfg.filter_mode,
@@ -550,7 +578,7 @@ class ScoreStage(Stage):
                 model=ModelSpec(cfg.model, cfg.pretrained, cfg.device, cfg.seed, threads),
                 batch_size=cfg.batch_size, loader_threads=cfg.loader_threads, filters=cfg.filters,
                 mmc4_min_sim=cfg.mmc4_min_sim, eval_path=cfg.decontaminate_eval, eval_threshold=cfg.decontaminate_threshold,
-                heads=heads, max_nsfw=safety.max_nsfw, min_aesthetic=safety.min_aesthetic,
+                heads=heads, max_nsfw=safety.max_nsfw, min_aesthetic=safety.min_aesthetic, faces=safety.faces,
             )
             # Load the model on one worker before scheduling shards: a missing checkpoint or an
             # offline remote tag fails here with models.clip's hint, not once per shard.

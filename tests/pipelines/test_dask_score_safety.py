@@ -64,6 +64,20 @@ def test_heads_on_stage_embeddings_and_nsfw_rejects(tmp_path, coco_dir, tiny_ckp
     assert "aesthetic: no released head for vlc-tiny-clip" in stats.counters["safety_heads"]
     by_key = dict(zip(pairs.column("key").to_pylist(), nsfw.tolist()))
 
+    # Faces: computed once per image on the workers, copied to every pair and MMC4 image of it.
+    from models.faces import detect_faces
+
+    images = {p["url"]: p["image"] for p in coco_inputs(tmp_path / "again", coco_dir)["pairs"]}
+    urls = sorted(images)
+    truth = dict(zip(urls, detect_faces([images[u] for u in urls])))
+    rows = pairs.select(["url", "face_count", "face_detections", "is_fewer_faces"]).to_pylist()
+    assert all(r["face_detections"] == truth[r["url"]] for r in rows)
+    assert all(r["face_count"] == len(truth[r["url"]] or []) and r["is_fewer_faces"] == (not truth[r["url"]]) for r in rows)
+    assert 0 < sum(1 for u in urls if truth[u]) < len(urls)
+    docs = pq.read_table(tmp_path / "score" / "mmc4").to_pylist()
+    assert docs and all(i["face_detections"] == truth[i["raw_url"]] for d in docs for i in d["image_info"])
+    assert all(d["is_fewer_faces"] == any(not i["face_detections"] for i in d["image_info"]) for d in docs)
+
     # Then max_nsfw at the median: the pairs above it are rejected as nsfw, nothing else lost.
     cut = float(np.median(nsfw))
     run2 = tmp_path / "run2"
