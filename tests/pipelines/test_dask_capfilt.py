@@ -356,6 +356,36 @@ def test_killed_worker_loses_and_duplicates_nothing(boot, sample_capfilt, tmp_pa
     assert all(a[k][0] == b[k][0] and abs(a[k][1] - b[k][1]) < 1e-4 for k in a)
 
 
+def test_capfilt_on_a_remote_run_directory(boot, sample_capfilt, tmp_path, monkeypatch):
+    """``OUT=s3://...``: fsspec's memory:// filesystem stands in. The models are resolved in the
+    remote run and copied to the local model cache to be loaded; the rows are those of the local run."""
+    import fsspec
+
+    from pipelines.dask_capfilt import CapFiltStage
+
+    monkeypatch.setenv("CURATE_MODEL_CACHE", str(tmp_path / "cache"))
+    fs = fsspec.filesystem("memory")
+    root = f"/capfilt-remote-{tmp_path.name}"
+    for stage in ("score", "bootstrap"):
+        for f in (boot["run"] / stage).rglob("*"):
+            if f.is_file():
+                fs.pipe(f"{root}/{f.relative_to(boot['run'])}", f.read_bytes())
+    run = f"memory://{root}"
+    cfg = PipelineConfig.load(overrides=_overrides(out=run))
+    stats = StageRunner(run, cfg).run(CapFiltStage(), {"pairs": f"{run}/score/pairs", "models": f"{run}/bootstrap/models"})
+    assert stats.conserved() and stats.counters["caption_model"] == "bootstrap-round0/captioner"
+    assert sorted(p.name for p in (tmp_path / "cache").glob("*/*")) == ["captioner", "filter"]
+    tables = []
+    for f in sorted(fs.find(f"{root}/capfilt/pairs")):
+        with fs.open(f, "rb") as fh:
+            tables.append(pq.read_table(fh))
+    got = pa.concat_tables(tables).sort_by("key")
+    want = sample_capfilt[1].sort_by("key")
+    assert got.column("key").to_pylist() == want.column("key").to_pylist()
+    assert got.column("caption").to_pylist() == want.column("caption").to_pylist()
+    fs.rm(root, recursive=True)
+
+
 # ------------------------------------------------------------------------- real COCO images
 
 
