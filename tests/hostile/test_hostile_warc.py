@@ -125,21 +125,20 @@ def test_an_unwritable_value_is_a_record_error_row(hostile_dir, monkeypatch):
 
 
 @pytest.mark.spark
-def test_the_extract_stage_on_every_hostile_warc_together(spark, hostile_dir, tmp_path):
-    """The one Spark run: the stage finishes (row conservation checked by curation/stage.py), every
-    record of every hostile file is one row, and the reject row ids are unique."""
+def test_curate_extract_on_every_hostile_warc_together(spark, hostile_dir, tmp_path):
+    """The one Spark run, through the CLI: rc 0 (row conservation is checked by curation/stage.py before
+    the stage is marked complete), every record of every hostile file one row, unique reject row ids."""
     import pyarrow.parquet as pq
 
-    from curation.snapshot import RunSource, resolve_inputs
-    from curation.stage import StageRunner
-    from pipelines.spark_extract import ExtractStage
+    from curation.cli import main
+    from curation.stage import read_stats
 
     folder, expected = hostile_dir
-    cfg = PipelineConfig.load(overrides={"out": str(tmp_path / "run"), "spark.master": "local[2]"})
-    source = RunSource(tuple(resolve_inputs(str(folder))), "hostile")
-    stats = StageRunner(cfg.out, cfg).run(ExtractStage(), source=source)
-    rejects = pq.read_table(f"{cfg.out}/extract/rejects").to_pylist()
-    docs = pq.read_table(f"{cfg.out}/extract/documents").to_pylist()
+    out = tmp_path / "run"
+    assert main(["extract", "--input", str(folder), "--out", str(out), "--master", "local[2]"]) == 0
+    stats = read_stats(str(out / "extract"))
+    rejects = pq.read_table(out / "extract" / "rejects").to_pylist()
+    docs = pq.read_table(out / "extract" / "documents").to_pylist()
     ids = [r["row_id"] for r in rejects]
     assert len(ids) == len(set(ids))
     n_expected = sum(len(rows) for rows in expected.values())
@@ -147,3 +146,4 @@ def test_the_extract_stage_on_every_hostile_warc_together(spark, hostile_dir, tm
     kept = sum(1 for rows in expected.values() for want in rows.values() if want is None)
     assert len(docs) >= kept
     assert stats.rejected.get("empty_warc_file") == 1
+    assert stats.counters["warc_length_overruns"] >= 2
