@@ -128,8 +128,16 @@ class DedupConfig:
     image_set_dedup: bool = True
     drop_docs_without_text: bool = True
     drop_docs_without_images: bool = False
+    # Cross-snapshot state (pipelines/dedup_state.py): a Parquet index every run reads and appends its
+    # kept documents to; null = each snapshot is deduplicated against itself only.
+    state_dir: str | None = None
+    # first_seen: reject what an earlier snapshot curated (seen_in:<snapshot>); newer_wins: keep it and
+    # list the earlier document in <run>/dedup/removals/
+    state_policy: str = "first_seen"
 
     def validate(self) -> None:
+        if self.state_policy not in ("first_seen", "newer_wins"):
+            raise ValueError(f"state_policy must be first_seen or newer_wins, got {self.state_policy!r}")
         if self.minhash_scheme not in ("affine64", "affine32", "legacy"):
             raise ValueError(f"minhash_scheme must be affine64, affine32 or legacy, got {self.minhash_scheme!r}")
         for name in ("ngram_size", "num_bands", "rows_per_band", "max_cc_iterations", "lsh_bucket_anchors"):
