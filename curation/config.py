@@ -309,6 +309,38 @@ def uses_bootstrap_models(cfg: "PipelineConfig") -> bool:
 # and a tiny BLIP on the run's own pairs (step budgets below keep ``make curate`` to minutes on two
 # cores) and score and capfilt load them. A CLIP that saw a few hundred pairs gives scores on no
 # known scale: no score filter, no semantic dedup, no image dropped by MMC4's min_sim.
+# Text-filter thresholds of the main-content extraction mode (the default), measured on html_eval's
+# dev split (docs/benchmarks.md, "Paragraph and document filters in main-content mode"). Once the
+# extractor keeps only the article, OBELICS's paragraph filters remove more article text than furniture
+# (the English stopword list alone: 1,448 article snippets vs 145 furniture ones), so they are off except
+# the flagged-word (safety) check; document bounds are set to reject about 1% of real articles at most
+# (OBELICS's 2,000-word and 30-image caps rejected 6% and 2% of them). ``extract.mode: obelics`` keeps
+# OBELICS's published values (the filters' own defaults, filters/text.py).
+MAIN_CONTENT_FILTER_DEFAULTS: dict[str, Any] = {
+    "paragraph_filters.min_words": 1,
+    "paragraph_filters.max_char_repetition_ratio": 1.0,
+    "paragraph_filters.max_word_repetition_ratio": 1.0,
+    "paragraph_filters.max_special_character_ratio": 1.0,
+    "paragraph_filters.min_stopword_ratio": 0.0,
+    "paragraph_filters.min_punctuation_ratio": 0.0,
+    "document_filters.max_words": 20000,
+    "document_filters.max_images": 100,
+    "document_filters.max_char_repetition_ratio": 0.15,
+    "document_filters.max_word_repetition_ratio": 0.35,
+    "document_filters.max_special_character_ratio": 0.3,
+    "document_filters.min_stopword_ratio": 0.2,
+}
+OBELICS_FILTER_DEFAULTS: dict[str, Any] = {
+    key: getattr(ParagraphFilterConfig() if key.startswith("paragraph_filters.") else DocumentFilterConfig(),
+                 key.split(".", 1)[1])
+    for key in MAIN_CONTENT_FILTER_DEFAULTS
+}
+
+
+def _section_defaults(defaults: dict[str, Any], section: str) -> dict[str, Any]:
+    return {k.split(".", 1)[1]: v for k, v in defaults.items() if k.startswith(section + ".")}
+
+
 SAMPLE_DEFAULTS: dict[str, Any] = {
     "score.model": "vlc-tiny-clip",
     "score.pretrained": BOOTSTRAP_MODELS,
@@ -487,8 +519,10 @@ class PipelineConfig:
     spark: SparkConfig = field(default_factory=SparkConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
-    paragraph_filters: ParagraphFilterConfig = field(default_factory=ParagraphFilterConfig)
-    document_filters: DocumentFilterConfig = field(default_factory=DocumentFilterConfig)
+    paragraph_filters: ParagraphFilterConfig = field(
+        default_factory=lambda: ParagraphFilterConfig(**_section_defaults(MAIN_CONTENT_FILTER_DEFAULTS, "paragraph_filters")))
+    document_filters: DocumentFilterConfig = field(
+        default_factory=lambda: DocumentFilterConfig(**_section_defaults(MAIN_CONTENT_FILTER_DEFAULTS, "document_filters")))
     image_filters: ImageFilterConfig = field(default_factory=ImageFilterConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
@@ -524,6 +558,13 @@ class PipelineConfig:
                 raise ConfigError(f"config file {path} must hold a mapping at top level")
         for key, value in (overrides or {}).items():
             _set_dotted(data, key, value)
+        # Text-filter thresholds follow the extraction mode unless given (see MAIN_CONTENT_FILTER_DEFAULTS).
+        extract = data.get("extract")
+        mode = extract.get("mode", "main_content") if isinstance(extract, dict) else "main_content"
+        filter_defaults = MAIN_CONTENT_FILTER_DEFAULTS if mode == "main_content" else OBELICS_FILTER_DEFAULTS
+        for key, value in filter_defaults.items():
+            if not _has_dotted(data, key):
+                _set_dotted(data, key, value)
         if data.get("snapshot", cls.snapshot) == "sample":
             for key, value in SAMPLE_DEFAULTS.items():
                 if not _has_dotted(data, key):
