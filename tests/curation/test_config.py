@@ -22,7 +22,7 @@ def test_yaml_and_overrides(tmp_path):
         ({"dedup.num_bandz": 3}, "unknown config key"),
         ({"dedup.num_bands": "many"}, "must be an integer"),
         ({"spark": 3}, "must be a mapping"),
-        ({"document_filters.min_words": 5000}, "min_words"),
+        ({"document_filters.min_words": 50000}, "min_words"),  # above max_words (20,000)
         ({"document_filters.languages": "en"}, "must be a list"),
     ],
 )
