@@ -22,7 +22,9 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG, Param, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # vlc_common beside this file, however Airflow loads it
-from vlc_common import CURATE_DAG_ID, DEFAULT_ARGS, JINJA_FILTERS, OUTPUT_ROOT, PYTHON, REPO, WATCH_DAG_ID
+from vlc_common import (
+    CURATE_DAG_ID, DEDUP_STATE_DIR, DEFAULT_ARGS, JINJA_FILTERS, OUTPUT_ROOT, PYTHON, REPO, WATCH_DAG_ID,
+)
 
 FOUND = "(ti.xcom_pull(task_ids='find_newest_uncurated') | fromjson)"
 
@@ -47,6 +49,8 @@ with DAG(
         "spark_master": Param("", type="string"),
         "dask_scheduler": Param("", type="string"),
         "config": Param("", type="string"),
+        "dedup_state_dir": Param(DEDUP_STATE_DIR, type="string",
+                                 description="passed on: the one cross-snapshot dedup state every snapshot reads and extends"),
     },
 ) as dag:
     find = BashOperator(
@@ -81,6 +85,7 @@ with DAG(
             "spark_master": "{{ params.spark_master }}",
             "dask_scheduler": "{{ params.dask_scheduler }}",
             "config": "{{ params.config }}",
+            "dedup_state_dir": "{{ params.dedup_state_dir }}",
         },
     )
 

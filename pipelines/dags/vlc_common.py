@@ -7,6 +7,8 @@ environment, so the scheduler never imports Spark, Dask or torch. Set on a deplo
 - ``VLC_HOME``: the project checkout (default: two folders above this file);
 - ``VLC_VENV``: the project's virtual environment (default ``$VLC_HOME/.venv``);
 - ``VLC_OUTPUT_ROOT``: where runs live, ``<root>/<snapshot>/`` (default ``$VLC_HOME/out``);
+- ``VLC_DEDUP_STATE_DIR``: the cross-snapshot dedup state every snapshot reads and extends
+  (default ``$VLC_OUTPUT_ROOT/_dedup_state``; empty: each snapshot deduplicated on its own);
 - ``VLC_TASK_RETRIES`` / ``VLC_RETRY_DELAY_S``: retries per task (default 2, 300 s apart, backing off).
 
 Only :func:`curation.registry.stage_order` is imported from the project at parse time
@@ -26,6 +28,8 @@ VENV = Path(os.environ.get("VLC_VENV") or REPO / ".venv")
 CURATE = str(VENV / "bin" / "curate")
 PYTHON = str(VENV / "bin" / "python")
 OUTPUT_ROOT = os.environ.get("VLC_OUTPUT_ROOT") or str(REPO / "out")
+# One cross-snapshot dedup state for every snapshot (pipelines/dedup_state.py); empty: none.
+DEDUP_STATE_DIR = os.environ.get("VLC_DEDUP_STATE_DIR", f"{OUTPUT_ROOT}/_dedup_state")
 
 CURATE_DAG_ID = "vlc_curate_snapshot"
 WATCH_DAG_ID = "vlc_cc_snapshot_watch"

@@ -11,8 +11,9 @@ Params (trigger with a conf to override): ``snapshot`` (``CC-MAIN-YYYY-WW`` or
 ``sample``), ``limit`` (first N WARC files), ``output`` (the run directory; default
 ``<output_root>/<snapshot>``), ``cc_base``, ``spark_master`` (e.g.
 ``spark://head:7077``; empty: embedded ``local[*]``), ``dask_scheduler`` (e.g.
-``tcp://head:8786``; empty: a LocalCluster per stage), ``config`` (a YAML file) and
-``overrides`` (``key=value`` strings, each passed as ``--set``).
+``tcp://head:8786``; empty: a LocalCluster per stage), ``config`` (a YAML file),
+``dedup_state_dir`` (``dedup.state_dir``: the cross-snapshot dedup state, the same for every
+snapshot; empty: none) and ``overrides`` (``key=value`` strings, each passed as ``--set``).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from airflow.sdk import DAG, Param
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # vlc_common beside this file, however Airflow loads it
 from vlc_common import (
-    CURATE, CURATE_DAG_ID, DEFAULT_ARGS, JINJA_FILTERS, OUTPUT_ROOT, REPO, TIMEOUTS, stage_names,
+    CURATE, CURATE_DAG_ID, DEDUP_STATE_DIR, DEFAULT_ARGS, JINJA_FILTERS, OUTPUT_ROOT, REPO, TIMEOUTS, stage_names,
 )
 
 RUN = "{{ (params.output or (params.output_root ~ '/' ~ params.snapshot)) | sh }}"
@@ -36,6 +37,7 @@ COMMON = (
     "{% if params.config %} --config {{ params.config | sh }}{% endif %}"
     "{% if params.spark_master %} --master {{ params.spark_master | sh }}{% endif %}"
     "{% if params.dask_scheduler %} --scheduler {{ params.dask_scheduler | sh }}{% endif %}"
+    "{% if params.dedup_state_dir %} --set dedup.state_dir={{ params.dedup_state_dir | sh }}{% endif %}"
     "{% for o in params.overrides %} --set {{ o | sh }}{% endfor %}"
 )
 EXTRACT = (
@@ -71,6 +73,8 @@ with DAG(
         "spark_master": Param("", type="string", description="spark://host:7077 (empty: embedded local[*])"),
         "dask_scheduler": Param("", type="string", description="tcp://host:8786 (empty: a LocalCluster)"),
         "config": Param("", type="string", description="YAML config file"),
+        "dedup_state_dir": Param(DEDUP_STATE_DIR, type="string",
+                                 description="cross-snapshot dedup state shared by every snapshot (empty: none)"),
         "overrides": Param([], type="array", items={"type": "string", "pattern": r"^[A-Za-z_][\w.]*="},
                            description="key=value config overrides, each passed as --set"),
     },

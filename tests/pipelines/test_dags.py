@@ -106,7 +106,7 @@ print(json.dumps({"runs": runs, "tis": tis}, default=str))
 CC_PARAMS = {"snapshot": "CC-MAIN-2024-10", "limit": 2, "output": "", "output_root": "/data/runs",
              "cc_base": "s3://commoncrawl/", "spark_master": "spark://head:7077", "dask_scheduler": "tcp://head:8786",
              "config": "/etc/vlc.yaml", "overrides": ["dedup.num_bands=20", "x.y=a b; rm -rf /"],
-             "collinfo": "", "lookback": 1}
+             "collinfo": "", "lookback": 1, "dedup_state_dir": "/data/dedup_state"}
 
 
 def test_dag_files_import_and_follow_the_stage_registry(airflow_env):
@@ -125,7 +125,7 @@ def test_dag_files_import_and_follow_the_stage_registry(airflow_env):
     for tid, t in curate["tasks"].items():
         assert t["retries"] >= 1 and t["timeout_s"] and t["type"] == "BashOperator", (tid, t)
     assert {"snapshot", "limit", "output", "output_root", "cc_base", "spark_master", "dask_scheduler", "config",
-            "overrides"} <= set(curate["params"])
+            "overrides", "dedup_state_dir"} <= set(curate["params"])
     assert curate["schedule"] == "NullTimetable" and curate["max_active_runs"] == 1
 
     # The commands are the project's CLI with every param passed on, shell-quoted.
@@ -133,7 +133,8 @@ def test_dag_files_import_and_follow_the_stage_registry(airflow_env):
     curate_bin = str(ROOT / ".venv" / "bin" / "curate")
     run = "/data/runs/CC-MAIN-2024-10"
     common = ("--set snapshot=CC-MAIN-2024-10 --config /etc/vlc.yaml --master spark://head:7077 "
-              "--scheduler tcp://head:8786 --set dedup.num_bands=20 --set 'x.y=a b; rm -rf /'")
+              "--scheduler tcp://head:8786 --set dedup.state_dir=/data/dedup_state "
+              "--set dedup.num_bands=20 --set 'x.y=a b; rm -rf /'")
     assert cmds["extract"] == f"{curate_bin} extract --input CC-MAIN-2024-10 --out {run} {common} --limit 2 --cc-base s3://commoncrawl/"
     for name in stages[1:]:
         assert cmds[name] == f"{curate_bin} {name} --input {run} --out {run} {common}"
