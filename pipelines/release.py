@@ -68,7 +68,7 @@ EMPTY_DOCUMENT = "empty_document"
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}  # open_clip keeps jpg/png/jpeg/webp members
 # Pair columns carried into the tars' json and the HF rows when the final table has them.
 PAIR_METADATA = ("key", "url", "page_url", "doc_id", "caption_source", "caption_model", "image_key",
-                 "clip_score", "itm_score", "width", "height", "sha256")
+                 "clip_score", "itm_score", "nsfw_score", "aesthetic_score", "width", "height", "sha256")
 _HASH = "_release_hash"
 _BUCKET_ROWS = "_release_rows"
 
