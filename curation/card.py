@@ -168,9 +168,10 @@ def _safety(catalog: RunCatalog) -> list[str]:
         note = counters["score"].get("safety_heads") or "not recorded (a score stage older than the safety layer)"
         lines.append(f"- NSFW / aesthetic heads on the CLIP image embeddings (`nsfw_score`, `aesthetic_score`): {note}. "
                      "A head that does not apply leaves its column null: no score, not a safe score.")
-    pii = counters.get("extract", {}).get("pii_replaced")
-    if pii is not None:
-        lines.append("- personal data replaced in texts and captions: " + (", ".join(f"{k} {v:,}" for k, v in sorted(pii.items())) or "none found"))
+    if "extract" in counters:  # pii_email / pii_phone / pii_ip (filters/pii.py)
+        pii = {k[4:]: v for k, v in counters["extract"].items() if k.startswith("pii_")}
+        lines.append("- personal data replaced by placeholders in texts, alt texts and captions: "
+                     + (", ".join(f"{k} {v:,}" for k, v in sorted(pii.items())) or "none found (or safety.pii_* off)"))
     return lines or ["- no stage of this run recorded safety counters"]
 
 

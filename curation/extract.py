@@ -19,6 +19,8 @@ from curation.config import ExtractConfig
 from curation.html_extract import ExtractedImage, ExtractedPage, HtmlTooDeep, extract_page
 from curation.layout import PARAGRAPH_SEP
 from curation.warc_reader import ReadProblem, ResponseRecord
+from filters.blocklists import BLOCKED_DOMAIN, page_blocklist
+from filters.pii import PiiScrubber
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +152,14 @@ def _pick_caption(img: ExtractedImage, sources: list[str], min_chars: int) -> tu
 class RecordProcessor:
     """Turns records into documents; holds the filters so a worker builds them once."""
 
-    def __init__(self, extract_cfg: ExtractConfig, text_pipeline, snapshot: str):
+    def __init__(self, extract_cfg: ExtractConfig, text_pipeline, snapshot: str, safety=None):
         self.cfg = extract_cfg
         self.text_pipeline = text_pipeline
         self.snapshot = snapshot
         self.banned = frozenset(w.lower() for w in extract_cfg.image_url_banned_words)
+        # Release safety (docs/safety.md; ``safety``: curation.config.SafetyConfig, None = its defaults).
+        self.blocked = page_blocklist(safety.blocked_domains_file) if safety and safety.blocked_domains_file else None
+        self.pii = PiiScrubber.from_config(safety)
 
     def process(self, rec: ResponseRecord | ReadProblem) -> RecordResult:
         """``rec`` -> its :class:`RecordResult`; never raises.
@@ -174,6 +179,9 @@ class RecordProcessor:
         if isinstance(rec, ReadProblem):
             return RecordResult(rec.row_id, reason=rec.reason, detail=rec.detail[:500])
         out = RecordResult(rec.row_id)
+        if self.blocked is not None and self.blocked.match(rec.target_uri or ""):  # never parsed, never written
+            out.reason, out.detail = BLOCKED_DOMAIN, (rec.target_uri or "")[:500]
+            return out
         if rec.truncated and rec.http_status is None:  # cut before its HTTP status line was complete
             out.reason, out.detail = "truncated_record", f"{len(rec.payload or b'')} of {rec.payload_length} bytes"
             return out
@@ -291,6 +299,9 @@ class RecordProcessor:
             "title": page.title,
             "encoding": encoding,
         }
+        if self.pii is not None:  # texts, alt/title/figcaption, captions, page title (filters/pii.py)
+            texts = self.pii.scrub_document(texts, metadata, out.pairs, out.counters)
+            general["title"] = self.pii.scrub(general["title"], out.counters)
         out.document = {
             "doc_id": doc_id,
             "url": rec.target_uri,

@@ -49,6 +49,7 @@ def process_files(
     paragraph_cfg,
     document_cfg,
     snapshot: str,
+    safety_cfg=None,
 ) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body: for each (path, name) row, read the WARC file and emit combined rows."""
     from curation.extract import RecordProcessor
@@ -57,7 +58,7 @@ def process_files(
 
     # identify_rejected: rejected pages carry their language in the rejects table too.
     pipeline = TextFilterPipeline(paragraph_cfg, document_cfg, identify_rejected=True)
-    processor = RecordProcessor(extract_cfg, pipeline, snapshot)
+    processor = RecordProcessor(extract_cfg, pipeline, snapshot, safety_cfg)
     groups: list[tuple[str, list[dict]]] = []  # (row id, the rows of one record)
     n_rows = 0
 
@@ -154,7 +155,7 @@ class ExtractStage(Stage):
 
     name = "extract"
     outputs = ("documents", "pairs")
-    config_sections = ("extract", "paragraph_filters", "document_filters")
+    config_sections = ("extract", "paragraph_filters", "document_filters", "safety")
 
     def run(self, ctx: StageContext) -> StageStats:
         from functools import partial
@@ -179,6 +180,7 @@ class ExtractStage(Stage):
             paragraph_cfg=cfg.paragraph_filters,
             document_cfg=cfg.document_filters,
             snapshot=snapshot,
+            safety_cfg=cfg.safety,
         )
         combined = files.mapInArrow(body, spark_ddl(COMBINED)).persist(StorageLevel.MEMORY_AND_DISK)
         try:

@@ -12,7 +12,7 @@ def test_card_says_the_heads_did_not_apply_and_counts_pii(tmp_path):
     root = tmp_path / "run"
     make_run(root)
     for stage, counters in (("score", {"safety_heads": "nsfw: no released head for vlc-tiny-clip (/m/clip)"}),
-                            ("extract", {"pii_replaced": {"email": 3, "ip": 1}})):
+                            ("extract", {"pii_email": 3, "pii_ip": 1})):
         path = root / stage / "stats.json"
         stats = json.loads(path.read_text())
         stats.setdefault("counters", {}).update(counters)
