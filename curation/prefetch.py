@@ -15,7 +15,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def prefetch(load: Callable[[T], R], items: Iterable[T], *, thread_name_prefix: str = "prefetch") -> Iterator[tuple[R, float]]:
+def prefetch(load: Callable[[T], R], items: Iterable[T], *,
+             thread_name_prefix: str = "prefetch") -> Iterator[tuple[R, float]]:
     """``(load(item), seconds waited for it)`` for each item in order; ``load`` of the next item
     runs in one background thread while the caller works on the current result (one ahead, so at
     most two results are held). An exception in ``load`` is raised where its result is taken."""
