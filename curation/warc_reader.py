@@ -270,6 +270,11 @@ class _FileReader:
         j = bisect.bisect_left(candidates, next_pos)
         inner = [q for q in candidates[i:j] if _is_record_start(self.fh, q, self.gzipped)]
         del candidates[:j]
+        if inner and self.gzipped:
+            # A record start inside the record's own gzip member is payload (a crawled .warc.gz kept in
+            # deflate's stored blocks), not a neighbour: only starts after the member's end were swallowed.
+            own_end = _member_end(self.fh, offset, next_pos)
+            inner = [q for q in inner if own_end is not None and q >= own_end]
         if not inner:
             if record is not None:
                 if not at_eof:

@@ -124,3 +124,19 @@ def test_every_hostile_warc_gives_unique_offsets(tmp_path):
     for name, rows in expected.items():
         got = _outcomes(tmp_path / name)
         assert set(got) == set(rows), name
+
+
+def test_a_warc_gz_inside_a_payload_is_not_taken_for_swallowed_records(tmp_path):
+    """Deflate keeps an incompressible payload in stored blocks, so a crawled .warc.gz shows its members'
+    magic inside the outer member; only starts after the record's own member end count as swallowed."""
+    from curation.warc_reader import GZIP_MAGIC
+    from tests.hostile.warcs import build, embedded_warc, rec
+
+    data, rows = build([rec(None, n=1), rec("not_html", body=embedded_warc(), ctype="application/warc", n=2),
+                        rec(None, n=3)])
+    assert data.count(GZIP_MAGIC) > 3  # the inner members' magic is there to be mistaken
+    path = tmp_path / "embedded.warc.gz"
+    path.write_bytes(data)
+    stats = FileReadStats()
+    assert set(_outcomes(path)) == set(rows)
+    assert sum(1 for _ in iter_warc(str(path), stats=stats)) == 3 and stats.overruns == 0

@@ -10,6 +10,7 @@ the expected row ids are ``<file>@<offset>``.
 from __future__ import annotations
 
 import gzip
+import random
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,13 @@ def corrupt_member(n: int) -> bytes:
     return bytes(member)
 
 
+def embedded_warc() -> bytes:
+    """A small .warc.gz of incompressible records (seeded), to be the payload of an outer record."""
+    rng = random.Random(19)
+    return b"".join(gz(warc_record(f"https://inner.example/{i}", http_response(rng.randbytes(100_000)), n=100 + i))
+                    for i in range(3))
+
+
 def hostile_cases() -> dict[str, list[Part]]:
     """File name -> parts. Every file mixes good records with the bad ones: the good ones must be kept."""
     big_line = b"<html><body><p>" + b"w" * 50_000_000 + b"</p></body></html>"  # a 50 MB line
@@ -163,6 +171,13 @@ def hostile_cases() -> dict[str, list[Part]]:
             rec("truncated_record", "https://example.org/liar", n=2, length_delta=len(swallowed), gzipped=False),
             Part(swallowed, {0: None}),
             rec(KEPT, n=3, gzipped=False),
+        ],
+        # A crawled .warc.gz as a payload: deflate keeps it in stored blocks, so its members' magic
+        # shows in the outer file; they are payload, not records swallowed by a lie.
+        "embedded-warc.warc.gz": [
+            rec(KEPT, n=1),
+            rec("not_html", "https://example.org/crawl.warc.gz", embedded_warc(), ctype="application/warc", n=2),
+            rec(KEPT, n=3),
         ],
         "lie-past-eof.warc.gz": [
             rec(KEPT, n=1),
