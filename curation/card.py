@@ -260,7 +260,7 @@ def build_card(run_root: str, cfg: PipelineConfig, input_spec: str | None = None
         if not dataclasses.is_dataclass(value):
             continue
         doc = (type(value).__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-        users = [s for s, secs in sections.items() if f.name in secs]
+        users = [s for s, secs in sections.items() if f.name in {x.split(".")[0] for x in secs}]
         lines += [f"### `{f.name}`" + (f" (used by {', '.join(users)})" if users else ""), "", doc, "",
                   "```yaml", yaml.safe_dump({f.name: data[f.name]}, sort_keys=False).rstrip(), "```", ""]
 

@@ -574,8 +574,11 @@ class PipelineConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def section(self, name: str) -> dict[str, Any]:
-        return dataclasses.asdict(getattr(self, name))
+    def section(self, name: str) -> Any:
+        """A section as a dict, or one key of it (``safety.max_nsfw``): a stage fingerprints only what it reads."""
+        head, _, key = name.partition(".")
+        data = dataclasses.asdict(getattr(self, head))
+        return data[key] if key else data
 
 
 def _has_dotted(data: dict[str, Any], key: str) -> bool:

@@ -75,6 +75,7 @@ _HTTP_STATUS = re.compile(r"HTTP Error (\d{3})")
 # checks (curation.image_check) put the reason first.
 _OWN_REASON = re.compile(
     r"^(?:<urlopen error )?(unsafe_address|unsafe_scheme|too_large|fetch_error:[a-z_0-9]+|empty_body|format|"
+    r"tdm_reserved|hash_listed|"  # the safety layer's (docs/safety.md)
     r"decompression_bomb|too_small|too_big|bad_aspect|animated|undecodable)(?::\s*(.*))?$",
     re.S,
 )
@@ -125,8 +126,9 @@ class CheckingResizer:
     """
 
     def __init__(self, filter_cfg: ImageFilterConfig, normalize_high_bit_depth: bool = True,
-                 resize: dict[str, Any] | None = None):
+                 resize: dict[str, Any] | None = None, hash_list=None):
         self.checker = ImageChecker(filter_cfg, normalize_high_bit_depth)
+        self.hash_list = hash_list  # filters.blocklists.HashList: listed images are refused here, never stored
         self.resize = dict(resize) if resize else None
         self._resizer: Resizer | None = None
 
@@ -137,7 +139,11 @@ class CheckingResizer:
 
     def __call__(self, img_stream, blurring_bbox_list=None):
         img_stream.seek(0)
-        result = self.checker.check(img_stream.read())
+        raw = img_stream.read()
+        hit = self.hash_list.match(raw) if self.hash_list is not None else None
+        if hit:  # on the worker, before any decode or write: the bytes go nowhere
+            return None, None, None, None, None, f"hash_listed: {hit}"
+        result = self.checker.check(raw)
         if not isinstance(result, CheckedImage):
             return None, None, None, None, None, result.message()
         if not self.resize:
@@ -250,7 +256,7 @@ def write_url_list(urls: list[str], work_dir: str) -> str:
 
 
 def run_img2dataset(urls: list[str], work_dir: str, policy: FetchPolicy, filter_cfg: ImageFilterConfig,
-                    settings: FetchSettings) -> dict[str, Any]:
+                    settings: FetchSettings, hash_list=None) -> dict[str, Any]:
     """Download ``urls`` into ``<work_dir>/shards`` (resuming finished shards); returns counters."""
     url_list = write_url_list(urls, work_dir)
     shards_dir = _join(work_dir, "shards")
@@ -270,7 +276,7 @@ def run_img2dataset(urls: list[str], work_dir: str, policy: FetchPolicy, filter_
     downloader = SafeDownloader(
         policy,
         sample_writer_class=FetchShardWriter,
-        resizer=CheckingResizer(filter_cfg, settings.normalize_high_bit_depth, settings.resize),
+        resizer=CheckingResizer(filter_cfg, settings.normalize_high_bit_depth, settings.resize, hash_list),
         thread_count=settings.threads_per_process,
         save_caption=False,
         extract_exif=False,

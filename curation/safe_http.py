@@ -81,6 +81,10 @@ class FetchTooSlow(FetchRefused):
     reason = "fetch_error:timeout"
 
 
+class TdmReserved(FetchRefused):
+    reason = "tdm_reserved"
+
+
 # --------------------------------------------------------------------------- the policy
 
 
@@ -107,6 +111,7 @@ class FetchPolicy:
     max_bytes: int = 20_000_000
     max_seconds: float = 60.0
     max_redirects: int = 5
+    honour_tdm: bool = True  # refuse a response carrying ``tdm-reservation: 1`` (TdmReservationProcessor)
 
     def __post_init__(self) -> None:
         for entry in self.allow:
@@ -392,6 +397,19 @@ class SafeRedirectHandler(urllib.request.HTTPRedirectHandler):
         return new
 
 
+class TdmReservationProcessor(urllib.request.BaseHandler):
+    """W3C TDM Reservation Protocol: a ``tdm-reservation: 1`` response header reserves text and data
+    mining rights, so the image is refused (``tdm_reserved``) beside img2dataset's X-Robots-Tag check."""
+
+    def http_response(self, req, response):
+        if (response.headers.get("tdm-reservation") or "").strip() == "1":
+            response.close()
+            raise TdmReserved(f"tdm-reservation: 1 on {req.full_url[:200]}")
+        return response
+
+    https_response = http_response
+
+
 def build_safe_opener(policy: FetchPolicy) -> urllib.request.OpenerDirector:
     """An opener with only the checked http/https handlers (no proxy, file, ftp or data handler)."""
     opener = urllib.request.OpenerDirector()
@@ -404,6 +422,8 @@ def build_safe_opener(policy: FetchPolicy) -> urllib.request.OpenerDirector:
         urllib.request.UnknownHandler(),
     ):
         opener.add_handler(handler)
+    if policy.honour_tdm:
+        opener.add_handler(TdmReservationProcessor())
     return opener
 
 

@@ -525,7 +525,8 @@ class ScoreStage(Stage):
 
     name = STAGE
     outputs = ("pairs", "mmc4", "embeddings")
-    config_sections = ("score", "safety")
+    config_sections = ("score", "safety.heads_dir", "safety.nsfw_head", "safety.aesthetic_head", "safety.max_nsfw",
+                       "safety.min_aesthetic", "safety.faces")
 
     def run(self, ctx: StageContext) -> StageStats:
         cfg: ScoreConfig = ctx.config.score

@@ -52,6 +52,7 @@ from curation.layout import cut_positions, drop_images, load_metadata
 from curation.safe_http import FetchPolicy, precheck_url
 from curation.schemas import DOCUMENTS, IMAGE_PAIRS, IMAGES, INTERLEAVED, PAIRS, REJECTS
 from curation.stage import Stage, StageContext, StageError, StageStats
+from filters.blocklists import HashList
 from filters.config import ImageFilterConfig
 from filters.image import (
     UrlListFilter,
@@ -115,8 +116,10 @@ class ImageDecisions:
         return Counter(r for r, _, _ in self.rejected.values())
 
 
-def make_policy(images_cfg: ImagesConfig, filter_cfg: ImageFilterConfig, extra_allow: tuple[str, ...] = ()) -> FetchPolicy:
+def make_policy(images_cfg: ImagesConfig, filter_cfg: ImageFilterConfig, extra_allow: tuple[str, ...] = (),
+                honour_tdm: bool = True) -> FetchPolicy:
     return FetchPolicy(
+        honour_tdm=honour_tdm,
         allow=tuple(images_cfg.allow_addresses) + tuple(extra_allow),
         max_bytes=filter_cfg.max_bytes,
         max_seconds=images_cfg.max_fetch_seconds,
@@ -125,7 +128,7 @@ def make_policy(images_cfg: ImagesConfig, filter_cfg: ImageFilterConfig, extra_a
 
 
 def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filter_cfg: ImageFilterConfig,
-                     images_cfg: ImagesConfig, spark_cfg: SparkConfig | None = None) -> ImageDecisions:
+                     images_cfg: ImagesConfig, spark_cfg: SparkConfig | None = None, hash_list=None) -> ImageDecisions:
     """Steps 2-4 for ``urls``: the stage's whole fetch path (also what ``bench/images.py`` times).
 
     ``spark_cfg`` picks the distributor (``images.distributor: auto``: pyspark when its master is
@@ -158,11 +161,13 @@ def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filte
 
         get_spark(spark_cfg)  # the session img2dataset's pyspark distributor picks up
     fingerprint = {"filters": asdict(filter_cfg), "policy": asdict(policy), "settings": asdict(settings)}
+    if hash_list is not None:  # a new list refetches: a cached shard may hold bytes it now lists
+        fingerprint["hash_list"] = sorted(hash_list.sha256 | hash_list.md5)
     work_dir = work_dir_for(work_root, to_fetch, fingerprint)
     counters: dict[str, Any] = {"urls": len(urls), "refused_before_fetch": len(rejected), "fetch_work_dir": work_dir}
     t0 = time.perf_counter()
     if to_fetch:
-        counters.update(run_img2dataset(to_fetch, work_dir, policy, filter_cfg, settings))
+        counters.update(run_img2dataset(to_fetch, work_dir, policy, filter_cfg, settings, hash_list))
     fetched, summary = read_shards(work_dir) if to_fetch else (None, {})
     counters["fetch_seconds"] = round(time.perf_counter() - t0, 3)
     counters["img2dataset"] = summary
@@ -331,7 +336,7 @@ class ImageStage(Stage):
 
     name = STAGE
     outputs = ("images", "pairs", "documents", "webdataset")
-    config_sections = ("images", "image_filters")
+    config_sections = ("images", "image_filters", "safety.image_hash_blocklist_file", "safety.honour_tdm_reservation")
 
     def run(self, ctx: StageContext) -> StageStats:
         cfg, fcfg = ctx.config.images, ctx.config.image_filters
@@ -341,8 +346,10 @@ class ImageStage(Stage):
         log.info("images: %d documents, %d pairs, %d unique image URLs", docs.num_rows, pairs.num_rows, len(urls))
         run_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
         with sample_image_server(ctx.config, _source_root(ctx)) as extra_allow:
-            policy = make_policy(cfg, fcfg, extra_allow)
-            decisions = fetch_and_filter(urls, run_root, policy, fcfg, cfg, ctx.config.spark)
+            policy = make_policy(cfg, fcfg, extra_allow, ctx.config.safety.honour_tdm_reservation)
+            hashes = ctx.config.safety.image_hash_blocklist_file
+            decisions = fetch_and_filter(urls, run_root, policy, fcfg, cfg, ctx.config.spark,
+                                         HashList.load(hashes) if hashes else None)
         kept = decisions.kept
         rejects: list[tuple[str, str, str, str, str | None]] = [
             (url, "images", reason, detail, dup) for url, (reason, detail, dup) in sorted(decisions.rejected.items())

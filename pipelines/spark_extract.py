@@ -155,7 +155,8 @@ class ExtractStage(Stage):
 
     name = "extract"
     outputs = ("documents", "pairs")
-    config_sections = ("extract", "paragraph_filters", "document_filters", "safety")
+    config_sections = ("extract", "paragraph_filters", "document_filters", "safety.blocked_domains_file",
+                       "safety.pii_emails", "safety.pii_phones", "safety.pii_ips")
 
     def run(self, ctx: StageContext) -> StageStats:
         from functools import partial
