@@ -26,7 +26,10 @@ writing a small Parquet per (input shard, bucket); pass 2 (one task per bucket, 
 rows in memory) sorts a bucket by the hash and writes its tar and its HF shard. Documents go in
 one pass, a task per row-group shard. Every task writes into ``<run>/_work/release-<hash>/`` with
 a done-marker last (``run_shards``), so a killed run resumes per output shard; the driver only
-plans, counts and moves finished files into the stage directory.
+plans, counts and moves finished files into the stage directory. Limit: pass 1 writes one small
+file per (input shard, output shard), ``(rows / shard_rows) x (rows / samples_per_shard)`` files: fine
+up to millions of pairs (1M pairs: 50 x 100), too many for hundreds of millions, where the shuffle
+belongs in Spark's (external sort, spill) instead.
 
 Accounting: the main table is the final pairs (released, or ``no_image_bytes`` / ``undecodable``
 / ``unsupported_format`` when their bytes are not a picture open_clip can read); ``tables.documents``
@@ -181,7 +184,7 @@ def _bucket_pairs(shard: Shard, payload: dict, out: ShardOutput) -> dict:
     if rej_ids:
         out.write_table("rejects", _rejects(rej_ids, "pairs", rej_reasons, rej_details))
     return {"rows_in": table.num_rows, "kept": kept.num_rows, "rejected": dict(Counter(rej_reasons)),
-            "buckets": {str(b): n for b, n in sorted(buckets.items())}}
+            "buckets_written": len(buckets)}
 
 
 # --------------------------------------------------------------------------- pairs: pass 2 (per output shard)
@@ -395,10 +398,9 @@ class ReleaseStage(Stage):
                 return _run_complete(client, fn, shards, work, {s.id: common for s in shards}, desc)
 
             p1 = run(_bucket_pairs, pair_shards, "release:pairs")
-            bucket_rows: Counter = Counter()
-            for summary in p1.values():
-                bucket_rows.update({int(b): n for b, n in summary["buckets"].items()})
-            buckets = [Shard(f"{b:05d}", f"{work}/buckets/{b:05d}", (), n, 0) for b, n in sorted(bucket_rows.items())]
+            # Every bucket is an output shard task (an empty one writes nothing); the driver keeps no
+            # per-bucket state of the input shards.
+            buckets = [Shard(f"{b:05d}", f"{work}/buckets/{b:05d}", (), 0, 0) for b in range(n_buckets)]
             p2 = run(_pair_shard, buckets, "release:shards") if {"pairs_wds", "hf"} & set(formats) else {}
             p3 = run(_doc_shard, doc_shards, "release:documents")
         stats = self._accounting(p1, p2, p3, buckets, pairs_from)
@@ -424,7 +426,7 @@ class ReleaseStage(Stage):
         return StageStats(
             stage="release", rows_in=sum(s["rows_in"] for s in p1.values()), rows_out=kept, rejected=dict(rejected),
             tables={"documents": {"rows_in": docs_in, "rows_out": docs_out, "rejected": dict(doc_rej)}},
-            counters={"pairs_from": f"{pairs_from}/pairs", "pair_shards": sum(1 for b in buckets if b.rows)},
+            counters={"pairs_from": f"{pairs_from}/pairs", "pair_shards": sum(1 for s in p2.values() if s.get("samples"))},
         )
 
     def _publish(self, ctx: StageContext, cfg: PipelineConfig, work: str, buckets: list[Shard], p2: dict,
@@ -460,7 +462,9 @@ class ReleaseStage(Stage):
             schema = None
             for i, b in enumerate(filled):
                 src = p2[b.id]["hf"]
-                schema = schema or pq.read_schema(url_to_fs(src)[1])
+                if schema is None:
+                    with fs.open(url_to_fs(src)[1], "rb") as fh:
+                        schema = pq.read_schema(fh)
                 mv(src, ctx.output_path(f"hf/data/train-{i:05d}-of-{n:05d}.parquet"))
             cols = schema.names if schema is not None else ["key", "image", "caption"]
             features = _hf_features(cols, schema) if schema is not None else \
