@@ -43,7 +43,8 @@ REMOVED_TAGS = [
 # Main-content mode does not strip these wholesale: an unclosed <header> or an ASP.NET <form> can hold the
 # whole page. They are furniture containers instead, skipped while they hold a minor share of the text.
 FURNITURE_TAGS = frozenset({"nav", "header", "footer", "aside", "form", "menu"})
-MAIN_CONTENT_REMOVED_TAGS = [t for t in REMOVED_TAGS if t not in FURNITURE_TAGS]
+# Ruby annotations (<rt>, <rp>: the reading of Japanese/Chinese characters) would split every word.
+MAIN_CONTENT_REMOVED_TAGS = [t for t in REMOVED_TAGS if t not in FURNITURE_TAGS] + ["rt", "rp"]
 # Elements that end a paragraph: their text is never glued to the text around them.
 BLOCK_TAGS = frozenset(
     """p div section article main h1 h2 h3 h4 h5 h6 li ul ol dl dt dd table thead tbody tfoot tr td th
@@ -431,8 +432,9 @@ def _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_b
             images.append(img)
             continue
         attrs = node.attributes
-        if (tag in FURNITURE_TAGS or (attrs and is_furniture_container(attrs))) and tag != "body" \
-                and node.mem_id != root_id:
+        if ((tag in FURNITURE_TAGS and not (rooted and tag == "header")) or (attrs and is_furniture_container(attrs))) \
+                and tag != "body" and node.mem_id != root_id:
+            # (A <header> inside the article's root is its title block or a section heading.)
             if len(node.text(deep=True, separator=" ", strip=True)) < furniture_limit:
                 if not keep_boilerplate_images:
                     dropped["boilerplate"] += len(node.css("img"))

@@ -84,6 +84,7 @@ HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 GOOD_MIN_CHARS = 100          # a block this long with little linked text is content on its own
 SHORT_MAX_CHARS = 40          # a block shorter than this is decided by its neighbours
 MAX_LINK_DENSITY = 0.33       # more linked text than this: navigation, tag lists, related links
+ROOTED_MAX_LINK_DENSITY = 0.5  # a long block inside a content root: prose that links its sources
 SHORT_LINK_DENSITY = 0.5      # an undecided block this linked is furniture
 _SENTENCE_END = re.compile(r"[.!?。！？:;»\"”)]\s|[.!?。！？]$")
 
@@ -160,7 +161,8 @@ def _initial_class(block: Block) -> int:
         return SHORT
     n = len(block.text)
     density = block.link_chars / n if n else 1.0
-    if density > MAX_LINK_DENSITY and (n < 300 or density > 0.6):
+    max_density = ROOTED_MAX_LINK_DENSITY if block.in_root and n >= GOOD_MIN_CHARS else MAX_LINK_DENSITY
+    if density > max_density and (n < 300 or density > 0.6):
         return BAD if density > SHORT_LINK_DENSITY or n >= SHORT_MAX_CHARS else SHORT
     if block.tag in HEADINGS:
         return SHORT if n < 200 else NEAR
