@@ -394,8 +394,11 @@ def _to_response(rec, name: str, max_payload_bytes: int, offset: int) -> Respons
     if expected <= max_payload_bytes:
         payload = rec.reader.read()
         truncated = len(payload) < expected
-    if rec.headers.get("Content-Length") is None:
-        truncated = True  # a header cut before its Content-Length: the record is cut, whatever was read
+    declared = (rec.headers.get("Content-Length") or "").strip()
+    if not declared.isdigit() or len(declared) > 18:
+        # No Content-Length (a header cut short) or one FastWARC could not take as it is written
+        # ("-5", "abc", 20 digits): the record's extent is unknown, so is its payload.
+        truncated = True
     return ResponseRecord(
         warc_filename=name,
         offset=offset,

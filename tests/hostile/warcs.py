@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import random
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +179,17 @@ def hostile_cases() -> dict[str, list[Part]]:
             rec(KEPT, n=1),
             rec("not_html", "https://example.org/crawl.warc.gz", embedded_warc(), ctype="application/warc", n=2),
             rec(KEPT, n=3),
+        ],
+        # Content-Length values that are no length: the record's extent is unknown (truncated_record);
+        # the rest of its member is a problem row of its own, just after it.
+        "bad-content-length.warc.gz": [
+            rec(KEPT, n=1),
+            *[Part(gz(re.sub(rb"Content-Length: \d+", b"Content-Length: " + value,
+                             warc_record("https://example.org/bad-length", http_response(good_page(10 + i)), n=10 + i))),
+                   {0: frozenset({"truncated_record"} | ({"http_status", "empty_payload"} if value.strip().isdigit() else set())),
+                    1: READ_ERROR})
+              for i, value in enumerate([b"-5", b"abc", b"99999999999999999999", b"", b"0x10", b" 12 "])],
+            rec(KEPT, n=2),
         ],
         "lie-past-eof.warc.gz": [
             rec(KEPT, n=1),
