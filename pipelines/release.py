@@ -352,14 +352,14 @@ def _run_ids(inputs: dict[str, str]) -> dict[str, Any]:
     return ids
 
 
-def hf_readme(features: list[dict], license_id: str, rows: int, shards: int, pretty_name: str) -> str:
+def hf_readme(features: list[dict], license_id: str, rows: int, shards: int, pretty_name: str, num_bytes: int) -> str:
     """The dataset card ``datasets`` reads: YAML front matter (licence, configs, features) + a body."""
     front = {
         "license": license_id,
         "pretty_name": pretty_name,
         "task_categories": ["image-to-text", "text-to-image"],
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
-        "dataset_info": {"features": features, "splits": [{"name": "train", "num_examples": rows}]},
+        "dataset_info": {"features": features, "splits": [{"name": "train", "num_bytes": num_bytes, "num_examples": rows}]},
     }
     body = (f"# {pretty_name}\n\nImage-text pairs curated from Common Crawl by vl-curation: {rows:,} rows in "
             f"{shards} Parquet shards, shuffled by a seeded hash of the pair key. The `image` column holds the "
@@ -470,7 +470,8 @@ class ReleaseStage(Stage):
             features = _hf_features(cols, schema) if schema is not None else \
                 [{"name": "key", "dtype": "string"}, {"name": "image", "dtype": "image"}, {"name": "caption", "dtype": "string"}]
             write_text(ctx.output_path("hf/README.md"),
-                       hf_readme(features, rel.license, stats.rows_out, n, f"vl-curation {cfg.snapshot}"))
+                       hf_readme(features, rel.license, stats.rows_out, n, f"vl-curation {cfg.snapshot}",
+                                 sum(fs.size(f) for f in fs.glob(url_to_fs(ctx.output_path("hf/data"))[1] + "/*.parquet"))))
             stats.outputs["hf"] = stats.rows_out
         docs_done = [s for s in doc_shards if p3.get(s.id, {}).get("kept")]
         if "interleaved" in formats:
