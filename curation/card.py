@@ -236,7 +236,8 @@ def build_card(run_root: str, cfg: PipelineConfig, input_spec: str | None = None
         lines.append(f"| `{t.stage}/{t.output}/` | {rows_txt} | {'`' + name.upper() + '`' if name else 'see below'} |")
     tars = _tar_shards(run_root)
     for d, names in tars:
-        lines.append(f"| `{_in_run(catalog.root, d)}/` | {len(names)} tar shards | WebDataset (`jpg`, `txt`, `json`) |")
+        kind = "one document per sample: `json` + images" if d.endswith("/interleaved_wds") else "`jpg`, `txt`, `json`"
+        lines.append(f"| `{_in_run(catalog.root, d)}/` | {len(names)} tar shards | WebDataset ({kind}) |")
 
     lines += ["", "## Schemas", "", "Defined once in `curation/schemas.py`; Arrow types as written to Parquet.", ""]
     for key, cols in used_schemas.items():
