@@ -20,6 +20,10 @@ Systems, all on the same pages in this run:
 - ``obelics``: ``extract_page(mode="obelics")``, the previous extractor;
 - ``trafilatura``: ``trafilatura.extract`` with its defaults (text output).
 
+Each system is also scored on the pages fastText calls English (``english_pages``): the record
+path's stopword and flagged-word lists are OBELICS's English ones, and the default config keeps
+English only.
+
 Speed is pages/s on one core (single process) over a fixed subset of each split (``--speed-pages``),
 best of ``--rounds``; quality is over all pages. The per-filter table says, for every paragraph filter
 and document filter of the record path, how many ``with`` and ``without`` snippets it removed from the
@@ -188,7 +192,7 @@ def traf_images(pages, per_split: int) -> dict:
     return out
 
 
-def filter_table(pages, proc) -> list[dict]:
+def filter_table(pages, text_pipeline, banned) -> list[dict]:
     """Per paragraph filter and document filter: ``with``/``without`` snippets (and characters) it removes.
 
     Paragraph filters are measured one at a time on the main-content paragraphs (a snippet is removed
@@ -200,8 +204,8 @@ def filter_table(pages, proc) -> list[dict]:
     from curation.html_extract import HtmlTooDeep, extract_page
     from filters.base import TextView, run_filters
 
-    para_filters = proc.text_pipeline.paragraph_filters
-    doc_filters = proc.text_pipeline.document_filters
+    para_filters = text_pipeline.paragraph_filters
+    doc_filters = text_pipeline.document_filters
     rows = {f"paragraph:{f.name}": Counter() for f in para_filters}
     rows.update({f"document:{f.name}": Counter() for f in doc_filters})
 
@@ -213,13 +217,13 @@ def filter_table(pages, proc) -> list[dict]:
     n_pages = n_en = 0
     for url, item, payload, html in pages:
         try:
-            page = extract_page(html, url, proc.banned, mode="main_content")
+            page = extract_page(html, url, banned, mode="main_content")
         except HtmlTooDeep:
             continue
         paras = [p for it in page.items if isinstance(it, list) for p in it]
         n_images = len(page.images)
         full = normalise("\n".join(paras))
-        english = proc.text_pipeline.identify(full)[0] == "en"
+        english = text_pipeline.identify(full)[0] == "en"
         n_pages += 1
         n_en += english
         views = [TextView.of(p) for p in paras]
@@ -234,7 +238,7 @@ def filter_table(pages, proc) -> list[dict]:
                     if s in full and s not in after:
                         add(row, f"{key}_removed", 1, english)
                         add(row, f"{key}_chars_removed", len(s), english)
-        mask, _ = proc.text_pipeline.filter_paragraphs(paras)
+        mask, _ = text_pipeline.filter_paragraphs(paras)
         kept_text = "\n\n".join(p for p, k in zip(paras, mask) if k)
         view = TextView.of(kept_text, n_images=n_images)
         found = normalise(kept_text)
@@ -252,7 +256,7 @@ def filter_table(pages, proc) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--realdata", default=os.environ.get("REALDATA_DIR", str(ROOT / ".." / "shared" / "realdata")))
-    ap.add_argument("--speed-pages", type=int, default=120, help="pages per split timed for pages/s")
+    ap.add_argument("--speed-pages", type=int, default=100, help="pages per split timed for pages/s")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--no-filter-table", action="store_true")
     args = ap.parse_args()
@@ -272,14 +276,20 @@ def main() -> None:
         sub = [p for p in pages if split_of(p[0]) == split]
         out: dict = {"pages": len(sub)}
         seconds = time_interleaved(systems, sub[: args.speed_pages], args.rounds)
+        english = None
         for name, fn in systems.items():
             counts = []
             n_images = 0
+            texts = []
             for i, (url, item, payload, html) in enumerate(sub):
                 text, n_img = fn(url, payload, html, i)
                 counts.append(score_page(text, item))
+                texts.append(text)
                 n_images += n_img or 0
+            if english is None:  # the first system is main_content: fastText on its text
+                english = [proc.text_pipeline.identify(normalise(t))[0] == "en" for t in texts]
             entry = scores(counts)
+            entry["english_pages"] = scores([c for c, en in zip(counts, english) if en])
             entry["pages_per_s"] = round(min(len(sub), args.speed_pages) / seconds[name], 1)
             if name != "trafilatura":
                 entry["images_kept"] = n_images
@@ -293,7 +303,21 @@ def main() -> None:
         result["splits"][split] = out
     result["images_on_speed_pages"] = traf_images(pages, args.speed_pages)
     if not args.no_filter_table:
-        result["filter_table_dev"] = filter_table([p for p in pages if split_of(p[0]) == "dev"], proc)
+        from curation.config import PipelineConfig
+        from filters.config import DocumentFilterConfig, ParagraphFilterConfig
+        from filters.text_pipeline import TextFilterPipeline
+
+        dev = [p for p in pages if split_of(p[0]) == "dev"]
+        # OBELICS's thresholds (the filters' own defaults) and this project's main-content defaults, each
+        # filter alone, on the main-content output of the dev pages; every language kept.
+        obelics = TextFilterPipeline(ParagraphFilterConfig(), DocumentFilterConfig(languages=[]), proc.text_pipeline.lid)
+        cfg = PipelineConfig()
+        cfg.document_filters.languages = []
+        main = TextFilterPipeline(cfg.paragraph_filters, cfg.document_filters, proc.text_pipeline.lid)
+        result["filter_table_dev"] = {
+            "obelics_thresholds": filter_table(dev, obelics, proc.banned),
+            "main_content_defaults": [r for r in filter_table(dev, main, proc.banned) if r["filter"].startswith("document:")],
+        }
     print(json.dumps(result, indent=2))
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 __all__ = ["ROOT_CHECK_CHARS", "ROOT_FALLBACK_RATIO", "ROOT_FALLBACK_MIN_CHARS", "FURNITURE_MAX_TEXT_SHARE", "Block", "classify_blocks", "find_content_root", "is_furniture_container", "CONTENT_ROOT_SELECTORS"]
 
@@ -119,20 +120,23 @@ def is_furniture_container(attrs: dict[str, str | None]) -> bool:
     role = attrs.get("role")
     if role and role.lower() in FURNITURE_ROLES:
         return True
-    for key in ("class", "id"):
-        val = attrs.get(key)
-        if not val:
-            continue
-        low = val.lower()
-        for token in low.split():
-            if token in FURNITURE_TOKENS:
+    cls, ident = attrs.get("class"), attrs.get("id")
+    return bool(cls and _names_furniture(cls)) or bool(ident and _names_furniture(ident))
+
+
+@lru_cache(maxsize=65536)
+def _names_furniture(value: str) -> bool:
+    """One class or id value; cached, since a page repeats the same few class strings thousands of times."""
+    low = value.lower()
+    tokens = low.split()
+    if any(token in FURNITURE_TOKENS for token in tokens):
+        return True
+    for token in tokens:
+        if token.startswith(_STATE_PREFIXES):
+            continue  # WordPress post_class(): category-social-media, no-share, has-sidebar name the post
+        for sub in _SUBTOKEN_SPLIT.split(token):
+            if sub in FURNITURE_SUBTOKENS:
                 return True
-        for token in low.split():
-            if token.startswith(_STATE_PREFIXES):
-                continue  # WordPress post_class(): category-social-media, no-share, has-sidebar name the post
-            for sub in _SUBTOKEN_SPLIT.split(token):
-                if sub in FURNITURE_SUBTOKENS:
-                    return True
     return False
 
 
