@@ -7,6 +7,12 @@ output a row belongs to), which Spark persists once and splits into the three
 datasets, so every page is parsed exactly once. Per-file counters travel as
 ``kind == "stats"`` rows and are summed on the driver: no accumulators, and a
 retried task cannot double-count.
+
+The unit of work (``rows_in``) is every item :func:`curation.warc_reader.iter_warc`
+yields: each response record, also one a neighbour's lying ``Content-Length``
+swallowed, each unreadable region at its own offset, a 0-byte file. Each becomes
+exactly one document or one reject, whatever it raises (``record_error``), so
+one bad record never ends the task and takes the other files with it.
 """
 from __future__ import annotations
 
