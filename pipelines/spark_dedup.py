@@ -53,7 +53,7 @@ document for duplicates). Steps, in order, each switchable in ``DedupConfig``:
    documents with an identical non-empty set of images keep one
    (``image_set_duplicate``, OBELICS step 11). Positions removed in 4/5 are
    cut from ``texts``/``images``/``metadata`` together, so they stay aligned;
-   text positions that become neighbours are joined (:func:`rewrite_document`).
+   text positions that become neighbours are joined (:func:`curation.layout.cut_positions`).
 6. Documents left without text (``no_text``) or, if configured, without an
    image (``no_image``) are removed.
 
@@ -70,10 +70,8 @@ Spark SQL in ``sql/dedup_*.sql``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -82,12 +80,13 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
-from curation.config import DedupConfig, PipelineConfig
+from curation.config import DedupConfig
+from curation.layout import PARAGRAPH_SEP, WHOLE_POSITION, cut_positions, load_metadata
 from curation.minhash import MinHasher, band_hashes, batch_shingles, normalize_text
-from curation.schemas import DOCUMENTS, PAIRS, REJECTS, spark_ddl
+from curation.schemas import DOCUMENTS, PAIRS, spark_ddl
 from curation.spark import get_spark
 from curation.sql import load_sql
-from curation.stage import Stage, StageContext, StageRunner, StageStats
+from curation.stage import Stage, StageContext, StageStats
 from curation.urls import normalize_url, url_domain
 
 log = logging.getLogger(__name__)
@@ -187,42 +186,9 @@ def _verify_fn(cfg: DedupConfig):
     return fn
 
 
-PARA_SEP = b"\n\n"  # extract joins the paragraphs of one text position with a blank line
-
-
-def rewrite_document(texts: list[bytes | None], images: list[str | None], meta: list | None,
-                     drops: dict[int, set[int]]) -> tuple[list, list, list]:
-    """Cut dropped positions/paragraphs out of one document, keeping texts/images/metadata aligned.
-
-    ``drops`` maps a position to the paragraph indices to remove from it (``-1``: the whole
-    position). Text stays bytes (never decoded, so bytes that are not UTF-8 pass through). A
-    text position left without paragraphs disappears; text positions that become neighbours
-    (the image between them was dropped) are joined with a blank line, as extract writes them.
-    """
-    n = len(texts)
-    if not isinstance(meta, list) or len(meta) != n:  # unusable metadata: rebuild a minimal aligned one
-        meta = [None if im is None else {"src": im} for im in images]
-    out_t: list[bytes | None] = []
-    out_i: list[str | None] = []
-    out_m: list = []
-    for pos in range(n):
-        d = drops.get(pos)
-        if d is not None and -1 in d:
-            continue
-        t = texts[pos]
-        if t is not None:
-            if d:
-                parts = [q for k, q in enumerate(t.split(PARA_SEP)) if k not in d]
-                if not parts:
-                    continue
-                t = PARA_SEP.join(parts)
-            if out_t and out_t[-1] is not None:
-                out_t[-1] = out_t[-1] + PARA_SEP + t
-                continue
-        out_t.append(t)
-        out_i.append(images[pos])
-        out_m.append(meta[pos])
-    return out_t, out_i, out_m
+# The separator as a Spark SQL string literal's body ('\n\n'); it has no regex metacharacter,
+# so split() in sql/dedup_paragraph_counts.sql cuts exactly where curation.layout joins.
+_SQL_PARAGRAPH_SEP = PARAGRAPH_SEP.encode("unicode_escape").decode("ascii")
 
 
 def _rewrite_fn():
@@ -240,11 +206,7 @@ def _rewrite_fn():
                 by_pos: dict[int, set[int]] = {}
                 for d in drops[i] or ():
                     by_pos.setdefault(d["pos"], set()).add(d["ppos"])
-                try:
-                    meta = json.loads(metas[i]) if metas[i] is not None else None
-                except ValueError:
-                    meta = None
-                t, im, m = rewrite_document(texts[i] or [], images[i] or [], meta, by_pos)
+                t, im, m = cut_positions(texts[i] or [], images[i] or [], load_metadata(metas[i]), by_pos)
                 new_t.append(t)
                 new_i.append(im)
                 new_m.append(json.dumps(m, ensure_ascii=False))
@@ -342,204 +304,281 @@ def _histogram(sizes: list[int]) -> dict[str, int]:
     return hist
 
 
-def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig) -> DedupResult:
-    """Run every enabled dedup step; return kept documents/pairs, rejects and counters.
+@dataclass
+class _Job:
+    """What every step reads: the session and config, the input documents and their keys (both
+    cut), the temp views, the counters, and the reject frames of the steps run so far."""
 
-    Intermediate results that later steps read more than once are cut from their lineage
-    (:func:`_cut`); counters come from a few aggregate actions on those, so a small input
-    costs tens of Spark jobs, not hundreds.
-    """
-    from pyspark.sql import functions as F
+    spark: Any
+    cfg: DedupConfig
+    views: _Views
+    docs: Any
+    keys: Any
+    keys_view: str
+    counters: dict[str, Any] = field(default_factory=dict)
+    rejects: list = field(default_factory=list)  # (row_id, reason, detail, duplicate_of) frames, read from cuts
 
-    if hasattr(cfg, "validate"):
-        cfg.validate()
-    views = _Views(spark)
-    counters: dict[str, Any] = {}
-    docs = _cut(documents_df.select(*DOCUMENTS.names), spark)
+    @classmethod
+    def start(cls, spark, documents_df, cfg: DedupConfig) -> "_Job":
+        """Cut the input and compute each document's keys (URL, text hash, LSH bands, ...) once."""
+        views = _Views(spark)
+        docs = _cut(documents_df.select(*DOCUMENTS.names), spark)
+        feats = docs.select("doc_id", "url", "texts", "general_metadata").mapInArrow(_features_fn(cfg), FEATURES_DDL)
+        keys = _cut(spark.sql(load_sql("dedup_doc_keys", features=views(feats, "features"))), spark)
+        return cls(spark, cfg, views, docs, keys, views(keys, "keys"))
 
-    feats = docs.select("doc_id", "url", "texts", "general_metadata").mapInArrow(_features_fn(cfg), FEATURES_DDL)
-    keys = _cut(spark.sql(load_sql("dedup_doc_keys", features=views(feats, "features"))), spark)
-    keys_v = views(keys, "keys")
+    def sql(self, name: str, **params: object):
+        return self.spark.sql(load_sql(name, **params))
 
-    reject_parts = []  # DataFrames (row_id, reason, detail, duplicate_of), each cut
-    near_pairs = None
+    def cut(self, df):
+        return _cut(df, self.spark)
 
-    def removed_from(pairs, reason: str, detail_col):
-        """Rows (doc_id, keep_id) with doc_id != keep_id -> reject frame."""
-        return pairs.where("doc_id <> keep_id").select(
-            F.col("doc_id").alias("row_id"), F.lit(reason).alias("reason"),
-            detail_col.alias("detail"), F.col("keep_id").alias("duplicate_of"),
-        )
+    def reject(self, frame) -> None:
+        """Record a step's reject frame: later steps see only the documents no frame removed."""
+        if frame is not None:
+            self.rejects.append(frame)
 
-    def alive_df():
+    def alive(self):
         """Keys of the documents no step has removed yet (a lazy anti-join on the cut rejects)."""
-        alive = keys
-        for part in reject_parts:
+        from pyspark.sql import functions as F
+
+        alive = self.keys
+        for part in self.rejects:
             alive = alive.join(part.select(F.col("row_id").alias("doc_id")), "doc_id", "left_anti")
         return alive
 
-    def alive_keys(name: str) -> str:
-        return views(alive_df(), name)
 
-    # 1. URL dedup
-    if cfg.url_dedup:
-        url = spark.sql(load_sql("dedup_url_latest", keys=keys_v))
-        reject_parts.append(
-            _cut(removed_from(url, "url_duplicate", F.concat(F.lit("same URL "), F.col("url_norm"))), spark))
+def _removed_from(groups, reason: str, detail_col):
+    """Rows (doc_id, keep_id) of a keep-one-per-group query -> the reject frame of those not kept."""
+    from pyspark.sql import functions as F
 
-    # 2. exact text dedup
-    if cfg.exact_dedup:
-        grp = spark.sql(load_sql("dedup_keep_best", table=alive_keys("alive_exact"), group="text_hash"))
-        reject_parts.append(_cut(removed_from(grp, "exact_duplicate", F.lit("same normalised text")), spark))
-
-    # 3. near-dup: LSH candidates -> (verify) -> connected components -> keep one per component
-    if cfg.near_dedup:
-        ak = alive_keys("alive_near")
-        anchors = cfg.lsh_bucket_anchors if cfg.verify_jaccard else 1
-        cand = _cut(spark.sql(load_sql("dedup_lsh_candidates", keys=ak, anchors=anchors)), spark)
-        if cfg.verify_jaccard:
-            texts = docs.select("doc_id", "texts")
-            joined = (
-                cand.join(texts.select(F.col("doc_id").alias("src"), F.col("texts").alias("src_texts")), "src")
-                .join(texts.select(F.col("doc_id").alias("dst"), F.col("texts").alias("dst_texts")), "dst")
-                .select("src", "dst", "src_texts", "dst_texts")
-            )
-            scored = _cut(joined.mapInArrow(_verify_fn(cfg), VERIFY_DDL), spark)
-            near_pairs = scored.where(F.col("jaccard") >= cfg.jaccard_threshold)
-            row = scored.agg(F.count("*").alias("n"),
-                             F.count(F.when(F.col("jaccard") >= cfg.jaccard_threshold, 1)).alias("ok")).first()
-            counters["near_candidate_pairs"] = row["n"]
-            counters["near_verified_pairs"] = row["ok"]
-            counters["near_rejected_candidate_pairs"] = row["n"] - row["ok"]
-            n_edges = row["ok"]
-        else:
-            near_pairs = cand
-            n_edges = counters["near_candidate_pairs"] = cand.count()
-        edges = near_pairs.select("src", "dst")
-        if n_edges:
-            comp, iters, converged = connected_components(spark, edges, cfg.max_cc_iterations, views)
-            sizes = [r["count"] for r in comp.groupBy("root").count().collect()]
-            member_keys = keys.join(comp.withColumnRenamed("node", "doc_id"), "doc_id")
-            grp = spark.sql(load_sql("dedup_keep_best", table=views(member_keys, "components"), group="root"))
-            reject_parts.append(_cut(
-                removed_from(grp, "near_duplicate", F.concat(F.lit("MinHash component of "), F.col("grp"))), spark))
-        else:
-            iters, converged, sizes = 0, True, []
-        counters["cc_iterations"] = iters
-        counters["cc_converged"] = converged
-        counters["near_components"] = len(sizes)
-        counters["near_component_size_max"] = max(sizes, default=0)
-        counters["near_component_size_histogram"] = _histogram(sizes)
-
-    alive_docs = _cut(
-        docs.join(alive_df().select("doc_id", "domain"), "doc_id"), spark
+    return groups.where("doc_id <> keep_id").select(
+        F.col("doc_id").alias("row_id"), F.lit(reason).alias("reason"),
+        detail_col.alias("detail"), F.col("keep_id").alias("duplicate_of"),
     )
-    alive_docs_v = views(alive_docs, "alive_docs")
-    drop_parts = []  # (doc_id, pos, ppos): ppos = paragraph inside a text position, -1 = the whole position
 
-    # 4. paragraphs repeated across a domain
-    if cfg.paragraph_dedup:
-        para = _cut(
-            spark.sql(load_sql("dedup_paragraph_counts", docs=alive_docs_v, max_per_domain=cfg.paragraph_max_per_domain)),
-            spark,
+
+def url_duplicates(job: _Job):
+    """Step 1: one document per normalised URL (latest capture); the reject frame of the others."""
+    from pyspark.sql import functions as F
+
+    url = job.sql("dedup_url_latest", keys=job.keys_view)
+    return job.cut(_removed_from(url, "url_duplicate", F.concat(F.lit("same URL "), F.col("url_norm"))))
+
+
+def exact_duplicates(job: _Job):
+    """Step 2: one surviving document per normalised-text hash; the reject frame of the others."""
+    from pyspark.sql import functions as F
+
+    grp = job.sql("dedup_keep_best", table=job.views(job.alive(), "alive_exact"), group="text_hash")
+    return job.cut(_removed_from(grp, "exact_duplicate", F.lit("same normalised text")))
+
+
+def near_duplicates(job: _Job) -> tuple[Any, Any]:
+    """Step 3: LSH candidates -> (Jaccard verification) -> connected components -> one kept per
+    component. Returns (reject frame or None when there is no edge, the edges kept)."""
+    from pyspark.sql import functions as F
+
+    cfg, counters = job.cfg, job.counters
+    anchors = cfg.lsh_bucket_anchors if cfg.verify_jaccard else 1
+    cand = job.cut(job.sql("dedup_lsh_candidates", keys=job.views(job.alive(), "alive_near"), anchors=anchors))
+    if cfg.verify_jaccard:
+        texts = job.docs.select("doc_id", "texts")
+        joined = (
+            cand.join(texts.select(F.col("doc_id").alias("src"), F.col("texts").alias("src_texts")), "src")
+            .join(texts.select(F.col("doc_id").alias("dst"), F.col("texts").alias("dst_texts")), "dst")
+            .select("src", "dst", "src_texts", "dst_texts")
         )
-        row = para.agg(F.count("*").alias("n"), F.countDistinct("doc_id").alias("docs")).first()
-        counters["paragraphs_removed"] = row["n"]
-        counters["paragraph_docs_touched"] = row["docs"]
-        drop_parts.append(para.select("doc_id", "pos", "ppos"))
+        scored = job.cut(joined.mapInArrow(_verify_fn(cfg), VERIFY_DDL))
+        near_pairs = scored.where(F.col("jaccard") >= cfg.jaccard_threshold)
+        row = scored.agg(F.count("*").alias("n"),
+                         F.count(F.when(F.col("jaccard") >= cfg.jaccard_threshold, 1)).alias("ok")).first()
+        counters["near_candidate_pairs"] = row["n"]
+        counters["near_verified_pairs"] = row["ok"]
+        counters["near_rejected_candidate_pairs"] = row["n"] - row["ok"]
+        n_edges = row["ok"]
+    else:
+        near_pairs = cand
+        n_edges = counters["near_candidate_pairs"] = cand.count()
+    rejects = None
+    if n_edges:
+        comp, iters, converged = connected_components(job.spark, near_pairs.select("src", "dst"),
+                                                      cfg.max_cc_iterations, job.views)
+        sizes = [r["count"] for r in comp.groupBy("root").count().collect()]
+        member_keys = job.keys.join(comp.withColumnRenamed("node", "doc_id"), "doc_id")
+        grp = job.sql("dedup_keep_best", table=job.views(member_keys, "components"), group="root")
+        rejects = job.cut(
+            _removed_from(grp, "near_duplicate", F.concat(F.lit("MinHash component of "), F.col("grp"))))
+    else:
+        iters, converged, sizes = 0, True, []
+    counters["cc_iterations"] = iters
+    counters["cc_converged"] = converged
+    counters["near_components"] = len(sizes)
+    counters["near_component_size_max"] = max(sizes, default=0)
+    counters["near_component_size_histogram"] = _histogram(sizes)
+    return rejects, near_pairs
 
-    # 5. images: too common, repeated within a document, identical image sets
-    common = spark.createDataFrame([], "url string, n_docs bigint")
-    image_drops = spark.createDataFrame([], "doc_id string, pos int")
-    if cfg.image_dedup:
-        common = _cut(
-            spark.sql(load_sql("dedup_image_doc_counts", docs=alive_docs_v, max_docs=cfg.image_max_docs)), spark
-        )
-        img_pos = _cut(spark.sql(load_sql("dedup_image_positions", docs=alive_docs_v, common=views(common, "common"))), spark)
-        by_reason = {r["reason"]: r["count"] for r in img_pos.groupBy("reason").count().collect()}
-        counters["images_too_common_urls"] = common.count()
-        counters["image_positions_too_common"] = by_reason.get("image_too_common", 0)
-        counters["image_positions_repeated_in_doc"] = by_reason.get("image_repeated_in_doc", 0)
-        image_drops = img_pos.select("doc_id", F.col("pos").cast("int"))
-        drop_parts.append(image_drops.withColumn("ppos", F.lit(-1)))
-    common_v = views(common, "common_final")
 
-    if cfg.image_set_dedup:
-        sets = spark.sql(load_sql("dedup_image_sets", docs=alive_docs_v, dropped=views(image_drops, "image_drops"),
-                                  keys=keys_v))
-        grp = spark.sql(load_sql("dedup_keep_best", table=views(sets, "image_sets"), group="image_set"))
-        reject_parts.append(_cut(removed_from(grp, "image_set_duplicate", F.lit("identical set of images")), spark))
+def repeated_paragraphs(job: _Job, alive_docs_view: str):
+    """Step 4: (doc_id, pos, ppos) of every paragraph repeated in more than
+    ``paragraph_max_per_domain`` documents of its domain."""
+    from pyspark.sql import functions as F
 
-    # Cut removed paragraphs/positions out of the surviving documents that lose something
-    # (texts/images/metadata stay aligned); the others pass through untouched.
-    dropped = spark.createDataFrame([], "doc_id string, pos int, ppos int")
+    para = job.cut(job.sql("dedup_paragraph_counts", docs=alive_docs_view,
+                           max_per_domain=job.cfg.paragraph_max_per_domain, paragraph_sep=_SQL_PARAGRAPH_SEP))
+    row = para.agg(F.count("*").alias("n"), F.countDistinct("doc_id").alias("docs")).first()
+    job.counters["paragraphs_removed"] = row["n"]
+    job.counters["paragraph_docs_touched"] = row["docs"]
+    return para.select("doc_id", "pos", "ppos")
+
+
+def common_images(job: _Job, alive_docs_view: str) -> tuple[Any, Any]:
+    """Step 5a: image URLs in more than ``image_max_docs`` documents (url, n_docs), and the
+    (doc_id, pos) of their positions and of images repeated inside a document (first one kept)."""
+    from pyspark.sql import functions as F
+
+    common = job.cut(job.sql("dedup_image_doc_counts", docs=alive_docs_view, max_docs=job.cfg.image_max_docs))
+    img_pos = job.cut(job.sql("dedup_image_positions", docs=alive_docs_view, common=job.views(common, "common")))
+    by_reason = {r["reason"]: r["count"] for r in img_pos.groupBy("reason").count().collect()}
+    job.counters["images_too_common_urls"] = common.count()
+    job.counters["image_positions_too_common"] = by_reason.get("image_too_common", 0)
+    job.counters["image_positions_repeated_in_doc"] = by_reason.get("image_repeated_in_doc", 0)
+    return common, img_pos.select("doc_id", F.col("pos").cast("int"))
+
+
+def image_set_duplicates(job: _Job, alive_docs_view: str, image_drops):
+    """Step 5b: one document per identical non-empty set of (remaining) images; the others' reject frame."""
+    from pyspark.sql import functions as F
+
+    sets = job.sql("dedup_image_sets", docs=alive_docs_view, dropped=job.views(image_drops, "image_drops"),
+                   keys=job.keys_view)
+    grp = job.sql("dedup_keep_best", table=job.views(sets, "image_sets"), group="image_set")
+    return job.cut(_removed_from(grp, "image_set_duplicate", F.lit("identical set of images")))
+
+
+def cut_dropped(job: _Job, alive_docs, drop_parts: list):
+    """The documents still alive, with the paragraphs/positions of ``drop_parts`` cut out
+    (:func:`curation.layout.cut_positions` in ``mapInArrow``, only on the documents that lose
+    something; the others pass through untouched)."""
+    from pyspark.sql import functions as F
+
+    dropped = job.spark.createDataFrame([], "doc_id string, pos int, ppos int")
     for part in drop_parts:
         dropped = dropped.unionByName(part.select("doc_id", F.col("pos").cast("int"), F.col("ppos").cast("int")))
     drops = dropped.distinct().groupBy("doc_id").agg(F.collect_list(F.struct("pos", "ppos")).alias("drops"))
-    survivors = _cut(
-        alive_docs.join(alive_df().select("doc_id"), "doc_id", "left_semi")
-        .select(*DOCUMENTS.names).join(drops, "doc_id", "left"),
-        spark,
+    survivors = job.cut(
+        alive_docs.join(job.alive().select("doc_id"), "doc_id", "left_semi")
+        .select(*DOCUMENTS.names).join(drops, "doc_id", "left")
     )
     touched = survivors.where(F.col("drops").isNotNull()).select(*DOCUMENTS.names, "drops")
-    rewritten = survivors.where(F.col("drops").isNull()).select(*DOCUMENTS.names).unionByName(
+    return survivors.where(F.col("drops").isNull()).select(*DOCUMENTS.names).unionByName(
         touched.mapInArrow(_rewrite_fn(), REWRITE_DDL)
     )
 
-    # 6. documents left without text / images
+
+def empty_documents(job: _Job, documents) -> tuple[Any, Any]:
+    """Step 6: (reject frame of the documents left without text / images, the kept documents)."""
+    from pyspark.sql import functions as F
+
+    cfg = job.cfg
     n_text = F.size(F.filter(F.coalesce("texts", F.array()), lambda t: t.isNotNull() & (F.trim(t) != "")))
     n_img = F.size(F.filter(F.coalesce("images", F.array()), lambda t: t.isNotNull() & (t != "")))
     empty_reason = F.when(F.lit(cfg.drop_docs_without_text) & (n_text == 0), F.lit("no_text")).when(
         F.lit(cfg.drop_docs_without_images) & (n_img == 0), F.lit("no_image")
     )
-    flagged = _cut(rewritten.withColumn("_reason", empty_reason), spark)
-    reject_parts.append(flagged.where(F.col("_reason").isNotNull()).select(
+    flagged = job.cut(documents.withColumn("_reason", empty_reason))
+    rejects = flagged.where(F.col("_reason").isNotNull()).select(
         F.col("doc_id").alias("row_id"), F.col("_reason").alias("reason"),
         F.lit("nothing left after dedup").alias("detail"), F.lit(None).cast("string").alias("duplicate_of"),
-    ))
-    kept = flagged.where(F.col("_reason").isNull()).select(*DOCUMENTS.names)
-
-    # Rejects: duplicate_of followed to the final keeper (one query: a chain has one link per step).
-    doc_rej = spark.createDataFrame([], "row_id string, reason string, detail string, duplicate_of string")
-    for part in reject_parts:
-        doc_rej = doc_rej.unionByName(part)
-    doc_rej = _cut(spark.sql(load_sql("dedup_resolve_duplicate_of", rejects=views(doc_rej, "rej_raw"))), spark)
-    doc_rej_v = views(doc_rej, "doc_rejects")
-    rejects = doc_rej.select(
-        "row_id", F.lit("documents").alias("table"), F.lit(STAGE).alias("stage"), "reason", "detail", "duplicate_of"
     )
-    counters["documents_in"] = docs.count()
+    return rejects, flagged.where(F.col("_reason").isNull()).select(*DOCUMENTS.names)
+
+
+def document_rejects(job: _Job):
+    """Every step's rejects in one frame, ``duplicate_of`` followed to the final keeper (one
+    query: a chain has one link per step); counts the duplicates per reason."""
+    doc_rej = job.spark.createDataFrame([], "row_id string, reason string, detail string, duplicate_of string")
+    for part in job.rejects:
+        doc_rej = doc_rej.unionByName(part)
+    doc_rej = job.cut(job.sql("dedup_resolve_duplicate_of", rejects=job.views(doc_rej, "rej_raw")))
+    job.counters["documents_in"] = job.docs.count()
     by_reason = {r["reason"]: r["count"] for r in doc_rej.groupBy("reason").count().collect()}
     for reason, name in (("url_duplicate", "url_duplicates"), ("exact_duplicate", "exact_duplicates"),
                          ("near_duplicate", "near_duplicates"), ("image_set_duplicate", "image_set_duplicates")):
-        counters[name] = by_reason.get(reason, 0)
+        job.counters[name] = by_reason.get(reason, 0)
+    return doc_rej
 
+
+def decide_pairs(job: _Job, pairs_df, doc_rejects_view: str, kept, common_view: str) -> tuple[Any, Any]:
+    """(kept pairs, pair rejects): a pair goes with its document and with a too-common image."""
+    from pyspark.sql import functions as F
+
+    decided = job.cut(job.sql(
+        "dedup_pairs",
+        pairs=job.views(pairs_df.select(*PAIRS.names), "pairs"),
+        doc_rejects=doc_rejects_view,
+        kept_docs=job.views(kept.select("doc_id"), "kept"),
+        common=common_view,
+    ))
+    kept_pairs = decided.where(F.col("reject_reason").isNull()).select(*PAIRS.names)
+    rejects = decided.where(F.col("reject_reason").isNotNull()).select(
+        F.col("key").alias("row_id"), F.lit("pairs").alias("table"), F.lit(STAGE).alias("stage"),
+        F.col("reject_reason").alias("reason"), F.col("reject_detail").alias("detail"),
+        F.lit(None).cast("string").alias("duplicate_of"),
+    )
+    return kept_pairs, rejects
+
+
+def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig) -> DedupResult:
+    """Run every enabled dedup step; return kept documents/pairs, rejects and counters.
+
+    Each step is a function returning its reject frame (or the positions it drops); a step
+    reads only the documents no earlier step removed (:meth:`_Job.alive`). Intermediate results
+    that later steps read more than once are cut from their lineage (:func:`_cut`); counters come
+    from a few aggregate actions on those, so a small input costs tens of Spark jobs, not hundreds.
+    """
+    from pyspark.sql import functions as F
+
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    job = _Job.start(spark, documents_df, cfg)
+    if cfg.url_dedup:
+        job.reject(url_duplicates(job))
+    if cfg.exact_dedup:
+        job.reject(exact_duplicates(job))
+    near_pairs = None
+    if cfg.near_dedup:
+        near_rejects, near_pairs = near_duplicates(job)
+        job.reject(near_rejects)
+
+    alive_docs = job.cut(job.docs.join(job.alive().select("doc_id", "domain"), "doc_id"))
+    alive_docs_v = job.views(alive_docs, "alive_docs")
+    drop_parts = []  # (doc_id, pos, ppos): ppos = paragraph inside a text position, -1 = the whole position
+    if cfg.paragraph_dedup:
+        drop_parts.append(repeated_paragraphs(job, alive_docs_v))
+    common = spark.createDataFrame([], "url string, n_docs bigint")
+    image_drops = spark.createDataFrame([], "doc_id string, pos int")
+    if cfg.image_dedup:
+        common, image_drops = common_images(job, alive_docs_v)
+        drop_parts.append(image_drops.withColumn("ppos", F.lit(WHOLE_POSITION)))
+    if cfg.image_set_dedup:
+        job.reject(image_set_duplicates(job, alive_docs_v, image_drops))
+
+    empty_rejects, kept = empty_documents(job, cut_dropped(job, alive_docs, drop_parts))
+    job.reject(empty_rejects)
+    doc_rej = document_rejects(job)
+    rejects = doc_rej.select(
+        "row_id", F.lit("documents").alias("table"), F.lit(STAGE).alias("stage"), "reason", "detail", "duplicate_of"
+    )
     pairs_out = None
     if pairs_df is not None:
-        pairs_in = pairs_df.select(*PAIRS.names)
-        decided = _cut(
-            spark.sql(
-                load_sql(
-                    "dedup_pairs",
-                    pairs=views(pairs_in, "pairs"),
-                    doc_rejects=doc_rej_v,
-                    kept_docs=views(kept.select("doc_id"), "kept"),
-                    common=common_v,
-                )
-            ),
-            spark,
-        )
-        pairs_out = decided.where(F.col("reject_reason").isNull()).select(*PAIRS.names)
-        pair_rej = decided.where(F.col("reject_reason").isNotNull()).select(
-            F.col("key").alias("row_id"), F.lit("pairs").alias("table"), F.lit(STAGE).alias("stage"),
-            F.col("reject_reason").alias("reason"), F.col("reject_detail").alias("detail"),
-            F.lit(None).cast("string").alias("duplicate_of"),
-        )
+        pairs_out, pair_rej = decide_pairs(job, pairs_df, job.views(doc_rej, "doc_rejects"), kept,
+                                           job.views(common, "common_final"))
         rejects = rejects.unionByName(pair_rej)
-    return DedupResult(documents=kept, pairs=pairs_out, rejects=rejects, counters=counters, near_pairs=near_pairs)
+    return DedupResult(documents=kept, pairs=pairs_out, rejects=rejects, counters=job.counters, near_pairs=near_pairs)
 
 
-# --------------------------------------------------------------------------- stage + CLI
+# --------------------------------------------------------------------------- the stage
 class DedupStage(Stage):
     """``curate dedup``: inputs {"documents": path, "pairs": path (optional)}."""
 
@@ -588,32 +627,3 @@ class DedupStage(Stage):
         else:
             stats.outputs["pairs"] = 0
         return stats
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``curate dedup --input DIR --out DIR``: DIR holds ``documents/`` (and ``pairs/``)."""
-    from fsspec.core import url_to_fs
-
-    from curation.config import parse_override
-
-    ap = argparse.ArgumentParser(prog="curate dedup", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--input", required=True, help="directory with documents/ and optionally pairs/ (extract output)")
-    ap.add_argument("--out", required=True, help="output root; the stage writes <out>/dedup/")
-    ap.add_argument("--config", default=None)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--force", action="store_true")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = PipelineConfig.load(args.config, dict(parse_override(s) for s in args.set))
-    base = args.input.rstrip("/")
-    fs, path = url_to_fs(base)
-    inputs = {"documents": f"{base}/documents"}
-    if fs.exists(f"{path}/pairs"):
-        inputs["pairs"] = f"{base}/pairs"
-    stats = StageRunner(args.out, config, force={STAGE} if args.force else None).run(DedupStage(), inputs)
-    print(stats.to_json())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,7 @@
 -- Dedup step 4: paragraphs repeated across a domain (OBELICS step 9).
 -- A text position holds the paragraphs between two images joined by a blank
--- line ("\n\n", as extract writes them); each paragraph is counted on its own.
+-- line ({paragraph_sep}: curation.layout.PARAGRAPH_SEP, as extract writes them);
+-- each paragraph is counted on its own.
 -- Its normalised form is lower case, digits -> 0, every run of
 -- non-letter/digit characters -> one space. A paragraph whose normalised form
 -- occurs in more than {max_per_domain} documents of the same domain is
@@ -16,7 +17,7 @@ WITH paras AS (
     trim(regexp_replace(regexp_replace(lower(q.para), '(?U)\\d', '0'), '(?U)[\\W_]+', ' ')) AS norm
   FROM {docs} d
   LATERAL VIEW posexplode(d.texts) p AS pos, txt
-  LATERAL VIEW posexplode(split(p.txt, '\n\n')) q AS ppos, para
+  LATERAL VIEW posexplode(split(p.txt, '{paragraph_sep}')) q AS ppos, para
   WHERE p.txt IS NOT NULL AND d.domain IS NOT NULL
 ),
 hashed AS (

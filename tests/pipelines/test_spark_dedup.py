@@ -160,19 +160,6 @@ def test_every_step(spark):
     assert c["cc_converged"] and c["near_component_size_histogram"]["2"] == 1
 
 
-def test_rewrite_document_keeps_positions_aligned():
-    from pipelines.spark_dedup import rewrite_document
-
-    texts = [b"intro\n\nboiler\n\nmore", None, b"caf\xe9 not utf-8\n\nboiler", None, b"tail"]
-    images = [None, "a.jpg", None, "b.jpg", None]
-    meta = [None, {"src": "a.jpg"}, None, {"src": "b.jpg"}, None]
-    t, i, m = rewrite_document(texts, images, meta, {0: {1}, 2: {1}, 3: {-1}})
-    assert t == [b"intro\n\nmore", None, b"caf\xe9 not utf-8\n\ntail"]  # b.jpg gone: texts around it joined
-    assert i == [None, "a.jpg", None] and m == [None, {"src": "a.jpg"}, None]
-    t, i, m = rewrite_document([b"only boiler", None], [None, "a.jpg"], "not a list", {0: {0}})
-    assert (t, i, m) == ([None], ["a.jpg"], [{"src": "a.jpg"}])  # empty position dropped, metadata rebuilt
-
-
 def test_bad_input(spark, tmp_path):
     """Empty texts, a 1 MB word, invalid UTF-8 / lone surrogates, 2,000 identical documents: counted, no crash."""
     same = prose(99)
