@@ -140,3 +140,17 @@ def test_a_warc_gz_inside_a_payload_is_not_taken_for_swallowed_records(tmp_path)
     stats = FileReadStats()
     assert set(_outcomes(path)) == set(rows)
     assert sum(1 for _ in iter_warc(str(path), stats=stats)) == 3 and stats.overruns == 0
+
+
+def test_giving_up_after_max_resyncs_leaves_a_row_for_the_unread_rest(tmp_path):
+    from tests.hostile.warcs import READ_ERROR, build, corrupt_member, raw, rec
+
+    data, rows = build([rec(None, n=1)] + [raw(corrupt_member(10 + i), READ_ERROR) for i in range(5)]
+                       + [rec(None, n=2)])
+    path = tmp_path / "many-bad.warc.gz"
+    path.write_bytes(data)
+    items = list(iter_warc(str(path), max_resyncs=2))
+    offsets = [i.offset for i in items]
+    assert len(offsets) == len(set(offsets))
+    assert offsets == sorted(rows)[: len(offsets)]  # problems at their own members, in file order
+    assert "gave up after 2 resyncs" in items[-1].detail  # the rest of the file is one row, not silence
