@@ -186,6 +186,20 @@ def _rejects(row_ids: list[str], table: str, reasons: list[str], details: list[s
     )
 
 
+def _looked_up(lookup: ImageLookup | None, n: int, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """(embeddings, ok, sizes, errors) of a shard's ``n`` images with phase 1's embeddings and sizes
+    filled in; the rows still not ok are for :func:`_encode_missing` (from the shard's own bytes)."""
+    emb = np.zeros((n, dim), dtype=np.float32)
+    ok = np.zeros(n, dtype=bool)
+    sizes = np.zeros((n, 2), dtype=np.int64)
+    errors: list[tuple[str, str] | None] = [None] * n
+    if lookup is not None:
+        found_emb, found = lookup.gather(dim)
+        emb[found], ok[found] = found_emb[found], True
+        sizes[found] = np.stack([lookup.width, lookup.height], axis=1)[found]
+    return emb, ok, sizes, errors
+
+
 def _encode_missing(scorer, blobs: list[bytes | None], need: np.ndarray, emb: np.ndarray, ok: np.ndarray,
                     errors: list, sizes: np.ndarray) -> tuple[int, float]:
     """Decode + encode the rows in ``need`` into ``emb``/``ok``/``errors``/``sizes``; (count, model seconds)."""
@@ -235,14 +249,7 @@ def score_pairs_shard(spec: WorkerSpec, shard: Shard, lookup: ImageLookup | None
     scorer = spec.scorer()
     txt = scorer.encode_texts(t.column("caption").to_pylist())
     dim = txt.shape[1] if n else scorer.dim
-    emb = np.zeros((n, dim), dtype=np.float32)
-    ok = np.zeros(n, dtype=bool)
-    sizes = np.zeros((n, 2), dtype=np.int64)
-    errors: list[tuple[str, str] | None] = [None] * n
-    if lookup is not None:
-        found_emb, found = lookup.gather(dim)
-        emb[found], ok[found] = found_emb[found], True
-        sizes[found] = np.stack([lookup.width, lookup.height], axis=1)[found]
+    emb, ok, sizes, errors = _looked_up(lookup, n, dim)
     need = ~ok
     blobs = read_shard(shard, ["image"], schema=IMAGE_PAIRS).column("image").to_pylist() if need.any() else []
     encoded, model_s = _encode_missing(scorer, blobs, need, emb, ok, errors, sizes)
@@ -316,13 +323,7 @@ def mmc4_shard(spec: WorkerSpec, shard: Shard, lookup: ImageLookup | None, out: 
     # Images in (document, position) order: the order the driver's lookup was built in.
     positions = [[i for i, u in enumerate(d["images"] or []) if u is not None] for d in docs]
     n_img = sum(len(p) for p in positions)
-    emb = np.zeros((n_img, dim), dtype=np.float32)
-    ok = np.zeros(n_img, dtype=bool)
-    sizes = np.zeros((n_img, 2), dtype=np.int64)
-    errors: list[tuple[str, str] | None] = [None] * n_img
-    if lookup is not None:
-        found_emb, found = lookup.gather(dim)
-        emb[found], ok[found] = found_emb[found], True
+    emb, ok, sizes, errors = _looked_up(lookup, n_img, dim)
     need = ~ok
     encoded, model_s = 0, 0.0
     faces = _faces_for(spec, lookup, n_img)
