@@ -25,9 +25,12 @@ path's stopword and flagged-word lists are OBELICS's English ones, and the defau
 English only.
 
 Speed is pages/s on one core (single process) over a fixed subset of each split (``--speed-pages``),
-best of ``--rounds``; quality is over all pages. The per-filter table says, for every paragraph filter
-and document filter of the record path, how many ``with`` and ``without`` snippets it removed from the
-main-content output on the dev split.
+best of ``--rounds`` per page with the systems interleaved page by page (the machine is shared);
+quality is over all pages. The per-filter table (``filter_table_dev``) says, for every paragraph
+filter and document filter, how many ``with`` and ``without`` snippets it removes from the
+main-content output of the dev pages, each filter alone: with OBELICS's thresholds
+(``obelics_thresholds``, the filters' own defaults) and, for the document filters, with this
+project's main-content defaults (``main_content_defaults``, ``curation/config.py``).
 
 Usage: python bench/extract_quality.py [--realdata DIR] [--speed-pages N] [--rounds N]
 """
