@@ -23,8 +23,6 @@ from curation.config import PipelineConfig
 from curation.errors import ConfigError, InputError
 
 CONNECT_TIMEOUT_S = 3.0
-# Commands that are not stages but still use an engine or a run directory.
-REPORT_COMMANDS = ("report", "card")
 # Engines each stage uses (a stage not listed here is assumed to use both).
 SPARK_STAGES = ("extract", "dedup")
 DASK_STAGES = ("bootstrap", "score", "capfilt")
@@ -37,8 +35,6 @@ def preflight(cfg: PipelineConfig, command: str, input_path: str | None = None) 
     after the first; WARC files for ``extract``/``run``, which :mod:`curation.snapshot` checks).
     """
     stages = _stages_of(command)
-    if command in REPORT_COMMANDS and input_path:
-        _check_exists(input_path, "--input", f"give `curate {command}` the run directory `curate run --out` wrote")
     if input_path and len(stages) == 1 and stages[0] != "extract":
         _check_stage_inputs(cfg, stages[0], input_path)
     engines = set().union(*(_engines(cfg, s) for s in stages)) | ({"spark"} if command == "report" else set())
