@@ -169,7 +169,7 @@ def _initial_class(block: Block) -> int:
     if density > max_density and (n < 300 or density > 0.6):
         return BAD if density > SHORT_LINK_DENSITY or n >= SHORT_MAX_CHARS else SHORT
     if block.tag in HEADINGS:
-        return SHORT if n < 200 else NEAR
+        return SHORT if n < GOOD_MIN_CHARS else NEAR  # a long "heading" is a lead paragraph
     if block.tag == "figcaption":
         return META  # the caption travels with its image (``figcaption`` metadata), not in the text
     if not _LETTER.search(block.text):
@@ -188,7 +188,6 @@ def classify_blocks(blocks: list[Block], rooted: bool) -> list[bool]:
 
     ``rooted``: the blocks come from a marked-up content root, so undecided blocks lean to content.
     """
-    n = len(blocks)
     cls = [_initial_class(b) for b in blocks]
     if GOOD not in cls:
         # No block is long prose on its own (short pages, line-broken layouts): the prose-like ones are.
@@ -199,14 +198,13 @@ def classify_blocks(blocks: list[Block], rooted: bool) -> list[bool]:
         cls = [GOOD if c == NEAR else c for c in cls]
     else:
         # NEAR blocks next to a GOOD one are content (jusText's near-good rule).
-        decided = [i for i, c in enumerate(cls) if c in (GOOD, BAD)]
+        # Left to right, so a run of them after a GOOD block follows it.
         for i, c in enumerate(cls):
             if c != NEAR:
                 continue
-            prev_good = _neighbour(cls, i, -1, (GOOD, BAD))
-            next_good = _neighbour(cls, i, 1, (GOOD, BAD))
-            cls[i] = GOOD if GOOD in (prev_good, next_good) else BAD
-        del decided
+            prev = _neighbour(cls, i, -1, (GOOD, BAD))
+            nxt = _neighbour(cls, i, 1, (GOOD, BAD))
+            cls[i] = GOOD if GOOD in (prev, nxt) else BAD
     # SHORT blocks (and images) take their neighbours' class; at the edge, the one neighbour's.
     out = list(cls)
     for i, c in enumerate(cls):
