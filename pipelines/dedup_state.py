@@ -47,6 +47,13 @@ SEEN_IN = "seen_in:"
 SUPERSEDED_BY = "superseded_by:"
 POLICIES = ("first_seen", "newer_wins")
 SIG_DDL = "doc_id string, sig array<bigint>"
+# Read schemas (partition columns included): a snapshot named like a number stays a string.
+TABLE_DDL = {
+    "urls": "doc_id string, url_hash bigint, p int, snapshot string",
+    "texts": "doc_id string, text_hash bigint, p int, snapshot string",
+    "bands": "doc_id string, band int, h bigint, p int, snapshot string",
+    "sigs": "doc_id string, sig array<bigint>, p int, snapshot string",
+}
 # Which match decides when a document matches an earlier one in several ways.
 _HOW_RANK = {"url": 0, "text": 1, "near": 2}
 
@@ -131,8 +138,8 @@ class DedupState:
         fs, base = url_to_fs(self._path(table))
         if not snapshots or not fs.exists(base) or not fs.glob(f"{base}/p=*/snapshot=*/*.parquet"):
             return None
-        return spark.read.option("basePath", self._path(table)).parquet(self._path(table)) \
-            .where(F.col("snapshot").isin(snapshots))
+        return spark.read.schema(TABLE_DDL[table]).option("basePath", self._path(table)) \
+            .parquet(self._path(table)).where(F.col("snapshot").isin(snapshots))
 
     # ---------------------------------------------------------------- lookup
     def matches(self, spark, keys, sigs, jaccard_threshold: float):

@@ -5,6 +5,12 @@ Input: the extract stage's ``documents/`` (DOCUMENTS schema) and, optionally,
 (REJECTS, one row per removed document or pair, ``duplicate_of`` = the kept
 document for duplicates). Steps, in order, each switchable in ``DedupConfig``:
 
+0. With ``dedup.state_dir`` (:mod:`pipelines.dedup_state`): documents an earlier
+   snapshot curated (same URL, same text, or a verified MinHash match) are
+   ``seen_in:<snapshot>`` (or, ``state_policy: newer_wins``, kept and the earlier
+   document listed in ``removals/``); the kept documents are recorded after the
+   outputs are written.
+
 1. URL dedup (``url_duplicate``): one document per normalised page URL
    (:mod:`curation.urls`), keeping the latest ``warc_date``, then the latest
    ``warc_filename``, then the smallest ``doc_id`` (``sql/dedup_url_latest.sql``).
@@ -230,6 +236,10 @@ class DedupResult:
     counters: dict[str, Any] = field(default_factory=dict)
     # Near-dup edges kept for connected components: (src, dst[, jaccard]); None if the step is off.
     near_pairs: Any | None = None
+    # With dedup.state_dir: the earlier documents this run supersedes (newer_wins), and the call that
+    # records this run's kept documents in the state once the outputs are written.
+    removals: Any | None = None
+    record_state: Any | None = None
 
 
 class _Views:
@@ -529,7 +539,7 @@ def decide_pairs(job: _Job, pairs_df, doc_rejects_view: str, kept, common_view: 
     return kept_pairs, rejects
 
 
-def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig) -> DedupResult:
+def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig, state=None) -> DedupResult:
     """Run every enabled dedup step; return kept documents/pairs, rejects and counters.
 
     Each step is a function returning its reject frame (or the positions it drops); a step
@@ -542,6 +552,12 @@ def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig) -> DedupResult:
     if hasattr(cfg, "validate"):
         cfg.validate()
     job = _Job.start(spark, documents_df, cfg)
+    removals = sigs = None
+    if state is not None:  # step 0: what an earlier snapshot curated (pipelines/dedup_state.py)
+        from pipelines.dedup_state import seen_before
+
+        seen, removals, sigs = seen_before(job, state)
+        job.reject(seen)
     if cfg.url_dedup:
         job.reject(url_duplicates(job))
     if cfg.exact_dedup:
@@ -575,7 +591,14 @@ def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig) -> DedupResult:
         pairs_out, pair_rej = decide_pairs(job, pairs_df, job.views(doc_rej, "doc_rejects"), kept,
                                            job.views(common, "common_final"))
         rejects = rejects.unionByName(pair_rej)
-    return DedupResult(documents=kept, pairs=pairs_out, rejects=rejects, counters=job.counters, near_pairs=near_pairs)
+    record = None
+    if state is not None:
+        from pipelines.dedup_state import record_kept
+
+        def record(written_documents):
+            return record_kept(job, state, sigs, written_documents)
+    return DedupResult(documents=kept, pairs=pairs_out, rejects=rejects, counters=job.counters, near_pairs=near_pairs,
+                       removals=removals, record_state=record)
 
 
 # --------------------------------------------------------------------------- the stage
@@ -594,7 +617,12 @@ class DedupStage(Stage):
         docs_in = spark.read.schema(spark_ddl(DOCUMENTS)).parquet(ctx.inputs["documents"])
         pairs_path = ctx.inputs.get("pairs")
         pairs_in = spark.read.schema(spark_ddl(PAIRS)).parquet(pairs_path) if pairs_path else None
-        res = run_dedup(spark, docs_in, pairs_in, cfg)
+        state = None
+        if cfg.state_dir:  # cross-snapshot: this snapshot against what earlier ones curated
+            from pipelines.dedup_state import DedupState
+
+            state = DedupState(cfg.state_dir, ctx.config.snapshot, ctx.run_id)
+        res = run_dedup(spark, docs_in, pairs_in, cfg, state)
 
         res.documents.write.mode("overwrite").parquet(ctx.output_path("documents"))
         if res.pairs is not None:
@@ -602,6 +630,10 @@ class DedupStage(Stage):
         else:
             spark.createDataFrame([], spark_ddl(PAIRS)).write.mode("overwrite").parquet(ctx.output_path("pairs"))
         res.rejects.write.mode("overwrite").parquet(ctx.rejects_path)
+        if res.removals is not None:  # newer_wins: a takedown-style list of the earlier documents
+            res.removals.write.mode("overwrite").parquet(ctx.output_path("removals"))
+        if res.record_state is not None:
+            res.record_state(spark.read.parquet(ctx.output_path("documents")))
 
         # Counted from the files just written (Parquet row counts), independently of the job's counters.
         counts = {
