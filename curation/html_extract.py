@@ -1,4 +1,7 @@
-"""HTML -> text and images in page order (OBELICS-style DOM simplification).
+"""HTML -> text and images in page order: main-content blocks (default) or OBELICS-style DOM simplification.
+
+``extract_page(mode="main_content")`` keeps only the article's blocks (``curation.main_content``,
+docs/extraction.md); ``mode="obelics"`` is described below.
 
 OBELICS simplifies the DOM (drops navigation, headers, footers, scripts, forms;
 unwraps inline tags) and then walks it, emitting text blocks and images in the

@@ -15,11 +15,17 @@ jusText/boilerpipe-style classifier with context smoothing decides which blocks 
    ``boilerplate``, unless they hold most of the page's text (a ``<div class="page has-sidebar">``
    wrapping everything is layout, not furniture).
 3. **Blocks.** Per block: characters, link characters (text inside ``<a>``), tag (heading, list item,
-   table cell), sentence punctuation. Initial class: *bad* (mostly links), *good* (long, little linked
-   text), *short* (undecided).
-4. **Smoothing.** Undecided blocks (and images) take the class of their neighbours: between two good
-   blocks they are content, at the edge of the content they are content when the nearest decided
-   neighbour is good and they are not far from it. Headings just before good text are content.
+   table cell, caption), sentence punctuation. Initial class: *bad* (mostly links, or no letter at all),
+   *meta* (figcaptions, which travel with their image, and short date/credit lines: dropped and
+   invisible to the smoothing), *good* (long, little linked text), *near* (prose-like), *short*.
+4. **Smoothing.** Near blocks are content inside a root, or next to good ones. Short blocks (and
+   images) take the class of their neighbours: between two good blocks they are content; a heading
+   belongs to what follows it; a short line before furniture introduces it. Images inside a root, or
+   between the first and the last content block, are the article's.
+5. **A wrong root** (one that keeps almost nothing of a long page) is checked against the whole body.
+
+The thresholds were tuned on the dev split of ``bench/extract_quality.py`` only; docs/extraction.md
+explains each step and docs/benchmarks.md gives the numbers.
 
 All text lengths are computed by Lexbor in C (``node.text()``); the Python loop runs once per DOM node,
 never per character, and iteratively (no recursion limit).
@@ -31,7 +37,10 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["ROOT_CHECK_CHARS", "ROOT_FALLBACK_RATIO", "ROOT_FALLBACK_MIN_CHARS", "FURNITURE_MAX_TEXT_SHARE", "Block", "classify_blocks", "find_content_root", "is_furniture_container", "CONTENT_ROOT_SELECTORS"]
+__all__ = [
+    "CONTENT_ROOT_SELECTORS", "FURNITURE_MAX_TEXT_SHARE", "ROOT_CHECK_CHARS", "ROOT_FALLBACK_MIN_CHARS",
+    "ROOT_FALLBACK_RATIO", "Block", "classify_blocks", "find_content_root", "is_furniture_container",
+]
 
 # Subtokens of class/id values (split on space, '-', '_') that name page furniture.
 FURNITURE_SUBTOKENS = frozenset(
@@ -58,7 +67,8 @@ _STATE_PREFIXES = ("category-", "tag-", "no-", "has-", "with-", "hide-", "show-"
 FURNITURE_MAX_TEXT_SHARE = 0.4
 
 # Content-root candidates in priority order (trafilatura's BODY_XPATH in spirit). The first selector with
-# a match holding enough text wins; among its matches the one with the most text.
+# a match holding enough text wins; among its matches the one with the most unlinked text (see
+# find_content_root, which also skips listings).
 CONTENT_ROOT_SELECTORS = (
     '[itemprop="articleBody"]',
     '[itemprop="text"]',

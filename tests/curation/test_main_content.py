@@ -79,7 +79,8 @@ def test_keep_boilerplate_images_keeps_them_in_place():
 def test_unclosed_header_and_aspnet_form_do_not_swallow_the_page():
     """An unclosed <header> or a page-wide <form> holds the article: not stripped in main-content mode."""
     for wrapper in ("<header id='branding'><div>", "<form id='aspnetForm'><div>"):
-        html = f"<html><body>{wrapper}<a href='/'>Home</a><div id='content'><h1>Title here</h1><p>{PROSE}</p><p>{PROSE}</p></div></body></html>"
+        html = (f"<html><body>{wrapper}<a href='/'>Home</a><div id='content'><h1>Title here</h1>"
+                f"<p>{PROSE}</p><p>{PROSE}</p></div></body></html>")
         page = extract_page(html, "http://a/", mode="main_content")
         assert "The committee met" in _text(page), wrapper
 
