@@ -227,7 +227,9 @@ def extract_page(
     ``mode="obelics"`` walks the whole simplified DOM (every text node that survives tag removal);
     ``mode="main_content"`` keeps only the article's blocks (see ``curation.main_content``) and counts
     the images it leaves out as ``dropped_images["boilerplate"]`` (kept in place instead with
-    ``keep_boilerplate_images``).
+    ``keep_boilerplate_images``). The pipeline's mode is ``extract.mode`` (main_content unless
+    configured); this function defaults to obelics for the callers that want every text node (the
+    sample's shingle checks in tests).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
