@@ -132,6 +132,8 @@ STAGES: list[StageSpec] = [
 JOBS: list[JobSpec] = [
     JobSpec(("train", "eval"), "pipelines.train:add_cli_arguments", "pipelines.train:cli_main",
             "train a small CLIP / BLIP on pair shards; evaluate a model on held-out pairs"),
+    JobSpec(("takedown",), "pipelines.takedown:add_cli_arguments", "pipelines.takedown:cli_main",
+            "remove listed pages, images and pairs from every output of a finished run (docs/safety.md)"),
 ]
 
 

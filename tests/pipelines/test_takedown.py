@@ -1,0 +1,115 @@
+"""``curate takedown`` on a finished run: one page URL and one image SHA-256 leave every output; the rest stays."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from curation.cli import main
+from pipelines.takedown import TakedownLists, takedown
+from tests.curation.synthetic_run import make_run
+
+
+def _tars_like_the_writer(root: Path, ipairs: list[dict]) -> None:
+    """The synthetic run's tars with curation/wds_writer.py's .json fields (url, page_url, sha256)."""
+    by_key = {p["key"]: p for p in ipairs}
+    for f in sorted((root / "images" / "webdataset").glob("*.tar")):
+        with tarfile.open(f) as tf:
+            members = [(m, tf.extractfile(m).read()) for m in tf.getmembers()]
+        with tarfile.open(f, "w") as tf:
+            for m, data in members:
+                if m.name.endswith(".json"):
+                    p = by_key[m.name[:-5]]
+                    data = json.dumps({k: p[k] for k in ("key", "url", "page_url", "doc_id", "sha256")}).encode()
+                    m.size = len(data)
+                tf.addfile(m, io.BytesIO(data))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(root)): f.read_bytes() for f in root.rglob("*") if f.is_file()}
+
+
+def test_takedown_removes_one_page_and_one_image_from_every_output(tmp_path):
+    root = tmp_path / "run"
+    truth = make_run(root)
+    _tars_like_the_writer(root, truth["image_pairs"])
+    page = "http://site.test/5"
+    target = next(p for p in truth["image_pairs"] if p["doc_id"] == "d0")
+    (tmp_path / "urls.txt").write_text(page + "\n")
+    (tmp_path / "sha.txt").write_text(target["sha256"] + "\n")
+    before = _files(root)
+
+    assert main(["takedown", "--run", str(root), "--urls", str(tmp_path / "urls.txt"),
+                 "--sha256", str(tmp_path / "sha.txt")]) == 0
+    after = _files(root)
+
+    gone = {page, target["url"]}
+
+    def hit(row: dict) -> bool:
+        return bool({row.get("url"), row.get("page_url"), row.get("row_id")} & gone) or row.get("sha256") == target["sha256"] \
+            or any(u in (row.get("detail") or "") for u in gone)
+
+    changed = set()
+    for rel in before:
+        if not rel.endswith(".parquet") or rel.startswith(("train/", "takedowns/")) or "/_" in rel:
+            continue
+        old = pq.read_table(io.BytesIO(before[rel])).to_pylist()
+        new = pq.read_table(root / rel).to_pylist()
+        for row in new:  # nothing names the page or the image any more
+            assert not hit(row), (rel, row)
+            assert target["url"] not in (row.get("images") or []), rel
+        kept_old = [r for r in old if not hit(r)]
+        docs_with_image = [r for r in kept_old if target["url"] in (r.get("images") or [])]
+        if docs_with_image:  # the document keeps everything but that image position
+            assert len(new) == len(kept_old)
+            for o, n in zip(kept_old, new):
+                if o in docs_with_image:
+                    assert [u for u in o["images"] if u and u != target["url"]] == [u for u in n["images"] if u], rel
+                    assert o["doc_id"] == n["doc_id"] and o["url"] == n["url"]
+                    if "image_bytes" in n:
+                        assert [b is None for b in n["image_bytes"]] == [u is None for u in n["images"]]
+                else:
+                    assert o == n, rel
+        else:
+            assert new == kept_old, rel  # every other row as it was
+        if old != new:
+            changed.add(rel)
+        else:
+            assert before[rel] == after[rel], f"{rel} rewritten without a match"
+    assert {"extract/documents", "extract/pairs", "dedup/documents", "images/images", "images/pairs",
+            "score/pairs"} <= {c.rsplit("/", 1)[0] for c in changed}
+    for f in (root / "images" / "webdataset").glob("*.tar"):  # the image's sample left its tar
+        with tarfile.open(f) as tf:
+            for m in tf.getmembers():
+                if m.name.endswith(".json"):
+                    meta = json.loads(tf.extractfile(m).read())
+                    assert meta["url"] not in gone and meta["page_url"] != page and meta["sha256"] != target["sha256"]
+    sizes = json.loads((root / "images" / "webdataset" / "sizes.json").read_text())
+    assert sum(sizes.values()) == len(truth["image_pairs"]) - sum(
+        1 for p in truth["image_pairs"] if p["page_url"] == page or p["sha256"] == target["sha256"])
+    # stats.json: outputs lowered by what left, the takedown counted per file; the log lists every removal.
+    st = json.loads((root / "images" / "stats.json").read_text())
+    n_pairs = len(pq.read_table(root / "images" / "pairs"))
+    assert st["outputs"]["pairs"] == n_pairs and "takedown" in st["counters"]
+    log = [json.loads(line) for f in (root / "takedowns").glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert log and {r["matched"] for r in log} >= {"url", "webdataset sample", "document image"}
+    assert any(r["file"].startswith("extract/documents") for r in log)
+
+
+def test_lists_and_errors(tmp_path):
+    (tmp_path / "d.txt").write_text("site.test\n")
+    lists = TakedownLists.load(None, str(tmp_path / "d.txt"))
+    assert lists.url_hit("http://www.site.test/3") and not lists.url_hit("http://other.test/")
+    (tmp_path / "bad.txt").write_text("abc\n")
+    import pytest
+
+    from curation.errors import InputError
+
+    with pytest.raises(InputError, match="SHA-256"):
+        TakedownLists.load(None, None, str(tmp_path / "bad.txt"))
+    with pytest.raises(InputError, match="no complete stage"):
+        takedown(str(tmp_path), lists)
