@@ -172,6 +172,9 @@ def _safety(catalog: RunCatalog) -> list[str]:
         pii = {k[4:]: v for k, v in counters["extract"].items() if k.startswith("pii_")}
         lines.append("- personal data replaced by placeholders in texts, alt texts and captions: "
                      + (", ".join(f"{k} {v:,}" for k, v in sorted(pii.items())) or "none found (or safety.pii_* off)"))
+    for name, c in counters.items():  # curate takedown (pipelines/takedown.py): takedowns/<date>.jsonl lists each row
+        for day, files in sorted((c.get("takedown") or {}).items()):
+            lines.append(f"- takedown {day}: {sum(files.values()):,} rows/entries removed from {name} ({len(files)} files)")
     return lines or ["- no stage of this run recorded safety counters"]
 
 

@@ -19,8 +19,9 @@ the run and removes:
 A listed SHA-256 also lists every URL whose bytes have it (found in any table with ``url`` and
 ``sha256``), so documents and MMC4 entries, which carry URLs, follow. Only files with a match are
 rewritten (temporary name, then rename); every other file is left byte for byte. Each changed
-stage's ``stats.json`` gets ``counters.takedown`` (rows removed per file) and its ``outputs`` counts
-lowered, and its completion marker's file list is refreshed (the runner checks sizes and row counts
+stage's ``stats.json`` gets ``counters.takedown`` (rows removed per file), its ``outputs`` counts
+lowered and the removed rows counted as the reason ``takedown`` of their table (rows in = rows out +
+rejected still holds), and its completion marker's file list is refreshed (the runner checks sizes and row counts
 of inputs). ``takedowns/<UTC date>.jsonl`` lists what was removed from where.
 
 Not done: a later rerun of a stage does not read the takedown list (rerunning extract would bring a
@@ -265,10 +266,22 @@ def takedown(run_root: str, lists: TakedownLists, now: datetime | None = None) -
         stats_path = stage / "stats.json"
         if stats_path.exists():
             stats = json.loads(stats_path.read_text())
+            outputs_before = dict(stats.get("outputs") or {})
             for rel, n in mine.items():
                 out = rel.split("/")[1]
-                if out in (stats.get("outputs") or {}) and not rel.endswith((".tar", ".npy")):
-                    stats["outputs"][out] -= n
+                if rel.endswith((".tar", ".npy")) or out not in outputs_before:
+                    continue
+                stats["outputs"][out] -= n
+                # Keep rows in = rows out + rejected: the removed rows become the reason ``takedown`` of
+                # the table they were counted in (the main table when this output is its rows_out).
+                if out in (stats.get("tables") or {}):
+                    t = stats["tables"][out]
+                elif outputs_before[out] == stats.get("rows_out"):
+                    t = stats
+                else:
+                    continue
+                t["rows_out"] -= n
+                t.setdefault("rejected", {})["takedown"] = t["rejected"].get("takedown", 0) + n
             tk = stats.setdefault("counters", {}).setdefault("takedown", {})
             tk[now.date().isoformat()] = mine
             stats_path.write_text(json.dumps(stats, indent=1))

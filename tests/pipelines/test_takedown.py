@@ -95,6 +95,17 @@ def test_takedown_removes_one_page_and_one_image_from_every_output(tmp_path):
     st = json.loads((root / "images" / "stats.json").read_text())
     n_pairs = len(pq.read_table(root / "images" / "pairs"))
     assert st["outputs"]["pairs"] == n_pairs and "takedown" in st["counters"]
+    for stage in ("extract", "dedup", "images", "score", "capfilt"):  # counts still add up
+        s = json.loads((root / stage / "stats.json").read_text())
+        for t in [s, *(s.get("tables") or {}).values()]:
+            assert t["rows_in"] == t["rows_out"] + sum(t["rejected"].values()), stage
+    sc = json.loads((root / "score" / "stats.json").read_text())
+    assert sc["rows_out"] == len(pq.read_table(root / "score" / "pairs")) and sc["rejected"]["takedown"] >= 2
+    from curation.card import build_card
+    from curation.config import PipelineConfig
+
+    card = build_card(str(root), PipelineConfig.load())
+    assert "`takedown`" in card and "takedown" in card.split("## Safety", 1)[1].split("\n## ", 1)[0]
     log = [json.loads(line) for f in (root / "takedowns").glob("*.jsonl") for line in f.read_text().splitlines()]
     assert log and {r["matched"] for r in log} >= {"url", "webdataset sample", "document image"}
     assert any(r["file"].startswith("extract/documents") for r in log)
