@@ -73,6 +73,32 @@ class HtmlTooDeep(ValueError):
 
 
 _TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)[^>]*?(/?)>")
+_NOT_MARKUP = (("<script", "</script"), ("<style", "</style"), ("<!--", "-->"))
+
+
+def _markup_only(html: str) -> str:
+    """``html`` without script, style and comment bodies, in linear time: each opening marker is searched
+    forward only (a lazy regex would rescan to the end for every unclosed ``<script`` of a hostile page)."""
+    low = html.lower()
+    parts: list[str] = []
+    pos = 0
+    nxt = {open_: low.find(open_) for open_, _ in _NOT_MARKUP}
+    while True:
+        for open_, _ in _NOT_MARKUP:
+            if 0 <= nxt[open_] < pos:
+                nxt[open_] = low.find(open_, pos)
+        found = [(nxt[open_], close) for open_, close in _NOT_MARKUP if nxt[open_] >= 0]
+        if not found:
+            parts.append(html[pos:])
+            return " ".join(parts)
+        start, close = min(found)
+        parts.append(html[pos:start])
+        end = low.find(close, start + 4)
+        if end < 0:
+            return " ".join(parts)
+        pos = end + len(close)
+
+
 _VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
 # Lexbor's tree builder is quadratic in nesting depth (40k nested divs take seconds),
 # so pages with many tags get a cheap depth estimate before they are parsed.
@@ -80,9 +106,13 @@ _PRECHECK_MIN_TAGS = 5000
 
 
 def estimated_depth(html: str) -> int:
-    """Upper-bound-ish nesting depth from the tag stream, without building a DOM."""
+    """Upper-bound-ish nesting depth from the tag stream, without building a DOM.
+
+    Script, style and comment bodies are not markup (a script that builds ``<span>`` strings made a
+    real news page with a DOM 25 deep look 1,500 deep), so they are cut out first.
+    """
     depth = peak = 0
-    for closing, name, selfclose in _TAG.findall(html):
+    for closing, name, selfclose in _TAG.findall(_markup_only(html)):
         if closing:
             depth = max(0, depth - 1)
         elif not selfclose and name.lower() not in _VOID:
