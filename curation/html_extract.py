@@ -276,7 +276,16 @@ def extract_page(
             base_url = urljoin(page_url, href)
     if mode == "main_content":
         tree.strip_tags(MAIN_CONTENT_REMOVED_TAGS)
-        return _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_boilerplate_images)
+        page = _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_boilerplate_images)
+        if _text_chars(page) < ROOT_FALLBACK_MIN_CHARS and "<noscript" in html:
+            # Pages that render their article with JavaScript often ship it again inside <noscript>
+            # (a second parse, only for pages that came out nearly empty).
+            tree = LexborHTMLParser(html)
+            tree.strip_tags([t for t in MAIN_CONTENT_REMOVED_TAGS if t != "noscript"])
+            alt = _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_boilerplate_images)
+            if _text_chars(alt) > _text_chars(page):
+                return alt
+        return page
     tree.strip_tags(REMOVED_TAGS)
     root = tree.body or tree.root
     items: list[list[str] | ExtractedImage] = []
@@ -360,6 +369,10 @@ def extract_page(
             stack.append((child, depth + 1))
     flush_segment()
     return ExtractedPage(items, title, dropped)
+
+
+def _text_chars(page: ExtractedPage) -> int:
+    return sum(len(p) for it in page.items if isinstance(it, list) for p in it)
 
 
 def _image_of(node, base_url: str, banned_words, dropped: Counter) -> ExtractedImage | None:
@@ -495,8 +508,7 @@ def _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_b
             # only <article>, a footer field of the CMS). The whole body decides when it finds much more.
             alt = _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_boilerplate_images,
                                         use_root=False)
-            alt_chars = sum(len(p) for it in alt.items if isinstance(it, list) for p in it)
-            if kept_chars < ROOT_FALLBACK_MIN_CHARS or alt_chars > ROOT_FALLBACK_RATIO * kept_chars:
+            if kept_chars < ROOT_FALLBACK_MIN_CHARS or _text_chars(alt) > ROOT_FALLBACK_RATIO * kept_chars:
                 return alt
     items: list[list[str] | ExtractedImage] = []
     paragraphs: list[str] = []

@@ -166,3 +166,15 @@ def test_bench_scoring_is_trafilaturas():
     assert bench.score_page("", item) == (0, 2, 0, 2)
     s = bench.scores([(1, 1, 1, 1), (2, 0, 0, 2)])
     assert (s["precision"], s["recall"]) == (0.75, 0.75)
+
+
+def test_article_shipped_in_noscript_is_used_when_the_page_is_otherwise_empty():
+    html = (f"<html><body><div id='app'></div><noscript><div class='post-body'><p>{PROSE}</p><p>{PROSE}</p>"
+            f"<img src='/a.jpg'></div></noscript><noscript><img src='/track.gif'></noscript></body></html>")
+    page = extract_page(html, "http://a/", mode="main_content")
+    assert _text(page) == PROSE.strip() + "\n" + PROSE.strip()
+    assert [im.url for im in page.images] == ["http://a/a.jpg"]
+    # A page with its own article keeps ignoring <noscript> (tracking pixels, "enable JavaScript").
+    normal = extract_page(f"<html><body><p>{PROSE}</p><noscript><p>Please enable JavaScript to view this.</p>"
+                          f"<img src='/px.gif'></noscript></body></html>", "http://a/", mode="main_content")
+    assert "JavaScript" not in _text(normal) and normal.images == []
