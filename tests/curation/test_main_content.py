@@ -175,6 +175,6 @@ def test_article_shipped_in_noscript_is_used_when_the_page_is_otherwise_empty():
     assert _text(page) == PROSE.strip() + "\n" + PROSE.strip()
     assert [im.url for im in page.images] == ["http://a/a.jpg"]
     # A page with its own article keeps ignoring <noscript> (tracking pixels, "enable JavaScript").
-    normal = extract_page(f"<html><body><p>{PROSE}</p><noscript><p>Please enable JavaScript to view this.</p>"
+    normal = extract_page(f"<html><body><p>{PROSE}</p><p>{PROSE}</p><noscript><p>Please enable JavaScript to view this.</p>"
                           f"<img src='/px.gif'></noscript></body></html>", "http://a/", mode="main_content")
     assert "JavaScript" not in _text(normal) and normal.images == []
