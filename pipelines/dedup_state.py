@@ -31,7 +31,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -58,16 +58,19 @@ TABLE_DDL = {
 _HOW_RANK = {"url": 0, "text": 1, "near": 2}
 
 
-def _signatures_fn(num_perm: int, ngram: int, seed: int, scheme: str):
-    """``mapInArrow`` body: the MinHash signature of each document (the near step's, slot for slot)."""
+def _signatures_fn(num_perm: int, ngram: int, seed: int, scheme: str, list_texts: Callable[[pa.Array], list[str]]):
+    """``mapInArrow`` body: the MinHash signature of each document (the near step's, slot for slot).
+
+    ``list_texts`` is the dedup job's own joining of a ``texts`` column (passed in, so the text
+    hashed here is the near step's and this module does not import the job's).
+    """
     def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from curation.minhash import MinHasher, batch_shingles, normalize_text
-        from pipelines.spark_dedup import _list_texts  # the text the near step hashes, joined the same way
 
         hasher = MinHasher(num_perm, ngram, seed, scheme=scheme)
         for batch in batches:
             n = batch.num_rows
-            norm = [normalize_text(t) for t in _list_texts(batch.column("texts"))]
+            norm = [normalize_text(t) for t in list_texts(batch.column("texts"))]
             sigs: list[Any] = [None] * n
             if n:
                 hs, docs = batch_shingles(norm, ngram)
@@ -80,10 +83,11 @@ def _signatures_fn(num_perm: int, ngram: int, seed: int, scheme: str):
     return fn
 
 
-def signatures(documents_df, cfg) -> Any:
+def signatures(documents_df, cfg, list_texts: Callable[[pa.Array], list[str]]) -> Any:
     """(doc_id, sig) of every document, with the dedup config's MinHash parameters."""
     return documents_df.select("doc_id", "texts").mapInArrow(
-        _signatures_fn(cfg.num_bands * cfg.rows_per_band, cfg.ngram_size, cfg.seed, cfg.minhash_scheme), SIG_DDL)
+        _signatures_fn(cfg.num_bands * cfg.rows_per_band, cfg.ngram_size, cfg.seed, cfg.minhash_scheme, list_texts),
+        SIG_DDL)
 
 
 @dataclass
@@ -269,7 +273,7 @@ class DedupState:
 # --------------------------------------------------------------------------- the dedup stage's steps
 
 
-def seen_before(job, state: DedupState) -> tuple[Any, Any, Any]:
+def seen_before(job, state: DedupState, list_texts: Callable[[pa.Array], list[str]]) -> tuple[Any, Any, Any]:
     """Step 0 of the dedup job (``dedup.state_dir`` set): documents curated by an earlier snapshot.
 
     Returns (reject frame for ``first_seen`` or None, removal frame for ``newer_wins`` or None, the
@@ -277,7 +281,7 @@ def seen_before(job, state: DedupState) -> tuple[Any, Any, Any]:
     so a page seen before never becomes this snapshot's keeper.
     """
     cfg = job.cfg
-    sigs = job.cut(signatures(job.docs, cfg)) if cfg.near_dedup else None
+    sigs = job.cut(signatures(job.docs, cfg, list_texts)) if cfg.near_dedup else None
     found = state.matches(job.spark, job.keys, sigs, cfg.jaccard_threshold)
     if found is None:
         job.counters["seen_in_earlier_snapshots"] = 0

@@ -556,7 +556,7 @@ def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig, state=None) -> De
     if state is not None:  # step 0: what an earlier snapshot curated (pipelines/dedup_state.py)
         from pipelines.dedup_state import seen_before
 
-        seen, removals, sigs = seen_before(job, state)
+        seen, removals, sigs = seen_before(job, state, _list_texts)
         job.reject(seen)
     if cfg.url_dedup:
         job.reject(url_duplicates(job))
