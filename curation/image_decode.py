@@ -14,6 +14,7 @@ the trainer's DataLoader workers all import this module.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 from filters.config import ImageFilterConfig
@@ -66,6 +67,15 @@ def decode_image(blob: bytes | None, draft_size: int | None = None, max_pixels: 
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(TOO_MANY_PIXELS, str(exc)[:300]) from None
+        raise ImageDecodeError(TOO_MANY_PIXELS, _detail(exc)) from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad bytes
-        raise ImageDecodeError(UNDECODABLE, f"{type(exc).__name__}: {exc}"[:300]) from None
+        raise ImageDecodeError(UNDECODABLE, _detail(exc)) from None
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _detail(exc: Exception) -> str:
+    """The reject detail of a decode failure, without object addresses (PIL names the
+    ``BytesIO`` it read, ``<_io.BytesIO object at 0x7f...>``), so reruns write the same rows."""
+    return _ADDRESS.sub("", f"{type(exc).__name__}: {exc}")[:300]

@@ -81,3 +81,15 @@ def test_imports_neither_torch_nor_pil():
     code = "import sys, curation.image_decode; print('torch' in sys.modules, 'PIL' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_failure_detail_is_the_same_on_every_run():
+    from curation.image_decode import ImageDecodeError, decode_image
+
+    details = set()
+    for _ in range(2):
+        try:
+            decode_image(b"not an image at all")
+        except ImageDecodeError as exc:
+            details.add(exc.detail)
+    assert len(details) == 1 and "0x" not in details.pop()
