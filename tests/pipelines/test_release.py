@@ -9,6 +9,7 @@ import tarfile
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -180,3 +181,31 @@ def test_card_trains_on_the_release(released, tmp_path, monkeypatch):
     scope: dict = {}
     exec(code, scope)  # noqa: S102 - our own generated snippet
     assert len(scope["hf"]) == stats.rows_out and len(scope["interleaved"]) == len(truth["interleaved"])
+
+
+def test_every_pair_and_document_released_or_rejected_with_a_reason(tmp_path):
+    root = tmp_path / "run"
+    truth = make_run(root)
+    pairs = pq.read_table(root / "capfilt" / "pairs")
+    base = pairs.slice(0, 1).to_pylist()[0]
+    extra = [{**base, "key": "nobytes", "image": None}, {**base, "key": "empty", "image": b""},
+             {**base, "key": "gif", "image": b"GIF89a" + b"\0" * 20}]
+    pq.write_table(pa.concat_tables([pairs, pa.Table.from_pylist(extra, schema=pairs.schema)]),
+                   root / "capfilt" / "pairs" / "part-00000.parquet")
+    docs = pq.read_table(root / "images" / "documents").to_pylist()
+    d = next(x for x in docs if any(u is not None for u in x["images"]))
+    i = next(k for k, u in enumerate(d["images"]) if u is not None)
+    d["image_bytes"] = [None if k == i else b for k, b in enumerate(d["image_bytes"])]
+    pq.write_table(pa.Table.from_pylist(docs, schema=pq.read_schema(root / "images" / "documents" / "part-00000.parquet")),
+                   root / "images" / "documents" / "part-00000.parquet")
+    stats = StageRunner(str(root), _config(root)).run(ReleaseStage(), spec("release").resolve_inputs(str(root)))
+    good = _valid(truth["bootstrapped"])
+    assert stats.rows_in == len(truth["bootstrapped"]) + 3 and stats.rows_out == len(good)
+    assert stats.rejected == {"undecodable": len(truth["bootstrapped"]) - len(good), "no_image_bytes": 2,
+                              "unsupported_format": 1}
+    assert stats.tables["documents"] == {"rows_in": len(docs), "rows_out": len(docs) - 1,
+                                         "rejected": {"no_image_bytes": 1}}
+    rej = pq.read_table(root / "release" / "rejects").to_pylist()
+    assert {(r["row_id"], r["table"], r["reason"]) for r in rej if r["table"] == "documents"} == \
+        {(d["doc_id"], "documents", "no_image_bytes")}
+    assert {r["row_id"] for r in rej if r["reason"] != "undecodable" and r["table"] == "pairs"} == {"nobytes", "empty", "gif"}
