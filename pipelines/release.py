@@ -73,7 +73,7 @@ EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}  # open_clip keeps jp
 PAIR_METADATA = ("key", "url", "page_url", "doc_id", "caption_source", "caption_model", "image_key",
                  "clip_score", "itm_score", "nsfw_score", "aesthetic_score", "width", "height", "sha256")
 _HASH = "_release_hash"
-_BUCKET_ROWS = "_release_rows"
+HF_ROW_GROUP = 100  # rows per Parquet row group of the HF shards (the Hub's advice for image datasets)
 
 
 # --------------------------------------------------------------------------- small pure helpers
@@ -206,6 +206,8 @@ def _pair_shard(shard: Shard, payload: dict, out: ShardOutput) -> dict:
     table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default") if files else None
     if table is None or table.num_rows == 0:
         return {"samples": 0}
+    # large_binary before the sort: a shard of 10k pictures can pass 2 GB, the limit of binary offsets.
+    table = table.set_column(table.schema.get_field_index("image"), "image", table.column("image").cast(pa.large_binary()))
     table = table.sort_by([(_HASH, "ascending"), ("key", "ascending")])
     rows = table.num_rows
     width = max(7, len(str(rows)))
@@ -229,14 +231,19 @@ def _pair_shard(shard: Shard, payload: dict, out: ShardOutput) -> dict:
         _write_atomic(path, write)
         result["tar"] = path
     if "hf" in payload["formats"]:
-        structs = pa.StructArray.from_arrays(
-            [table.column("image").combine_chunks(),
-             pa.array([f"{k}.{e}" for k, e in zip(sample_keys, exts)], pa.string())], names=["bytes", "path"])
-        cols = {"key": table.column("key"), "image": structs, "caption": table.column("caption")}
-        for c in PAIR_METADATA:
-            if c in table.column_names and c not in cols:
-                cols[c] = table.column(c)
-        result["hf"] = out.write_table("hf", pa.table(cols))
+        paths = pa.array([f"{k}.{e}" for k, e in zip(sample_keys, exts)], pa.string())
+        parts = []
+        for start in range(0, rows, HF_ROW_GROUP):  # datasets.Image's struct<bytes: binary, path>, per row group
+            part = table.slice(start, HF_ROW_GROUP)
+            image = pa.StructArray.from_arrays(
+                [part.column("image").combine_chunks().cast(pa.binary()), paths.slice(start, part.num_rows)],
+                names=["bytes", "path"])
+            cols = {"key": part.column("key"), "image": image, "caption": part.column("caption")}
+            cols.update({c: part.column(c) for c in PAIR_METADATA if c in part.column_names and c not in cols})
+            parts.append(pa.table(cols))
+        path = f"{payload['work']}/hf/{shard.id}.parquet"
+        _write_atomic(path, lambda fh: pq.write_table(pa.concat_tables(parts), fh, row_group_size=HF_ROW_GROUP))
+        result["hf"] = path
     return result
 
 
@@ -332,8 +339,10 @@ def _run_complete(client: Any, fn: Callable, shards: list[Shard], work: str, pay
     deterministic, so nothing is counted twice).
     """
     results = run_shards(client, fn, shards, work, payloads, desc=desc)
-    gone = [s for s in shards if any(not url_to_fs(f)[0].exists(url_to_fs(f)[1])
-                                     for f in results[s.id].get("_files", []) + [results[s.id].get("tar")] if f)]
+    def files(summary: dict) -> list[str]:
+        return [*summary.get("_files", []), *(summary[k] for k in ("tar", "hf", "parquet") if summary.get(k))]
+
+    gone = [s for s in shards if any(not url_to_fs(f)[0].exists(url_to_fs(f)[1]) for f in files(results[s.id]))]
     if gone:
         log.info("%s: %d finished shard(s) lost their files (an interrupted publish): computing them again",
                  desc, len(gone))

@@ -140,8 +140,8 @@ def test_rerun_skipped_and_resume_per_shard(released, tmp_path):
     assert (again.rows_in, again.rows_out, again.rejected, again.outputs) == \
         (first.rows_in, first.rows_out, first.rejected, first.outputs)
     # Killed while publishing: done-markers of shards whose tars already moved; those are recomputed.
-    for tar in (work / "pairs_wds").glob("*.tar"):
-        tar.unlink()
+    for done in [*(work / "pairs_wds").glob("*.tar"), *(work / "hf").glob("*.parquet")]:
+        done.unlink()
     third = StageRunner(str(run2), cfg2, force={"release"}).run(
         ReleaseStage(), spec("release").resolve_inputs(str(run2)))
     assert third.outputs == first.outputs
