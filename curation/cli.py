@@ -94,14 +94,6 @@ def load_config(args: argparse.Namespace) -> PipelineConfig:
     return PipelineConfig.load(getattr(args, "config", None), overrides)
 
 
-def _source_root(path: str) -> str:
-    """Accept a run directory or one of its stage directories."""
-    p = path.rstrip("/")
-    if p.rsplit("/", 1)[-1] in registry.stage_order() and "/" in p:
-        return p.rsplit("/", 1)[0]
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -180,7 +172,7 @@ def _run_one_stage(args: argparse.Namespace, cfg: PipelineConfig, force: set[str
             source = pipeline.prepare_inputs(cfg, args.input)
         source_root = cfg.out
     else:
-        source_root = _source_root(args.input)
+        source_root = registry.source_root(args.input)
     if spec.cli_main:
         taken_over = registry.load_target(spec.cli_main)(args, cfg, source_root)
         if taken_over is not None:

@@ -64,23 +64,13 @@ def _engines(cfg: PipelineConfig, stage: str) -> set[str]:
     return {"spark", "dask"}
 
 
-def source_root(path: str) -> str:
-    """A stage's ``--input``: a run directory, or one of its stage directories (meaning its run directory)."""
-    p = path.rstrip("/")
-    if "/" in p and p.rsplit("/", 1)[-1] in registry.stage_order():
-        return p.rsplit("/", 1)[0]
-    return p
 
 
 def upstream_of(cfg: PipelineConfig, stage: str) -> dict[str, str]:
     """``{input key: stage}`` for the inputs of ``stage`` that must be a finished stage's output in this run
     (an input of a stage this configuration skips, e.g. ``bootstrap/models`` with downloaded models, is not)."""
-    out = {}
-    for key, rel in registry.spec(stage).inputs.items():
-        name = rel.split("/", 1)[0]
-        if registry.spec(name).when(cfg):
-            out[key] = name
-    return out
+    spec = registry.spec(stage)
+    return {key: rel.split("/", 1)[0] for key, rel in spec.inputs.items() if spec.needs_input(key, cfg)}
 
 
 def _check_stage_inputs(cfg: PipelineConfig, stage: str, input_path: str) -> None:
@@ -89,7 +79,7 @@ def _check_stage_inputs(cfg: PipelineConfig, stage: str, input_path: str) -> Non
     spec = registry.spec(stage)
     if not spec.when(cfg):
         return  # the CLI says "does not apply" and runs nothing
-    root = source_root(input_path)
+    root = registry.source_root(input_path)
     _check_exists(root, "--input", f"give `curate {stage}` the run directory holding "
                   f"{', '.join(u + '/' for u in spec.upstream())}")
     check_inputs(spec.resolve_inputs(root), upstream_of(cfg, stage))

@@ -13,10 +13,10 @@ docs/architecture.md, "How to add a stage").
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from curation.config import PipelineConfig, uses_bootstrap_models
+from curation.config import BOOTSTRAP_MODELS, PipelineConfig, uses_bootstrap_models
 
 if TYPE_CHECKING:
     from curation.stage import Stage
@@ -53,6 +53,10 @@ class StageSpec:
     inputs: dict[str, str]
     help: str
     when: Callable[[PipelineConfig], bool] = _always
+    # Inputs read only in some configurations: key -> whether this configuration needs it (the
+    # preflight then requires its stage's marker); an input not listed is needed whenever its
+    # stage applies.
+    needs: dict[str, Callable[[PipelineConfig], bool]] = field(default_factory=dict)
     reads_source: bool = False
     cli_arguments: str | None = None
     cli_main: str | None = None
@@ -66,6 +70,12 @@ class StageSpec:
     def resolve_inputs(self, source_root: str) -> dict[str, str]:
         root = source_root.rstrip("/")
         return {key: f"{root}/{rel}" for key, rel in self.inputs.items()}
+
+    def needs_input(self, key: str, cfg: PipelineConfig) -> bool:
+        """Whether this configuration reads input ``key`` (``needs``, else whether its stage applies)."""
+        if key in self.needs:
+            return self.needs[key](cfg)
+        return spec(self.inputs[key].split("/", 1)[0]).when(cfg)
 
     def upstream(self) -> list[str]:
         """The stages whose outputs this one reads."""
@@ -115,10 +125,12 @@ STAGES: list[StageSpec] = [
         {"pairs": "images/pairs", "documents": "images/documents", "images": "images/images",
          "models": "bootstrap/models"},
         "CLIP scores and embeddings, pair filters, MMC4 documents, semantic dedup (Dask)",
+        needs={"models": lambda cfg: cfg.score.pretrained == BOOTSTRAP_MODELS},
     ),
     StageSpec(
         "capfilt", "pipelines.dask_capfilt:CapFiltStage", {"pairs": "score/pairs", "models": "bootstrap/models"},
         "BLIP captioner + filter bootstrapping (Dask)",
+        needs={"models": lambda cfg: BOOTSTRAP_MODELS in (cfg.capfilt.captioner, cfg.capfilt.filter)},
     ),
     # Final pairs: capfilt's (checked like every input when capfilt applies); score's where it does not.
     StageSpec(
@@ -146,6 +158,14 @@ def spec(name: str) -> StageSpec:
         if s.name == name:
             return s
     raise KeyError(f"no stage named {name!r}; stages: {', '.join(stage_order())}")
+
+
+def source_root(path: str) -> str:
+    """A stage's ``--input``: a run directory, or one of its stage directories (meaning its run directory)."""
+    p = path.rstrip("/")
+    if "/" in p and p.rsplit("/", 1)[-1] in stage_order():
+        return p.rsplit("/", 1)[0]
+    return p
 
 
 def job_for(command: str) -> JobSpec | None:

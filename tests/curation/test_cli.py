@@ -21,7 +21,15 @@ def test_every_stage_and_job_is_a_subcommand():
     assert {"run", "sample", "status", "report", "card"} <= commands
 
 
-def test_stage_dispatch_goes_through_the_registry(monkeypatch, tmp_path):
+@pytest.fixture
+def no_preflight(monkeypatch):
+    """Dispatch alone: the preflight's input checks have their own tests (test_preflight.py)."""
+    import curation.preflight
+
+    monkeypatch.setattr(curation.preflight, "preflight", lambda *a, **k: None)
+
+
+def test_stage_dispatch_goes_through_the_registry(monkeypatch, tmp_path, no_preflight):
     calls = []
 
     def fake_run_stage(runner, name, source_root, source=None):
@@ -41,14 +49,14 @@ def test_stage_dispatch_goes_through_the_registry(monkeypatch, tmp_path):
     assert seen == ["/w/"] and calls[-1] == ("extract", str(out), warcs)
 
 
-def test_a_stage_that_does_not_apply_does_nothing(monkeypatch, tmp_path, capsys):
+def test_a_stage_that_does_not_apply_does_nothing(monkeypatch, tmp_path, capsys, no_preflight):
     monkeypatch.setattr(pipeline, "run_stage", lambda *a, **k: pytest.fail("must not run"))
     rc = cli.main(["bootstrap", "--input", str(tmp_path), "--out", str(tmp_path),
                    "--set", "snapshot=CC-MAIN-2024-10"])
     assert rc == 0 and "does not apply" in capsys.readouterr().out
 
 
-def test_a_stage_cli_hook_can_take_the_command_over(monkeypatch, tmp_path):
+def test_a_stage_cli_hook_can_take_the_command_over(monkeypatch, tmp_path, no_preflight):
     taken = []
     real = registry.load_target
 

@@ -68,3 +68,19 @@ def test_bootstrap_applies_only_to_bootstrap_models():
     assert boot.when(PipelineConfig.load(overrides={"snapshot": "sample"}))
     cfg = PipelineConfig.load(overrides={"snapshot": "CC-MAIN-2024-10"})
     assert not boot.when(cfg)
+
+
+def test_optional_inputs_are_needed_only_by_the_configurations_that_read_them():
+    sample = PipelineConfig.load(overrides={"snapshot": "sample"})
+    score = registry.spec("score")
+    assert score.needs_input("models", sample) and score.needs_input("pairs", sample)
+    own_clip = PipelineConfig.load(overrides={"snapshot": "sample", "score.model": "ViT-B-32",
+                                              "score.pretrained": "/models/vit-b-32.pt"})
+    assert not score.needs_input("models", own_clip)
+    assert registry.spec("capfilt").needs_input("models", own_clip)  # its BLIP is still the run's own
+
+
+def test_source_root_accepts_a_stage_directory():
+    assert registry.source_root("/r/run/dedup/") == "/r/run"
+    assert registry.source_root("/r/run") == "/r/run"
+    assert registry.source_root("s3://b/run/score") == "s3://b/run"

@@ -25,6 +25,7 @@ from curation.stage import StageRunner
 from pipelines.sample_truth import SampleTruth, filter_quality
 
 from tests.conftest import realdata_path
+from tests.support.stages import mark_complete
 
 # Very small budgets: these tests check the plumbing and the accounting; make experiment measures quality.
 BUDGET = {"bootstrap.max_steps": 12, "bootstrap.batch_size": 32, "bootstrap.blip_image_size": 32,
@@ -78,14 +79,6 @@ def write(path: Path, t: pa.Table, files: int = 2, row_group_size: int = 40) -> 
     for i in range(files):
         pq.write_table(t.slice(i * k, k), path / f"part-{i:05d}.parquet", row_group_size=row_group_size)
     mark_complete(path.parent)
-
-
-def mark_complete(stage_dir: Path) -> None:
-    from curation.stage import MARKER, MARKER_VERSION
-    from curation.stage_files import list_files
-
-    (stage_dir / MARKER).write_text(json.dumps({"version": MARKER_VERSION, "stage": stage_dir.name,
-                                                "run_id": f"test-{stage_dir.name}", "files": list_files(str(stage_dir))}))
 
 
 @pytest.fixture(scope="session")

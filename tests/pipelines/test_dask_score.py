@@ -32,6 +32,7 @@ from models.mmc4 import split_sentences
 from pipelines.dask_score import MMC4_DOCUMENTS, ScoreStage, load_embeddings
 
 from tests.conftest import ROOT, realdata_path
+from tests.support.stages import mark_complete
 
 INPUTS = ("pairs", "documents", "images")
 
@@ -41,7 +42,7 @@ INPUTS = ("pairs", "documents", "images")
 
 def write_inputs(run: Path, pairs: list[dict], images: list[dict] | None, docs: list[dict],
                  n_files: int = 2, row_group_size: int = 100) -> None:
-    """Parquet as the image stage writes it: <run>/images/{pairs,documents,images}/."""
+    """Parquet as the image stage writes it: <run>/images/{pairs,documents,images}/, marked complete."""
     tables = [("pairs", pairs, IMAGE_PAIRS), ("documents", docs, INTERLEAVED)]
     if images is not None:
         tables.append(("images", images, IMAGES))
@@ -52,6 +53,7 @@ def write_inputs(run: Path, pairs: list[dict], images: list[dict] | None, docs: 
         k = -(-t.num_rows // n_files)
         for i in range(n_files):
             pq.write_table(t.slice(i * k, k), d / f"part-{i:05d}.parquet", row_group_size=row_group_size)
+    mark_complete(run / "images")
 
 
 def coco_inputs(run: Path, coco: Path, row_group_size: int = 100) -> dict:
