@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
@@ -171,7 +172,9 @@ def _bucket_pairs(shard: Shard, payload: dict, out: ShardOutput) -> dict:
         keep.append(i)
         hashes.append(key_hash(seed, key))
         exts.append(ext)
-    kept = table.take(pa.array(keep, pa.int64())).append_column(_HASH, pa.array(hashes, pa.int64())) \
+    mask = np.zeros(table.num_rows, dtype=bool)
+    mask[keep] = True
+    kept = table.filter(pa.array(mask)).append_column(_HASH, pa.array(hashes, pa.int64())) \
         .append_column("_ext", pa.array(exts, pa.string()))
     bucket_of = [h % n_buckets for h in hashes]
     buckets: Counter = Counter(bucket_of)
@@ -291,7 +294,9 @@ def _doc_shard(shard: Shard, payload: dict, out: ShardOutput) -> dict:
         (rej.append((row["doc_id"], reason)) if reason else keep.append(i))
     result: dict[str, Any] = {"rows_in": len(rows), "kept": len(keep), "rejected": dict(Counter(r for _, r in rej))}
     if "interleaved" in payload["formats"] and keep:
-        result["parquet"] = out.write_table("interleaved", table.take(pa.array(keep, pa.int64())))
+        mask = np.zeros(len(rows), dtype=bool)
+        mask[keep] = True  # filter, not take: keeps the row groups' chunks (list<binary> past 2 GB)
+        result["parquet"] = out.write_table("interleaved", table.filter(pa.array(mask)))
     if "interleaved_wds" in payload["formats"] and keep:
         def write(fh):
             with tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
