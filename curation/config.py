@@ -477,6 +477,7 @@ class SafetyConfig:
     blocked_domains_file: str | None = None  # domains / URLs, one per line (UT1 lists): pages ``blocked_domain``
     image_hash_blocklist_file: str | None = None  # sha256 or MD5 hex per line: images ``hash_listed``
     honour_tdm_reservation: bool = True  # ``tdm-reservation: 1`` response header -> ``tdm_reserved``
+    honour_robots_txt: bool = True  # robots.txt of each image host, once per host (curation/robots.py): ``robots_disallowed``
 
     def validate(self) -> None:
         if self.max_nsfw is not None and not 0.0 <= self.max_nsfw <= 1.0:

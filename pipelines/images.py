@@ -127,7 +127,8 @@ def make_policy(images_cfg: ImagesConfig, filter_cfg: ImageFilterConfig, extra_a
 
 
 def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filter_cfg: ImageFilterConfig,
-                     images_cfg: ImagesConfig, spark_cfg: SparkConfig | None = None, hash_list=None) -> ImageDecisions:
+                     images_cfg: ImagesConfig, spark_cfg: SparkConfig | None = None, hash_list=None,
+                     robots=None) -> ImageDecisions:
     """Steps 2-4 for ``urls``: the stage's whole fetch path (also what ``bench/images.py`` times).
 
     ``spark_cfg`` picks the distributor (``images.distributor: auto``: pyspark when its master is
@@ -153,6 +154,11 @@ def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filte
         else:
             rejected[url] = (refusal[0], refusal[1], None)
 
+    robots_hosts = robots.prefetch(to_fetch) if robots is not None else 0  # consent (curation/robots.py)
+    if robots is not None:
+        verdicts = {url: robots.verdict(url) for url in to_fetch}
+        rejected.update({url: (v[0], v[1], None) for url, v in verdicts.items() if v})
+        to_fetch = [url for url in to_fetch if not verdicts[url]]
     spark_cfg = spark_cfg or SparkConfig()
     settings = FetchSettings.from_config(images_cfg, spark_cfg.master)
     if settings.distributor == "pyspark" and to_fetch:
@@ -164,6 +170,8 @@ def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filte
         fingerprint["hash_list"] = sorted(hash_list.sha256 | hash_list.md5)
     work_dir = work_dir_for(work_root, to_fetch, fingerprint)
     counters: dict[str, Any] = {"urls": len(urls), "refused_before_fetch": len(rejected), "fetch_work_dir": work_dir}
+    if robots is not None:
+        counters["robots_txt_fetched"] = robots_hosts
     t0 = time.perf_counter()
     if to_fetch:
         counters.update(run_img2dataset(to_fetch, work_dir, policy, filter_cfg, settings, hash_list))
@@ -325,6 +333,17 @@ def _rejects(rows: list[tuple[str, str, str, str, str | None]]) -> pa.Table:
     }).cast(REJECTS)
 
 
+def _robots_cache(ctx: StageContext, policy: FetchPolicy, run_root: str):
+    """robots.txt verdicts for the run (``safety.honour_robots_txt``), kept in ``<run>/_work/robots.json`` when local."""
+    if not ctx.config.safety.honour_robots_txt:
+        return None
+    from curation.robots import RobotsCache
+
+    cfg = ctx.config.images
+    path = None if "://" in run_root else f"{run_root}/_work/robots.json"
+    return RobotsCache(policy, cfg.user_agent_token or "img2dataset", cfg.timeout, path)
+
+
 def _source_root(ctx: StageContext) -> str:
     docs = ctx.inputs["documents"].rstrip("/")
     return docs.rsplit("/", 2)[0] if docs.count("/") >= 2 else "."
@@ -335,7 +354,8 @@ class ImageStage(Stage):
 
     name = STAGE
     outputs = ("images", "pairs", "documents", "webdataset")
-    config_sections = ("images", "image_filters", "safety.image_hash_blocklist_file", "safety.honour_tdm_reservation")
+    config_sections = ("images", "image_filters", "safety.image_hash_blocklist_file", "safety.honour_tdm_reservation",
+                       "safety.honour_robots_txt")
 
     def run(self, ctx: StageContext) -> StageStats:
         cfg, fcfg = ctx.config.images, ctx.config.image_filters
@@ -348,7 +368,7 @@ class ImageStage(Stage):
             policy = make_policy(cfg, fcfg, extra_allow, ctx.config.safety.honour_tdm_reservation)
             hashes = ctx.config.safety.image_hash_blocklist_file
             decisions = fetch_and_filter(urls, run_root, policy, fcfg, cfg, ctx.config.spark,
-                                         HashList.load(hashes) if hashes else None)
+                                         HashList.load(hashes) if hashes else None, _robots_cache(ctx, policy, run_root))
         kept = decisions.kept
         rejects: list[tuple[str, str, str, str, str | None]] = [
             (url, "images", reason, detail, dup) for url, (reason, detail, dup) in sorted(decisions.rejected.items())

@@ -1,6 +1,7 @@
 """The safety layer end to end on a tiny hand-made crawl (extract -> dedup -> images -> score):
-a page on a blocked domain, an image on the hash list, an image served with ``tdm-reservation: 1`` and
-a caption with an e-mail address are each handled with their reason; nothing else is lost."""
+a page on a blocked domain, an image on the hash list, an image its host's robots.txt disallows, an image
+served with ``tdm-reservation: 1`` and a caption with an e-mail address are each handled with their reason;
+nothing else is lost."""
 from __future__ import annotations
 
 import hashlib
@@ -57,7 +58,9 @@ def test_blocked_page_listed_image_tdm_image_and_email_caption(tmp_path):
     listed, ok1 = jpeg(seed=41), jpeg(seed=40)
     routes = {"/ok1.jpg": Route(ok1), "/listed.jpg": Route(listed),
               "/tdm.jpg": Route(jpeg(seed=42), headers={"tdm-reservation": "1"}),
-              "/ok2.jpg": Route(jpeg(seed=43)), "/b.jpg": Route(jpeg(seed=44))}
+              "/ok2.jpg": Route(jpeg(seed=43)), "/b.jpg": Route(jpeg(seed=44)),
+              "/private/p.jpg": Route(jpeg(seed=45)),
+              "/robots.txt": Route(b"User-agent: img2dataset\nDisallow: /private/\n", content_type="text/plain")}
     (tmp_path / "blocked.txt").write_text("# UT1-style\nblocked.example\n")
     (tmp_path / "hashes.txt").write_text(hashlib.sha256(listed).hexdigest() + "\n")
     run = tmp_path / "run"
@@ -67,7 +70,8 @@ def test_blocked_page_listed_image_tdm_image_and_email_caption(tmp_path):
             ("https://village.example/a.html", _page(PARAGRAPHS[0], PARAGRAPHS[1], [
                 (img("/ok1.jpg"), "the stone bridge at dusk, photo by anna.berg@photos-example.com"),
                 (img("/listed.jpg"), "a picture that is on the hash list"),
-                (img("/tdm.jpg"), "a picture whose server reserves text and data mining")])),
+                (img("/tdm.jpg"), "a picture whose server reserves text and data mining"),
+                (img("/private/p.jpg"), "a picture in a folder robots.txt closes to img2dataset")])),
             ("https://www.blocked.example/b.html", _page(BLOCKED_TEXT, PARAGRAPHS[2], [(img("/b.jpg"), "a picture on a blocked page")])),
             ("https://village.example/c.html", _page(PARAGRAPHS[2], PARAGRAPHS[0], [(img("/ok2.jpg"), "the station clock in the morning")])),
         ]
@@ -98,8 +102,10 @@ def test_blocked_page_listed_image_tdm_image_and_email_caption(tmp_path):
     # images: the listed image and the TDM-reserved one are rejects with their reasons, the others kept.
     img_rej = {r["row_id"].rsplit("/", 1)[1]: r["reason"] for r in pq.read_table(run / "images" / "rejects").to_pylist()
                if r["table"] == "images"}
-    assert img_rej == {"listed.jpg": "hash_listed", "tdm.jpg": "tdm_reserved"}
-    assert im.rejected == {"hash_listed": 1, "tdm_reserved": 1} and im.rows_out == 2
+    assert img_rej == {"listed.jpg": "hash_listed", "tdm.jpg": "tdm_reserved", "p.jpg": "robots_disallowed"}
+    assert im.rejected == {"hash_listed": 1, "tdm_reserved": 1, "robots_disallowed": 1} and im.rows_out == 2
+    assert "/private/p.jpg" not in requested and requested.count("/robots.txt") == 1
+    assert im.counters["robots_txt_fetched"] == 1
     kept = sorted(u.rsplit("/", 1)[1] for u in pq.read_table(run / "images" / "images").column("url").to_pylist())
     assert kept == ["ok1.jpg", "ok2.jpg"]
 
@@ -123,3 +129,4 @@ def test_blocked_page_listed_image_tdm_image_and_email_caption(tmp_path):
             assert needle not in data, f
     card = (run / "DATASET_CARD.md").read_text()
     assert "blocked_domain" in card and "hash_listed" in card and "tdm_reserved" in card and "email" in card
+    assert "robots_disallowed" in card
