@@ -238,6 +238,7 @@ def embed_images_shard(spec: WorkerSpec, shard: Shard, payload: Any, out: ShardO
         "rejected": dict(Counter(res.errors[i][0] for i in bad)),
         "images_encoded": t.num_rows, "seconds_model": res.seconds_model,
         "seconds": time.perf_counter() - start,
+        "images_with_faces": int((faces.count > 0).sum()) if spec.faces else 0,
     }
 
 
@@ -724,6 +725,7 @@ class ScoreStage(Stage):
             "images_looked_up": sum(s.get("images_looked_up", 0) for s in all_sums),
             "pair_images_encoded_from_pair_bytes": sum(s.get("images_encoded", 0) for s in pair_sum.values()),
             "decontaminated_pairs": sum(s.get("decontaminated", 0) for s in pair_sum.values()),
+            "images_with_faces": sum(s.get("images_with_faces", 0) for s in img_sum.values()),  # models/faces.py
             "sentences_encoded": sum(s.get("sentences", 0) for s in doc_sum.values()),
             "mmc4_core_documents": sum(s.get("core", 0) for s in doc_sum.values()),
             "image_model_seconds": round(model_s, 3),

@@ -74,6 +74,7 @@ def test_heads_on_stage_embeddings_and_nsfw_rejects(tmp_path, coco_dir, tiny_ckp
     assert all(r["face_detections"] == truth[r["url"]] for r in rows)
     assert all(r["face_count"] == len(truth[r["url"]] or []) and r["is_fewer_faces"] == (not truth[r["url"]]) for r in rows)
     assert 0 < sum(1 for u in urls if truth[u]) < len(urls)
+    assert stats.counters["images_with_faces"] == sum(1 for u in urls if truth[u])
     docs = pq.read_table(tmp_path / "score" / "mmc4").to_pylist()
     assert docs and all(i["face_detections"] == truth[i["raw_url"]] for d in docs for i in d["image_info"])
     assert all(d["is_fewer_faces"] == any(not i["face_detections"] for i in d["image_info"]) for d in docs)
