@@ -13,7 +13,7 @@ Always covered by kill -9: extract (Spark: the partial directory is discarded an
 (img2dataset shards resumed from ``_work``) and score (Dask shards resumed from ``_work``); score
 runs with seeded random CLIP weights (``score.pretrained=null``) so it needs no bootstrap stage.
 With ``CURATE_FAULTS_ALL=1`` also dedup (Spark, killed between its output writes) and capfilt
-(Dask shards; needs the sample's bootstrap training first): about 8 more minutes on two busy
+(Dask shards; needs the sample's bootstrap training first): about 6.5 more minutes on two busy
 cores, so not in the default run (the default run alone is about 9.5 minutes there).
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ BIN = Path(sys.executable).parent
 PAGES = 40
 STAGES = ("extract", "dedup", "images", "score")
 ALL = os.environ.get("CURATE_FAULTS_ALL") == "1"
-all_only = pytest.mark.skipif(not ALL, reason="dedup and capfilt kills: set CURATE_FAULTS_ALL=1 (about 8 more minutes)")
+all_only = pytest.mark.skipif(not ALL, reason="dedup and capfilt kills: set CURATE_FAULTS_ALL=1 (about 6.5 more minutes)")
 # capfilt with the models this run trains (bootstrap stage, a few steps), several shards.
 CAPFILT = ["--set", "capfilt.captioner=bootstrap", "--set", "capfilt.filter=bootstrap",
            "--set", "bootstrap.max_steps=8", "--set", "capfilt.shard_rows=16"]
