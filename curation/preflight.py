@@ -64,8 +64,6 @@ def _engines(cfg: PipelineConfig, stage: str) -> set[str]:
     return {"spark", "dask"}
 
 
-
-
 def upstream_of(cfg: PipelineConfig, stage: str) -> dict[str, str]:
     """``{input key: stage}`` for the inputs of ``stage`` that must be a finished stage's output in this run
     (an input of a stage this configuration skips, e.g. ``bootstrap/models`` with downloaded models, is not)."""
