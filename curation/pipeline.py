@@ -53,7 +53,8 @@ def run_stage(runner: StageRunner, name: str, source_root: str, source: RunSourc
     s = spec(name)
     if s.reads_source and source is None:
         raise ValueError(f"stage {name} reads the run's WARC files: pass source=prepare_inputs(cfg, ...)")
-    return runner.run(s.build(), s.resolve_inputs(source_root), source=source if s.reads_source else None)
+    return runner.run(s.build(), s.resolve_inputs(source_root), source=source if s.reads_source else None,
+                      upstream=s.required_upstream(runner.config))
 
 
 def run_all(cfg: PipelineConfig, input_spec: str | None = None, force: set[str] | None = None,

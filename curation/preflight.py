@@ -67,8 +67,7 @@ def _engines(cfg: PipelineConfig, stage: str) -> set[str]:
 def upstream_of(cfg: PipelineConfig, stage: str) -> dict[str, str]:
     """``{input key: stage}`` for the inputs of ``stage`` that must be a finished stage's output in this run
     (an input of a stage this configuration skips, e.g. ``bootstrap/models`` with downloaded models, is not)."""
-    spec = registry.spec(stage)
-    return {key: rel.split("/", 1)[0] for key, rel in spec.inputs.items() if spec.needs_input(key, cfg)}
+    return registry.spec(stage).required_upstream(cfg)
 
 
 def _check_stage_inputs(cfg: PipelineConfig, stage: str, input_path: str) -> None:

@@ -77,6 +77,11 @@ class StageSpec:
             return self.needs[key](cfg)
         return spec(self.inputs[key].split("/", 1)[0]).when(cfg)
 
+    def required_upstream(self, cfg: PipelineConfig) -> dict[str, str]:
+        """``{input key: stage}`` for the inputs this configuration reads: each must be a finished
+        stage's output (the runner's ``upstream``: a missing marker is refused, not read as empty)."""
+        return {key: rel.split("/", 1)[0] for key, rel in self.inputs.items() if self.needs_input(key, cfg)}
+
     def upstream(self) -> list[str]:
         """The stages whose outputs this one reads."""
         return sorted({rel.split("/", 1)[0] for rel in self.inputs.values()})
