@@ -22,8 +22,10 @@ first snapshot after the second ignores the second and changes nothing.
 
 Policies (``dedup.state_policy``): ``first_seen`` (default) rejects a document seen in an earlier
 snapshot as ``seen_in:<snapshot>`` (``duplicate_of`` = the earlier document's id); ``newer_wins``
-keeps it and lists the earlier document in a takedown-style removal list (``<run>/dedup/removals/``:
-snapshot, doc id, why), for the earlier release to drop.
+keeps it when this snapshot is the newer capture (snapshot names sort by date: CC-MAIN-YYYY-WW) and
+lists the earlier document in a takedown-style removal list (``<run>/dedup/removals/``: snapshot,
+doc id, why) for the earlier release to drop; against a newer snapshot it is rejected as under
+``first_seen``.
 """
 from __future__ import annotations
 
@@ -146,12 +148,13 @@ class DedupState:
             .parquet(self._path(table)).where(F.col("snapshot").isin(snapshots))
 
     # ---------------------------------------------------------------- lookup
-    def matches(self, spark, keys, sigs, jaccard_threshold: float):
+    def matches(self, spark, keys, sigs, jaccard_threshold: float, one_per_document: bool = True):
         """(doc_id, snapshot, old_id, how, jaccard) of this run's documents found in earlier snapshots.
 
         ``keys``: the dedup stage's per-document keys (doc_id, url_norm, text_hash, bands); ``sigs``:
         :func:`signatures` of the same documents. One row per document: URL match first, then exact
-        text, then the best verified MinHash match; among equals the earliest snapshot.
+        text, then the best verified MinHash match; among equals the earliest snapshot. With
+        ``one_per_document`` false: every match.
         """
         from pyspark.sql import Window
         from pyspark.sql import functions as F
@@ -194,6 +197,8 @@ class DedupState:
         allm = found[0]
         for f in found[1:]:
             allm = allm.unionByName(f)
+        if not one_per_document:
+            return allm
         order = {s: i for i, s in enumerate(earlier)}
         how_rank = F.create_map(*[x for kv in _HOW_RANK.items() for x in (F.lit(kv[0]), F.lit(kv[1]))])
         snap_rank = F.create_map(*[x for kv in order.items() for x in (F.lit(kv[0]), F.lit(kv[1]))])
@@ -215,10 +220,13 @@ class DedupState:
         """``newer_wins``: the earlier documents this run supersedes (snapshot, doc_id, reason, detail, superseded_by)."""
         from pyspark.sql import functions as F
 
-        return matches.select(
+        # One row per (earlier document, this run's document), however many ways they matched.
+        pairs = matches.groupBy("snapshot", "old_id", "doc_id").agg(
+            F.concat_ws("+", F.sort_array(F.collect_set("how"))).alias("how"), F.max("jaccard").alias("jaccard"))
+        return pairs.select(
             "snapshot", F.col("old_id").alias("doc_id"), F.lit(SUPERSEDED_BY + self.snapshot).alias("reason"),
             F.format_string("%s match (Jaccard %.3f)", F.col("how"), F.col("jaccard")).alias("detail"),
-            F.col("doc_id").alias("superseded_by")).distinct()
+            F.col("doc_id").alias("superseded_by"))
 
     # ---------------------------------------------------------------- record
     def record(self, spark, keys, sigs, kept_ids) -> dict[str, int]:
@@ -282,14 +290,26 @@ def seen_before(job, state: DedupState, list_texts: Callable[[pa.Array], list[st
     """
     cfg = job.cfg
     sigs = job.cut(signatures(job.docs, cfg, list_texts)) if cfg.near_dedup else None
-    found = state.matches(job.spark, job.keys, sigs, cfg.jaccard_threshold)
+    newer_wins = cfg.state_policy == "newer_wins"
+    found = state.matches(job.spark, job.keys, sigs, cfg.jaccard_threshold, one_per_document=not newer_wins)
     if found is None:
         job.counters["seen_in_earlier_snapshots"] = 0
         return None, None, sigs
     found = job.cut(found)
+    if newer_wins:
+        # The newer capture wins: snapshot names sort by date (CC-MAIN-YYYY-WW). A document that a
+        # newer snapshot already holds loses (seen_in:<newest>); otherwise every older match is listed.
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        newer = found.where(F.col("snapshot") > F.lit(state.snapshot))
+        w = Window.partitionBy("doc_id").orderBy(F.col("snapshot").desc(), F.col("jaccard").desc(), "old_id")
+        newest = job.cut(newer.withColumn("_rn", F.row_number().over(w)).where("_rn = 1").drop("_rn"))
+        older = found.where(F.col("snapshot") < F.lit(state.snapshot)).join(newest.select("doc_id"), "doc_id", "left_anti")
+        removals = job.cut(state.removals(older))
+        job.counters["seen_in_earlier_snapshots"] = found.select("doc_id").distinct().count()
+        return job.cut(state.seen_rejects(newest)), removals, sigs
     job.counters["seen_in_earlier_snapshots"] = found.count()
-    if cfg.state_policy == "newer_wins":
-        return None, job.cut(state.removals(found)), sigs
     return job.cut(state.seen_rejects(found)), None, sigs
 
 

@@ -114,9 +114,20 @@ def test_second_snapshot_rejects_exactly_the_planted_overlap(spark, tmp_path):
     kept_b2, rej_b2, _, out = _run(tmp_path, "b2", "B", docs_b, state, policy="newer_wins")
     assert kept_b2 == {d["doc_id"] for d in docs_b} and rej_b2 == []
     removals = pq.read_table(out / "dedup" / "removals").to_pylist()
+    assert len(removals) == len(planted)  # one row per superseded document, however many ways it matched
     assert {(r["snapshot"], r["doc_id"], r["superseded_by"]) for r in removals} == \
         {("A", a, b) for b, a in planted.items()}
     assert {r["reason"] for r in removals} == {"superseded_by:B"}
+
+    # newer_wins for a snapshot "AA" curated third, newer than A, older than B: pages B holds lose
+    # (seen_in:B), pages only A holds win and A's documents are listed.
+    docs_aa = [{**docs_b[26 + i], "doc_id": f"AA-{i}"} for i in range(5)] + \
+              [{**docs_a[25 + i], "doc_id": f"AA-{5 + i}"} for i in range(5)]
+    kept_aa, rej_aa, _, out = _run(tmp_path, "aa", "AA", docs_aa, state, policy="newer_wins")
+    assert {(r["row_id"], r["reason"]) for r in rej_aa} == {(f"AA-{i}", "seen_in:B") for i in range(5)}
+    assert kept_aa == {f"AA-{5 + i}" for i in range(5)}
+    assert {(r["snapshot"], r["doc_id"], r["superseded_by"]) for r in pq.read_table(out / "dedup" / "removals").to_pylist()} \
+        == {("A", f"A-{25 + i}", f"AA-{5 + i}") for i in range(5)}
 
 
 def test_manifest_order_and_partitions(tmp_path):
