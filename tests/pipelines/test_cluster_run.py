@@ -3,15 +3,11 @@ workers (all started here on loopback) gives the same outputs as the embedded ru
 variables reach the CLI and override the YAML key by key."""
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -19,6 +15,8 @@ import pytest
 
 from curation.registry import stage_order
 from curation.spark import java_available
+from tests.support.net import free_port, wait_port
+from tests.support.rows import norm_value
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -55,42 +53,11 @@ def test_make_variables_reach_the_cli_and_override_the_config_key_by_key():
 
 
 # --------------------------------------------------------------------------- the cluster run
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc, timeout: float = 120) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:2]} exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"nothing listening on {port}")
-
-
 def _wait_dask_workers(address: str, n: int, timeout: float = 180) -> None:
     from distributed import Client
 
     with Client(address, timeout=60) as client:
         client.wait_for_workers(n, timeout=timeout)
-
-
-def _norm(v):
-    """Rows compare by value: bytes by digest, floats to 1e-4 (different processes may sum in another order)."""
-    if isinstance(v, (bytes, bytearray)):
-        return "sha256:" + hashlib.sha256(v).hexdigest()
-    if isinstance(v, float):
-        return None if math.isnan(v) else round(v, 4)
-    if isinstance(v, dict):
-        return {k: _norm(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_norm(x) for x in v]
-    return v
 
 
 def _close(a, b) -> bool:
@@ -113,7 +80,7 @@ def _outputs(run: Path) -> dict[str, list]:
             files = sorted(f for f in sub.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in f.relative_to(sub).parts))
             if not files:
                 continue
-            rows = [_norm(r) for f in files for r in pq.read_table(f).to_pylist()]
+            rows = [norm_value(r) for f in files for r in pq.read_table(f).to_pylist()]
             found[f"{stage}/{sub.name}"] = sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
     return found
 
@@ -140,12 +107,12 @@ def test_curate_run_on_spark_standalone_and_dask_cluster_matches_embedded(tmp_pa
 
     env = dict(os.environ, SPARK_LOG_LEVEL="ERROR", PYSPARK_PYTHON=sys.executable, PYTHONPATH=str(ROOT))
     embedded = tmp_path / "embedded"
-    image_port = _sample_port_override(_free_port())  # the same in both runs: it is in the image URLs
+    image_port = _sample_port_override(free_port())  # the same in both runs: it is in the image URLs
     _curate(embedded, env, "--master", "local[2]", *image_port)
 
     spark_home = Path(pyspark.__file__).parent
     spark_class = spark_home / "bin" / "spark-class"
-    sport, sui, wport, wui, dport = (_free_port() for _ in range(5))
+    sport, sui, wport, wui, dport = (free_port() for _ in range(5))
     cenv = dict(env, SPARK_HOME=str(spark_home), SPARK_LOCAL_IP="127.0.0.1", SPARK_WORKER_DIR=str(tmp_path / "sw"))
     procs: list[subprocess.Popen] = []
     logs = tmp_path / "logs"
@@ -159,14 +126,14 @@ def test_curate_run_on_spark_standalone_and_dask_cluster_matches_embedded(tmp_pa
     try:
         m = start("spark-master", [str(spark_class), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                                    "--port", str(sport), "--webui-port", str(sui)], cenv)
-        _wait_port(sport, m)
+        wait_port(sport, m)
         w = start("spark-worker", [str(spark_class), "org.apache.spark.deploy.worker.Worker",
                                    f"spark://127.0.0.1:{sport}", "--host", "127.0.0.1", "--port", str(wport),
                                    "--webui-port", str(wui), "--cores", "2", "--memory", "3g"], cenv)
-        _wait_port(wport, w)
+        wait_port(wport, w)
         s = start("dask-scheduler", [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(dport),
                                      "--dashboard-address", ":0", "--no-show"], env)
-        _wait_port(dport, s)
+        wait_port(dport, s)
         address = f"tcp://127.0.0.1:{dport}"
         for i in range(2):
             start(f"dask-worker-{i}", [str(BIN / "dask"), "worker", address, "--host", "127.0.0.1", "--nworkers", "1",

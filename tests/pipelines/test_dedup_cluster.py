@@ -4,10 +4,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,6 +15,7 @@ import pytest
 from curation.sample.text import letter_word
 from curation.schemas import DOCUMENTS, PAIRS
 from curation.spark import java_available
+from tests.support.net import free_port, wait_port
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow,
               pytest.mark.skipif(not java_available(), reason="Spark needs Java 17")]
@@ -42,24 +41,6 @@ for master, out in zip(runs[::2], runs[1::2]):  # one fresh SparkContext per mas
     res.rejects.write.parquet(out + "/rejects")
     spark.stop()
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, proc, timeout: float = 90) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"nothing listening on {port}")
 
 
 def _corpus(n_groups: int = 40):
@@ -115,7 +96,7 @@ def test_same_result_local1_local2_standalone(tmp_path):
 
     spark_home = Path(pyspark.__file__).parent
     spark_class = spark_home / "bin" / "spark-class"
-    port, ui, wport, wui = _free_port(), _free_port(), _free_port(), _free_port()
+    port, ui, wport, wui = free_port(), free_port(), free_port(), free_port()
     cenv = dict(env, SPARK_HOME=str(spark_home), SPARK_LOCAL_IP="127.0.0.1", SPARK_WORKER_DIR=str(tmp_path / "work"))
     runs = {"local[1]": tmp_path / "local1", "local[2]": tmp_path / "local2",
             f"spark://127.0.0.1:{port}": tmp_path / "cluster"}
@@ -124,12 +105,12 @@ def test_same_result_local1_local2_standalone(tmp_path):
         master = subprocess.Popen([str(spark_class), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                                    "--port", str(port), "--webui-port", str(ui)], env=cenv,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(port, master)
+        wait_port(port, master)
         worker = subprocess.Popen([str(spark_class), "org.apache.spark.deploy.worker.Worker",
                                    f"spark://127.0.0.1:{port}", "--host", "127.0.0.1", "--port", str(wport),
                                    "--webui-port", str(wui), "--cores", "1", "--memory", "1g"], env=cenv,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(wport, worker)
+        wait_port(wport, worker)
         _job(inp, runs, env)
     finally:
         for proc in (worker, master):

@@ -18,13 +18,10 @@ cores, so not in the default run (the default run alone is about 9.5 minutes the
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +33,8 @@ import pytest
 from curation.cli import main
 from curation.spark import java_available
 from curation.stage import MARKER
+from tests.support.net import free_port
+from tests.support.rows import norm_value
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark,
               pytest.mark.skipif(not java_available(), reason="Spark needs Java 17")]
@@ -51,17 +50,11 @@ CAPFILT = ["--set", "capfilt.captioner=bootstrap", "--set", "capfilt.filter=boot
            "--set", "bootstrap.max_steps=8", "--set", "capfilt.shard_rows=16"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def settings() -> list[str]:
     # The image port is part of every image URL: the same in the reference and every fault run,
     # and not the default one another run on this machine may be using.
-    return ["--master", "local[2]", "--set", f"sample_pages={PAGES}", "--set", f"sample_image_port={_free_port()}",
+    return ["--master", "local[2]", "--set", f"sample_pages={PAGES}", "--set", f"sample_image_port={free_port()}",
             "--set", "spark.shuffle_partitions=4", "--set", "spark.show_progress=false",
             # Several shards per stage, so a kill lands between shards and the rerun resumes.
             "--set", "images.urls_per_shard=20", "--set", "score.shard_rows=32",
@@ -81,18 +74,6 @@ def reference(spark, settings, tmp_path_factory) -> Path:
     return run
 
 
-def _norm(v):
-    if isinstance(v, (bytes, bytearray)):
-        return "sha256:" + hashlib.sha256(v).hexdigest()
-    if isinstance(v, float):
-        return None if math.isnan(v) else round(v, 4)
-    if isinstance(v, dict):
-        return {k: _norm(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_norm(x) for x in v]
-    return v
-
-
 def _rows(stage_dir: Path) -> dict[str, list[str]]:
     """Every Parquet dataset of a finished stage: its rows, normalised, serialised and sorted."""
     assert (stage_dir / MARKER).exists(), f"{stage_dir} did not finish"
@@ -100,7 +81,7 @@ def _rows(stage_dir: Path) -> dict[str, list[str]]:
     for sub in sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
         files = [f for f in sub.rglob("*.parquet") if not any(x.startswith(("_", ".")) for x in f.relative_to(sub).parts)]
         if files:
-            found[sub.name] = sorted(json.dumps(_norm(r), sort_keys=True, default=str)
+            found[sub.name] = sorted(json.dumps(norm_value(r), sort_keys=True, default=str)
                                      for f in files for r in pq.read_table(f).to_pylist())
     return found
 

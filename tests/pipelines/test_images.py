@@ -28,16 +28,11 @@ from curation.stage import StageRunner, read_stats
 from pipelines.images import ImageStage
 from tests.conftest import realdata_path
 from tests.curation.image_payloads import HOSTILE_EXPECTED, Route, ScriptedServer, hostile_routes, jpeg, png, scene
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.slow
 
 FAST = {"images.timeout": 3.0, "images.threads_per_process": 8, "images.processes": 1, "snapshot": "local"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _write_inputs(root: Path, docs: list[dict], pairs: list[dict]) -> dict[str, str]:
@@ -258,7 +253,7 @@ def sample_run(spark, tmp_path_factory):
     from curation.pipeline import run_all
 
     out = tmp_path_factory.mktemp("sample-run") / "run"
-    port = _free_port()
+    port = free_port()
     cfg = PipelineConfig.load(None, {"out": str(out), "sample_pages": 80, "sample_image_port": port,
                                      "spark.master": "local[2]", "images.processes": 1})
     # what `curate run` runs, up to this stage (later stages have their own tests)
