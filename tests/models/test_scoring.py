@@ -11,6 +11,7 @@ from PIL import Image
 
 from models.clip import load_clip
 from models.scoring import ClipScorer, ModelSpec, clip_scores, load_scorer
+from tests.support.models import tiny_clip_checkpoint
 
 
 def jpeg(color=(200, 30, 30), size=(96, 72), fmt="JPEG", mode="RGB") -> bytes:
@@ -21,12 +22,7 @@ def jpeg(color=(200, 30, 30), size=(96, 72), fmt="JPEG", mode="RGB") -> bytes:
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
-    """A seeded random tiny CLIP saved as a local checkpoint (what the stage and the test both load)."""
-    torch.manual_seed(123)
-    clip = load_clip("vlc-tiny-clip", None, "cpu")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    torch.save(clip.model.state_dict(), path)
-    return str(path)
+    return tiny_clip_checkpoint(tmp_path_factory.mktemp("ckpt"), seed=123)
 
 
 @pytest.fixture(scope="module")

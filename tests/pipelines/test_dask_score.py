@@ -33,6 +33,7 @@ from pipelines.dask_score import MMC4_DOCUMENTS, ScoreStage, load_embeddings
 
 from tests.conftest import ROOT, realdata_path
 from tests.support.stages import mark_complete
+from tests.support.models import tiny_clip_checkpoint
 
 INPUTS = ("pairs", "documents", "images")
 
@@ -100,11 +101,7 @@ def all_rows(run: Path) -> tuple[pa.Table, pa.Table]:
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(321)
-    clip = load_clip("vlc-tiny-clip", None, "cpu")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    torch.save(clip.model.state_dict(), path)
-    return str(path)
+    return tiny_clip_checkpoint(tmp_path_factory.mktemp("ckpt"), seed=321)
 
 
 @pytest.fixture(scope="module")
