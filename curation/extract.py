@@ -226,11 +226,13 @@ class RecordProcessor:
     def _build(self, rec: ResponseRecord, page: ExtractedPage, encoding: str | None, out: RecordResult) -> RecordResult:
         items: list[str | ExtractedImage] = []
         kept_paragraphs: list[str] = []
+        # The word lists of the paragraph checks follow the page's language: fastText once, here.
+        page_lang = self.text_pipeline.page_language([p for it in page.items if not isinstance(it, ExtractedImage) for p in it])
         for item in page.items:
             if isinstance(item, ExtractedImage):
                 items.append(item)
                 continue
-            mask, removed = self.text_pipeline.filter_paragraphs(item)
+            mask, removed = self.text_pipeline.filter_paragraphs(item, page_lang)
             for why, n in removed.items():
                 out.counters[f"paragraphs_removed_{why}"] += n
             out.counters["paragraphs_in"] += len(item)
@@ -244,11 +246,13 @@ class RecordProcessor:
             else:
                 items.append(text)
         out.counters["paragraphs_kept"] += len(kept_paragraphs)
+        out.counters.update(self.text_pipeline.take_counters())  # paragraph checks skipped for want of a word list
         n_images = sum(isinstance(it, ExtractedImage) for it in items)
         if not items:
             out.reason = "no_content"
             return out
         reason, detail, lang, lang_score = self.text_pipeline.judge_document(kept_paragraphs, n_images)
+        out.counters.update(self.text_pipeline.take_counters())  # document checks skipped likewise
         if reason:
             out.reason, out.detail = f"doc_{reason}", f"{detail + '; ' if detail else ''}lang={lang}:{lang_score:.2f}"
             return out

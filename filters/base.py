@@ -19,7 +19,9 @@ Word splitting and normalisation follow OBELICS
   ends of each piece, drop the pieces that became empty.
 
 The word lists (stopwords, flagged words, special characters) are copies of
-OBELICS's ``obelisc/utils/filtering_utils.py`` kept in ``filters/resources/``.
+OBELICS's ``obelisc/utils/filtering_utils.py`` kept in ``filters/resources/``; those are English.
+Stopwords of the other languages are jusText's stoplists (:data:`JUSTEXT_STOPLISTS`); no other
+language has a flagged-word list.
 """
 from __future__ import annotations
 
@@ -71,15 +73,60 @@ def _load_code_points(path: Path) -> frozenset[str]:
     return frozenset(chars)
 
 
-@lru_cache(maxsize=None)
-def stopwords() -> frozenset[str]:
-    """OBELICS's English stopwords (``STOPWORDS``)."""
-    return load_word_list(RESOURCES / "stopwords_en.txt")
+# fastText lid.176 code (ISO 639-1, or 639-3 where lid.176 has no 2-letter code) -> the name of
+# jusText's stoplist of that language (``justext.get_stoplists()``; BSD 2-clause, a dependency in
+# pyproject.toml). jusText's lists are the most frequent words of each language's Wikipedia, made
+# for the same job (telling prose from furniture by its share of function words). English is absent
+# on purpose: ``en`` keeps OBELICS's list, so English filtering is unchanged. jusText lists that no
+# lid.176 label names are left out (Aromanian, Belarusian Taraškievica, Samogitian, Simple English);
+# lid.176 languages without a jusText list (Chinese, Japanese, Thai, ...) have no stopword list.
+JUSTEXT_STOPLISTS: dict[str, str] = {
+    "af": "Afrikaans", "sq": "Albanian", "ar": "Arabic", "an": "Aragonese", "hy": "Armenian",
+    "ast": "Asturian", "az": "Azerbaijani", "eu": "Basque", "be": "Belarusian", "bn": "Bengali",
+    "bpy": "Bishnupriya_Manipuri", "bs": "Bosnian", "br": "Breton", "bg": "Bulgarian", "ca": "Catalan",
+    "ceb": "Cebuano", "cv": "Chuvash", "hr": "Croatian", "cs": "Czech", "da": "Danish", "nl": "Dutch",
+    "eo": "Esperanto", "et": "Estonian", "fi": "Finnish", "fr": "French", "gl": "Galician",
+    "ka": "Georgian", "de": "German", "el": "Greek", "gu": "Gujarati", "ht": "Haitian", "he": "Hebrew",
+    "hi": "Hindi", "hu": "Hungarian", "is": "Icelandic", "io": "Ido", "ig": "Igbo", "id": "Indonesian",
+    "ga": "Irish", "it": "Italian", "jv": "Javanese", "kn": "Kannada", "kk": "Kazakh", "ko": "Korean",
+    "ku": "Kurdish", "ky": "Kyrgyz", "la": "Latin", "lv": "Latvian", "lt": "Lithuanian", "lmo": "Lombard",
+    "nds": "Low_Saxon", "lb": "Luxembourgish", "mk": "Macedonian", "ms": "Malay", "ml": "Malayalam",
+    "mt": "Maltese", "mr": "Marathi", "nap": "Neapolitan", "ne": "Nepali", "new": "Newar",
+    "no": "Norwegian_Bokmal", "nn": "Norwegian_Nynorsk", "oc": "Occitan", "fa": "Persian",
+    "pms": "Piedmontese", "pl": "Polish", "pt": "Portuguese", "qu": "Quechua", "ro": "Romanian",
+    "ru": "Russian", "sr": "Serbian", "sh": "Serbo_Croatian", "scn": "Sicilian", "sk": "Slovak",
+    "sl": "Slovenian", "es": "Spanish", "su": "Sundanese", "sw": "Swahili", "sv": "Swedish",
+    "tl": "Tagalog", "ta": "Tamil", "te": "Telugu", "tr": "Turkish", "tk": "Turkmen", "uk": "Ukrainian",
+    "ur": "Urdu", "uz": "Uzbek", "vi": "Vietnamese", "vo": "Volapuk", "wa": "Walloon",
+    "war": "Waray_Waray", "cy": "Welsh", "fy": "West_Frisian", "pnb": "Western_Panjabi", "yo": "Yoruba",
+}
+ENGLISH = "en"
 
 
 @lru_cache(maxsize=None)
-def flagged_words() -> frozenset[str]:
-    """OBELICS's English flagged (adult) words (``FLAGGED_WORDS``)."""
+def stopwords(lang: str = ENGLISH) -> frozenset[str] | None:
+    """The stopwords of ``lang`` (a fastText code), None when no list exists for it.
+
+    ``en``: OBELICS's English list (``STOPWORDS``); another language: jusText's stoplist
+    (:data:`JUSTEXT_STOPLISTS`), its entries normalised like the words they are compared with
+    (:func:`split_words`: lower-cased, special characters stripped from both ends).
+    """
+    if lang == ENGLISH:
+        return load_word_list(RESOURCES / "stopwords_en.txt")
+    name = JUSTEXT_STOPLISTS.get(lang)
+    if name is None:
+        return None
+    import justext  # imported here: only non-English pages need it
+
+    return frozenset(w for entry in justext.get_stoplist(name) for w in split_words(entry))
+
+
+@lru_cache(maxsize=None)
+def flagged_words(lang: str = ENGLISH) -> frozenset[str] | None:
+    """OBELICS's English flagged (adult) words (``FLAGGED_WORDS``) for ``en``; None for any other
+    language: OBELICS publishes only the English list and no other is shipped here."""
+    if lang != ENGLISH:
+        return None
     return load_word_list(RESOURCES / "flagged_words_en.txt")
 
 
@@ -149,7 +196,10 @@ class TextView:
 
     ``text`` is whitespace-standardised; ``words`` is the OBELICS word split of it.
     ``lang``/``lang_score`` come from ``identify`` (fastText, given by the pipeline) the first time
-    :meth:`language` is asked, so the model runs only on texts that reach the language check.
+    :meth:`language` is asked, so the model runs only on texts that reach a check that needs it
+    (the word lists, the language check). A paragraph is given its document's ``lang`` instead
+    (fastText on every paragraph would be slow, and wrong on short ones). ``skipped`` names the
+    checks passed without being run (no word list for the view's language), for the stats.
     """
 
     text: str
@@ -158,12 +208,14 @@ class TextView:
     lang: str | None = None
     lang_score: float | None = None
     identify: Callable[[str], tuple[str, float]] | None = field(default=None, repr=False, compare=False)
+    skipped: list[str] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
     def of(cls, text: str, n_images: int = 0,
-           identify: Callable[[str], tuple[str, float]] | None = None) -> "TextView":
+           identify: Callable[[str], tuple[str, float]] | None = None,
+           lang: str | None = None) -> "TextView":
         text = standardize_whitespace(text or "")
-        return cls(text=text, words=split_words(text), n_images=n_images, identify=identify)
+        return cls(text=text, words=split_words(text), n_images=n_images, lang=lang, identify=identify)
 
     def language(self) -> tuple[str | None, float | None]:
         """``(lang, score)``, identified on first use when the view has an ``identify``."""

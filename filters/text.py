@@ -264,23 +264,81 @@ class _WordSetFilter(ThresholdFilter[TextView]):
         return word_set_ratio(view.words, self._vocabulary)
 
 
-class StopwordFilter(_WordSetFilter):
+class _LanguageWordSetFilter(_WordSetFilter):
+    """A word-set ratio read in the list of the view's language (``lists(lang)``, None: no list).
+
+    An English list applied to German or French prose finds few of its words and rejects real text,
+    so the list follows :meth:`TextView.language` (a document: fastText on its text; a paragraph:
+    its document's language, given by the pipeline). A language without a list is not judged: the
+    check passes and ``missing`` is noted in ``view.skipped`` (counted in the extract stats). A view
+    without a language (no identifier given, e.g. a bare ``TextView.of(text)``) is read in English,
+    OBELICS's behaviour; so is every view when an explicit ``vocabulary`` is given.
+    """
+
+    lists: ClassVar[Callable[[str], Collection[str] | None]]
+    missing: ClassVar[str]
+
+    def __init__(self, threshold: float, vocabulary: Collection[str] | None = None) -> None:
+        super().__init__(threshold, vocabulary)
+        self._fixed = vocabulary is not None
+        self._by_language: dict[str, frozenset[str] | None] = {}
+
+    @property
+    def needs_language(self) -> bool:
+        """Whether the rule reads the view's language: it has no fixed list and its bound can fail
+        (a minimum above 0 or a maximum below 1), so a switched-off rule costs no fastText call."""
+        if self._fixed:
+            return False
+        if self.bound == "minimum":
+            return self.minimum is not None and self.minimum > 0.0
+        return self.maximum is not None and self.maximum < 1.0
+
+    def vocabulary(self, view: TextView) -> frozenset[str] | None:
+        if not self.needs_language:
+            return self._vocabulary
+        lang = view.language()[0]
+        if lang is None:
+            return self._vocabulary
+        if lang not in self._by_language:
+            words = type(self).lists(lang)
+            self._by_language[lang] = None if words is None else frozenset(words)
+        return self._by_language[lang]
+
+    def score(self, view: TextView) -> float | None:
+        vocabulary = self.vocabulary(view)
+        return None if vocabulary is None else word_set_ratio(view.words, vocabulary)
+
+    def filter(self, view: TextView) -> FilterResult:
+        if self.vocabulary(view) is None:
+            view.skipped.append(self.missing)
+            return True
+        return super().filter(view)
+
+
+class StopwordFilter(_LanguageWordSetFilter):
     """OBELICS ``check_stopword_ratio``: reject when fewer than ``threshold`` of the words are stopwords
-    (OBELICS English list, ``filters/resources/stopwords_en.txt``)."""
+    of the text's language (English: OBELICS's list, ``filters/resources/stopwords_en.txt``; other
+    languages: jusText's stoplists, see :func:`filters.base.stopwords`; none: not judged, counted
+    ``stopword_list_missing``)."""
 
     name: ClassVar[str] = "stopword_ratio"
     bound = "minimum"
     default_words = staticmethod(stopwords)
+    lists = staticmethod(stopwords)
+    missing = "stopword_list_missing"
     settings = (setting("min_stopword_ratio", float, arg="threshold", check=ratio, paragraph=0.3, document=0.35),)
 
 
-class FlaggedWordFilter(_WordSetFilter):
+class FlaggedWordFilter(_LanguageWordSetFilter):
     """OBELICS ``check_flagged_word_ratio``: reject when more than ``threshold`` of the words are flagged
-    (adult) words (``filters/resources/flagged_words_en.txt``)."""
+    (adult) words (``filters/resources/flagged_words_en.txt``). Only English has a list (OBELICS's):
+    a text in another language is not judged, counted ``flagged_word_list_missing``."""
 
     name: ClassVar[str] = "flagged_word_ratio"
     bound = "maximum"
     default_words = staticmethod(flagged_words)
+    lists = staticmethod(flagged_words)
+    missing = "flagged_word_list_missing"
     settings = (setting("max_flagged_word_ratio", float, arg="threshold", check=ratio, paragraph=0.01, document=0.01),)
 
 

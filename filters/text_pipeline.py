@@ -12,6 +12,13 @@ Order of the checks is OBELICS's (huggingface/OBELICS ``obelics/processors/web_d
 
 A filter object is built once per pipeline and holds precomputed word sets; a pipeline instance is
 cheap to pickle (the language model is re-attached per process, see ``filters.language``).
+
+The stopword and flagged-word lists follow the text's language (``filters.text._LanguageWordSetFilter``):
+a document is identified by fastText when its first such check runs; paragraphs get the language of
+their page, identified once on all of the page's paragraphs before the paragraph chain
+(:meth:`TextFilterPipeline.page_language`), not one fastText call per paragraph. Checks passed for
+want of a list are counted in :attr:`TextFilterPipeline.counters` (``paragraph_stopword_list_missing``,
+``document_flagged_word_list_missing``, ...), which the caller takes per record (:meth:`take_counters`).
 """
 from __future__ import annotations
 
@@ -69,6 +76,9 @@ class TextFilterPipeline:
         self._lid = lid
         self.paragraph_filters = paragraph_filters(paragraph_cfg)
         self.document_filters = document_filters(document_cfg)
+        # Whether the paragraph chain reads a word list by language (else no page language is needed).
+        self._paragraphs_need_language = any(getattr(f, "needs_language", False) for f in self.paragraph_filters)
+        self.counters: Counter = Counter()
 
     @property
     def lid(self) -> LanguageIdentifier:
@@ -80,23 +90,48 @@ class TextFilterPipeline:
         """OBELICS ``compute_lang_id_pred_score``: fastText on the lower-cased text, newlines as spaces."""
         return self.lid.predict(text.lower())
 
+    def take_counters(self) -> Counter:
+        """The counts noted since the last call (checks skipped for want of a word list), and reset them."""
+        counters, self.counters = self.counters, Counter()
+        return counters
+
+    def _note_skipped(self, level: str, view: TextView) -> None:
+        for what in view.skipped:
+            self.counters[f"{level}_{what}"] += 1
+
     # ------------------------------------------------------------------ paragraphs
 
-    def filter_paragraph(self, paragraph: str) -> str | None:
-        """Rejection reason of one paragraph, or None to keep it."""
+    def page_language(self, paragraphs: list[str]) -> str | None:
+        """The language the paragraph chain reads its word lists in: fastText once on all of the page's
+        ``paragraphs`` (before any is removed). None, and no model call, when no paragraph check needs
+        it (chain off, or its stopword and flagged-word bounds cannot fail); paragraphs without a
+        language are read in English."""
+        if not self._paragraphs_need_language:
+            return None
+        return self.identify(PARAGRAPH_SEPARATOR.join(p for p in paragraphs if p))[0]
+
+    def filter_paragraph(self, paragraph: str, lang: str | None = None) -> str | None:
+        """Rejection reason of one paragraph (of a page in ``lang``), or None to keep it."""
         if not self.paragraph_filters:
             return None
-        return run_filters(self.paragraph_filters, TextView.of(paragraph))
+        view = TextView.of(paragraph, lang=lang)
+        reason = run_filters(self.paragraph_filters, view)
+        self._note_skipped(PARAGRAPH, view)
+        return reason
 
-    def filter_paragraphs(self, paragraphs: list[str]) -> tuple[list[bool], Counter]:
-        """Keep-mask over ``paragraphs`` and the number of paragraphs removed per reason."""
+    def filter_paragraphs(self, paragraphs: list[str], lang: str | None = None) -> tuple[list[bool], Counter]:
+        """Keep-mask over ``paragraphs`` (of a page in ``lang``, see :meth:`page_language`; None: English)
+        and the number of paragraphs removed per reason."""
         removed: Counter = Counter()
         if not self.paragraph_filters:
             return [True] * len(paragraphs), removed
         filters = self.paragraph_filters
         mask = []
         for paragraph in paragraphs:
-            reason = run_filters(filters, TextView.of(paragraph))
+            view = TextView.of(paragraph, lang=lang)
+            reason = run_filters(filters, view)
+            if view.skipped:
+                self._note_skipped(PARAGRAPH, view)
             mask.append(reason is None)
             if reason is not None:
                 removed[reason] += 1
@@ -109,8 +144,9 @@ class TextFilterPipeline:
 
         The reason is a filter reason such as ``"too_few_images"``, ``"stopword_ratio"``,
         ``"lang_not_allowed"``; the detail names the failing value (``"stopword_ratio 0.12 < 0.35"``).
-        The language is identified when the document reaches the language check, is kept, or
-        ``identify_rejected`` is set; otherwise it is ``("unknown", 0.0)``.
+        The language is identified when the document reaches a check that needs it (the stopword and
+        flagged-word lists, the language check), is kept, or ``identify_rejected`` is set; otherwise
+        it is ``("unknown", 0.0)``.
         """
         text = PARAGRAPH_SEPARATOR.join(p for p in paragraphs if p)
         if not self.document_cfg.enabled:
@@ -118,6 +154,7 @@ class TextFilterPipeline:
             return DocumentVerdict(None, None, lang, score)
         view = TextView.of(text, n_images=n_images, identify=self.identify)
         rejection = find_rejection(self.document_filters, view)
+        self._note_skipped(DOCUMENT, view)
         if rejection is None or self.identify_rejected or view.lang is not None:
             lang, score = view.language()
         else:

@@ -64,7 +64,8 @@ def test_good_document_kept_with_language():
         ({"min_stopword_ratio": 0.9}, [P1, P2], 1, "stopword_ratio"),
         ({"max_special_character_ratio": 0.1}, [P1, P2], 1, "special_character_ratio"),
         ({"min_punctuation_ratio": 0.5}, [P1, P2], 1, "punctuation_ratio"),
-        ({}, [FR], 1, "stopword_ratio"),  # OBELICS's English stopwords reject French first
+        ({}, [FR], 1, "lang_not_allowed"),  # read in French stopwords, French passes; the language check rejects it
+        ({"languages": ["fr"]}, [FR], 1, None),
         ({"min_stopword_ratio": 0.0}, [FR], 1, "lang_not_allowed"),
         ({"min_stopword_ratio": 0.0, "languages": ["fr"]}, [FR], 1, None),
         ({"languages": ["fr"]}, [P1, P2], 1, "lang_not_allowed"),
@@ -119,7 +120,7 @@ class CountingLid:
 def test_judge_document_gives_the_failing_value():
     verdict = pipeline({}, {"min_stopword_ratio": 0.9}).judge_document([P1, P2], 1)
     assert verdict.reason == "stopword_ratio" and verdict.detail.startswith("stopword_ratio 0.")
-    assert verdict.detail.endswith("< 0.9") and (verdict.lang, verdict.lang_score) == ("unknown", 0.0)
+    assert verdict.detail.endswith("< 0.9") and verdict.lang == "en"  # identified to pick the stopword list
     assert pipeline().judge_document([P1, P2], 0).detail == "images 0 < 1"
     verdict = pipeline(document={"min_stopword_ratio": 0.0}).judge_document([FR], 1)
     assert (verdict.reason, verdict.detail, verdict.lang) == ("lang_not_allowed", "lang fr", "fr")
