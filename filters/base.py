@@ -103,14 +103,18 @@ JUSTEXT_STOPLISTS: dict[str, str] = {
 ENGLISH = "en"
 
 
-@lru_cache(maxsize=None)
 def stopwords(lang: str = ENGLISH) -> frozenset[str] | None:
-    """The stopwords of ``lang`` (a fastText code), None when no list exists for it.
+    """The stopwords of ``lang`` (a fastText code), None when no list exists for it; loaded once.
 
     ``en``: OBELICS's English list (``STOPWORDS``); another language: jusText's stoplist
     (:data:`JUSTEXT_STOPLISTS`), its entries normalised like the words they are compared with
     (:func:`split_words`: lower-cased, special characters stripped from both ends).
     """
+    return _stopwords(lang)
+
+
+@lru_cache(maxsize=None)
+def _stopwords(lang: str) -> frozenset[str] | None:
     if lang == ENGLISH:
         return load_word_list(RESOURCES / "stopwords_en.txt")
     name = JUSTEXT_STOPLISTS.get(lang)
@@ -121,12 +125,14 @@ def stopwords(lang: str = ENGLISH) -> frozenset[str] | None:
     return frozenset(w for entry in justext.get_stoplist(name) for w in split_words(entry))
 
 
-@lru_cache(maxsize=None)
 def flagged_words(lang: str = ENGLISH) -> frozenset[str] | None:
     """OBELICS's English flagged (adult) words (``FLAGGED_WORDS``) for ``en``; None for any other
     language: OBELICS publishes only the English list and no other is shipped here."""
-    if lang != ENGLISH:
-        return None
+    return _english_flagged_words() if lang == ENGLISH else None
+
+
+@lru_cache(maxsize=None)
+def _english_flagged_words() -> frozenset[str]:
     return load_word_list(RESOURCES / "flagged_words_en.txt")
 
 
