@@ -176,6 +176,23 @@ class TableSource(PairSource):
             yield RawPair(k, c, im, s)
 
 
+def wds_members(tf: tarfile.TarFile) -> Iterator[tuple[tarfile.TarInfo, str, str]]:
+    """``(member, key, extension)`` for each sample file of a WebDataset tar, in tar order.
+
+    WebDataset's naming: the key is the member's path up to the first dot of its file name, the
+    extension the rest (``a/0001.jpg`` -> ``a/0001``, ``jpg``); directories and dot files are not
+    samples. Both tar readers (pair tars, interleaved tars) group members by this key.
+    """
+    for m in tf:
+        if not m.isfile():
+            continue
+        base = m.name.rsplit("/", 1)[-1]
+        if "." not in base or base.startswith("."):
+            continue
+        stem, ext = base.split(".", 1)
+        yield m, m.name[: len(m.name) - len(base)] + stem, ext
+
+
 class TarSource(PairSource):
     """A WebDataset tar: members ``<key>.<ext>`` grouped by key; image + ``txt`` (or ``json`` caption)."""
 
@@ -190,15 +207,7 @@ class TarSource(PairSource):
         samples: dict[str, dict[str, tuple[int, int]]] = {}
         order: list[str] = []
         with tarfile.open(self.path, "r:*") as tf:
-            for m in tf:
-                if not m.isfile():
-                    continue
-                base = m.name.rsplit("/", 1)[-1]
-                if "." not in base or base.startswith("."):
-                    continue
-                prefix = m.name[: len(m.name) - len(base)]
-                key, ext = base.split(".", 1)
-                key = prefix + key
+            for m, key, ext in wds_members(tf):
                 if key not in samples:
                     samples[key] = {}
                     order.append(key)
@@ -581,13 +590,7 @@ def interleaved_tar_rows(path: str) -> Iterator[dict]:
 
     current, doc, blobs = None, None, {}
     with tarfile.open(path, "r|") as tf:
-        for m in tf:
-            if not m.isfile():
-                continue
-            base = m.name.rsplit("/", 1)[-1]
-            if "." not in base or base.startswith("."):
-                continue
-            key, name = base.split(".", 1)
+        for m, key, name in wds_members(tf):
             if key != current:
                 done = row(doc, blobs)
                 if done is not None:
