@@ -20,9 +20,9 @@ Systems, all on the same pages in this run:
 - ``obelics``: ``extract_page(mode="obelics")``, the previous extractor;
 - ``trafilatura``: ``trafilatura.extract`` with its defaults (text output).
 
-Each system is also scored on the pages fastText calls English (``english_pages``): the record
-path's stopword and flagged-word lists are OBELICS's English ones, and the default config keeps
-English only.
+Each system is also scored on the pages fastText calls English (``english_pages``): the default
+config keeps English only, and only English has a flagged-word list (the stopword lists follow
+each document's language: OBELICS's for English, jusText's for the others, ``filters/base.py``).
 
 Speed is pages/s on one core (single process) over a fixed subset of each split (``--speed-pages``),
 best of ``--rounds`` per page with the systems interleaved page by page (the machine is shared);
@@ -202,7 +202,8 @@ def filter_table(pages, text_pipeline, banned) -> list[dict]:
     when it is found in the paragraphs before the filter and not after it); document filters by the
     snippets of the documents each one rejects when run alone on the paragraphs the configured
     paragraph filters keep. Every count is given for all pages and (``en_`` keys) for the pages fastText
-    calls English, since the stopword and flagged-word lists are OBELICS's English ones.
+    calls English. The word lists follow the language as in the record path: paragraphs are read in
+    their page's language, documents in their own.
     """
     from curation.html_extract import HtmlTooDeep, extract_page
     from filters.base import TextView, run_filters
@@ -226,10 +227,11 @@ def filter_table(pages, text_pipeline, banned) -> list[dict]:
         paras = [p for it in page.items if isinstance(it, list) for p in it]
         n_images = len(page.images)
         full = normalise("\n".join(paras))
-        english = text_pipeline.identify(full)[0] == "en"
+        lang = text_pipeline.identify(full)[0]
+        english = lang == "en"
         n_pages += 1
         n_en += english
-        views = [TextView.of(p) for p in paras]
+        views = [TextView.of(p, lang=lang) for p in paras]
         for f in para_filters:
             kept = [p for p, v in zip(paras, views) if run_filters((f,), v) is None]
             after = normalise("\n".join(kept))
@@ -241,9 +243,9 @@ def filter_table(pages, text_pipeline, banned) -> list[dict]:
                     if s in full and s not in after:
                         add(row, f"{key}_removed", 1, english)
                         add(row, f"{key}_chars_removed", len(s), english)
-        mask, _ = text_pipeline.filter_paragraphs(paras)
+        mask, _ = text_pipeline.filter_paragraphs(paras, lang)
         kept_text = "\n\n".join(p for p, k in zip(paras, mask) if k)
-        view = TextView.of(kept_text, n_images=n_images)
+        view = TextView.of(kept_text, n_images=n_images, identify=text_pipeline.identify)
         found = normalise(kept_text)
         n_with = sum(1 for s in item["with"] if normalise(s) in found)
         n_without = sum(1 for s in item["without"] if normalise(s) in found)
