@@ -152,7 +152,7 @@ def _pick_caption(img: ExtractedImage, sources: list[str], min_chars: int) -> tu
 class RecordProcessor:
     """Turns records into documents; holds the filters so a worker builds them once."""
 
-    def __init__(self, extract_cfg: ExtractConfig, text_pipeline, snapshot: str, safety=None):
+    def __init__(self, extract_cfg: ExtractConfig, text_pipeline, snapshot: str, safety=None, takedown=None):
         self.cfg = extract_cfg
         self.text_pipeline = text_pipeline
         self.snapshot = snapshot
@@ -160,6 +160,7 @@ class RecordProcessor:
         # Release safety (docs/safety.md; ``safety``: curation.config.SafetyConfig, None = its defaults).
         self.blocked = page_blocklist(safety.blocked_domains_file) if safety and safety.blocked_domains_file else None
         self.pii = PiiScrubber.from_config(safety)
+        self.takedown = takedown  # the run's takedown list (filters.blocklists.takedown_filter), reason ``takedown``
 
     def process(self, rec: ResponseRecord | ReadProblem) -> RecordResult:
         """``rec`` -> its :class:`RecordResult`; never raises.
@@ -181,6 +182,9 @@ class RecordProcessor:
         out = RecordResult(rec.row_id)
         if self.blocked is not None and self.blocked.match(rec.target_uri or ""):  # never parsed, never written
             out.reason, out.detail = BLOCKED_DOMAIN, (rec.target_uri or "")[:500]
+            return out
+        if self.takedown is not None and self.takedown.match(rec.target_uri or ""):
+            out.reason, out.detail = self.takedown.reason, (rec.target_uri or "")[:500]
             return out
         if rec.truncated and rec.http_status is None:  # cut before its HTTP status line was complete
             out.reason, out.detail = "truncated_record", f"{len(rec.payload or b'')} of {rec.payload_length} bytes"

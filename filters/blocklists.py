@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,3 +79,48 @@ class HashList:
             if m in self.md5:
                 return f"md5 {m}"
         return None
+
+
+# --------------------------------------------------------------------------- takedowns honoured by reruns
+
+TAKEDOWN = "takedown"
+TAKEDOWN_LISTS = ("takedowns", "lists")  # under the run directory: urls.txt, domains.txt, sha256.txt
+
+
+def _lists_dir(run_root: str) -> Path | None:
+    """The run's takedown lists folder (local run directories only; None for a remote one)."""
+    return None if "://" in run_root else Path(run_root).joinpath(*TAKEDOWN_LISTS)
+
+
+def record_takedown(run_root: str, urls: set[str], domains: list[str], sha256: set[str]) -> None:
+    """Merge one takedown's lists into the run's (``curate takedown`` calls this; reruns read them)."""
+    d = _lists_dir(run_root)
+    if d is None:
+        return
+    d.mkdir(parents=True, exist_ok=True)
+    for name, new in (("urls.txt", urls), ("domains.txt", set(domains)), ("sha256.txt", sha256)):
+        f = d / name
+        old = set(load_url_list(f)) if f.exists() else set()
+        f.write_text("".join(f"{x}\n" for x in sorted(old | set(new))), encoding="utf-8")
+
+
+def takedown_filter(run_root: str) -> UrlListFilter | None:
+    """Pages and image URLs taken down from this run (exact URLs and domains), reason ``takedown``."""
+    d = _lists_dir(run_root)
+    if d is None or not d.is_dir():
+        return None
+    entries = [f"re:^{re.escape(u)}$" for u in (load_url_list(d / "urls.txt") if (d / "urls.txt").exists() else [])]
+    entries += load_url_list(d / "domains.txt") if (d / "domains.txt").exists() else []
+    return UrlListFilter(entries, TAKEDOWN) if entries else None
+
+
+def with_takedown_hashes(hash_list: "HashList | None", run_root: str) -> "HashList | None":
+    """``hash_list`` plus the SHA-256 digests taken down from this run (their images are ``hash_listed``)."""
+    d = _lists_dir(run_root)
+    f = d / "sha256.txt" if d is not None else None
+    shas = frozenset(x.lower() for x in load_url_list(f)) if f is not None and f.exists() else frozenset()
+    if not shas:
+        return hash_list
+    if hash_list is None:
+        return HashList(shas, frozenset())
+    return HashList(hash_list.sha256 | shas, hash_list.md5)

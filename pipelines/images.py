@@ -51,7 +51,7 @@ from curation.layout import cut_positions, drop_images, load_metadata
 from curation.safe_http import FetchPolicy, precheck_url
 from curation.schemas import DOCUMENTS, IMAGE_PAIRS, IMAGES, INTERLEAVED, PAIRS, REJECTS
 from curation.stage import Stage, StageContext, StageError, StageStats
-from filters.blocklists import HashList
+from filters.blocklists import HashList, takedown_filter, with_takedown_hashes
 from filters.config import ImageFilterConfig
 from filters.image import (
     UrlListFilter,
@@ -128,7 +128,7 @@ def make_policy(images_cfg: ImagesConfig, filter_cfg: ImageFilterConfig, extra_a
 
 def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filter_cfg: ImageFilterConfig,
                      images_cfg: ImagesConfig, spark_cfg: SparkConfig | None = None, hash_list=None,
-                     robots=None) -> ImageDecisions:
+                     robots=None, extra_filters=()) -> ImageDecisions:
     """Steps 2-4 for ``urls``: the stage's whole fetch path (also what ``bench/images.py`` times).
 
     ``spark_cfg`` picks the distributor (``images.distributor: auto``: pyspark when its master is
@@ -140,7 +140,7 @@ def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filte
     pre_filters = []
     if images_cfg.opt_out_file:
         pre_filters.append(UrlListFilter(load_url_list(images_cfg.opt_out_file), "opted_out"))
-    pre_filters += url_filters(filter_cfg)
+    pre_filters += url_filters(filter_cfg) + list(extra_filters)
     to_fetch = []
     for url in urls:
         refusal = precheck_url(url, policy)
@@ -368,7 +368,9 @@ class ImageStage(Stage):
             policy = make_policy(cfg, fcfg, extra_allow, ctx.config.safety.honour_tdm_reservation)
             hashes = ctx.config.safety.image_hash_blocklist_file
             decisions = fetch_and_filter(urls, run_root, policy, fcfg, cfg, ctx.config.spark,
-                                         HashList.load(hashes) if hashes else None, _robots_cache(ctx, policy, run_root))
+                                         with_takedown_hashes(HashList.load(hashes) if hashes else None, run_root),
+                                         _robots_cache(ctx, policy, run_root),
+                                         [f for f in [takedown_filter(run_root)] if f is not None])
         kept = decisions.kept
         rejects: list[tuple[str, str, str, str, str | None]] = [
             (url, "images", reason, detail, dup) for url, (reason, detail, dup) in sorted(decisions.rejected.items())

@@ -26,6 +26,7 @@ import pyarrow as pa
 from curation.schemas import DOCUMENTS, PAIRS, spark_ddl
 from curation.errors import StageError
 from curation.stage import Stage, StageContext, StageStats
+from filters.blocklists import takedown_filter
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def process_files(
     document_cfg,
     snapshot: str,
     safety_cfg=None,
+    takedown=None,
 ) -> Iterator[pa.RecordBatch]:
     """``mapInArrow`` body: for each (path, name) row, read the WARC file and emit combined rows."""
     from curation.extract import RecordProcessor
@@ -64,7 +66,7 @@ def process_files(
 
     # identify_rejected: rejected pages carry their language in the rejects table too.
     pipeline = TextFilterPipeline(paragraph_cfg, document_cfg, identify_rejected=True)
-    processor = RecordProcessor(extract_cfg, pipeline, snapshot, safety_cfg)
+    processor = RecordProcessor(extract_cfg, pipeline, snapshot, safety_cfg, takedown)
     groups: list[tuple[str, list[dict]]] = []  # (row id, the rows of one record)
     n_rows = 0
 
@@ -188,6 +190,7 @@ class ExtractStage(Stage):
             document_cfg=cfg.document_filters,
             snapshot=snapshot,
             safety_cfg=cfg.safety,
+            takedown=takedown_filter(ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]),  # curate takedown's lists
         )
         combined = files.mapInArrow(body, spark_ddl(COMBINED)).persist(StorageLevel.MEMORY_AND_DISK)
         try:

@@ -24,8 +24,9 @@ lowered and the removed rows counted as the reason ``takedown`` of their table (
 rejected still holds), and its completion marker's file list is refreshed (the runner checks sizes and row counts
 of inputs). ``takedowns/<UTC date>.jsonl`` lists what was removed from where.
 
-Not done: a later rerun of a stage does not read the takedown list (rerunning extract would bring a
-page back); embedding rows of pairs the score stage had already rejected are not located.
+The lists are merged into ``<run>/takedowns/lists/`` (urls, domains, sha256): a later rerun of extract
+refuses the pages (reason ``takedown``), of images the image URLs (``takedown``) and digests
+(``hash_listed``). Not done: embedding rows of pairs the score stage had already rejected are not located.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ import pyarrow.parquet as pq
 
 from curation.errors import InputError
 from curation.layout import WHOLE_POSITION, cut_positions, load_metadata
+from filters.blocklists import record_takedown
 from filters.image import UrlListFilter, load_url_list
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class TakedownLists:
     urls: set[str]
     domains: UrlListFilter | None
     sha256: set[str]
+    domain_entries: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, urls: str | None, domains: str | None = None, sha256: str | None = None) -> "TakedownLists":
@@ -74,7 +77,7 @@ class TakedownLists:
         if bad:
             raise InputError(f"takedown: --sha256 lines must be SHA-256 hex digests, got {bad[0]!r}")
         doms = read(domains, "--domains")
-        return cls(set(read(urls, "--urls")), UrlListFilter(doms, "takedown") if doms else None, shas)
+        return cls(set(read(urls, "--urls")), UrlListFilter(doms, "takedown") if doms else None, shas, doms)
 
     def url_hit(self, url: str | None) -> bool:
         return bool(url) and (url in self.urls or (self.domains is not None and self.domains.match(url)))
@@ -289,6 +292,8 @@ def takedown(run_root: str, lists: TakedownLists, now: datetime | None = None) -
         if "files" in marker:
             marker["files"] = list_files(str(stage))
             (stage / MARKER).write_text(json.dumps(marker))
+    # A later rerun of extract or images refuses them again (filters.blocklists.takedown_filter).
+    record_takedown(str(root), lists.urls, lists.domain_entries, lists.sha256)
     out_dir = root / "takedowns"
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"{now.date().isoformat()}.jsonl"

@@ -124,3 +124,45 @@ def test_lists_and_errors(tmp_path):
         TakedownLists.load(None, None, str(tmp_path / "bad.txt"))
     with pytest.raises(InputError, match="no complete stage"):
         takedown(str(tmp_path), lists)
+
+
+def test_reruns_refuse_what_was_taken_down(tmp_path):
+    """The lists land in <run>/takedowns/lists/: extract's record path and the image fetch refuse them."""
+    from curation.config import PipelineConfig
+    from curation.extract import RecordProcessor
+    from filters.blocklists import takedown_filter, with_takedown_hashes
+    from filters.text_pipeline import TextFilterPipeline
+    from tests.curation.test_extract import ENGLISH, _record
+
+    root = tmp_path / "run"
+    make_run(root)
+    (tmp_path / "u.txt").write_text("http://site.test/5\n")
+    (tmp_path / "d.txt").write_text("gone.example\n")
+    (tmp_path / "s.txt").write_text("ab" * 32 + "\n")
+    takedown(str(root), TakedownLists.load(str(tmp_path / "u.txt"), str(tmp_path / "d.txt"), str(tmp_path / "s.txt")))
+    tk = takedown_filter(str(root))
+    assert tk.match("http://site.test/5") and not tk.match("http://site.test/50")  # exact URLs, not prefixes
+    assert tk.match("https://www.gone.example/x")
+    assert ("ab" * 32) in with_takedown_hashes(None, str(root)).sha256
+    cfg = PipelineConfig.load()
+    proc = RecordProcessor(cfg.extract, TextFilterPipeline(cfg.paragraph_filters, cfg.document_filters), "t", cfg.safety, tk)
+    html = f"<html><body>{ENGLISH}</body></html>".encode()
+    assert proc.process(_record(html, uri="http://site.test/5")).reason == "takedown"
+    assert proc.process(_record(html, uri="http://site.test/6")).reason != "takedown"  # (a later filter may still act)
+    assert takedown_filter(str(tmp_path / "elsewhere")) is None
+
+
+def test_image_fetch_refuses_taken_down_urls_without_a_request(tmp_path):
+    from curation.config import ImagesConfig
+    from filters.blocklists import takedown_filter
+    from filters.config import ImageFilterConfig
+    from pipelines.images import fetch_and_filter, make_policy
+
+    root = tmp_path / "run"
+    make_run(root)
+    (tmp_path / "u.txt").write_text("http://127.0.0.1:9/gone.jpg\n")
+    takedown(str(root), TakedownLists.load(str(tmp_path / "u.txt")))
+    policy = make_policy(ImagesConfig(), ImageFilterConfig(), ("127.0.0.1:9",))
+    d = fetch_and_filter(["http://127.0.0.1:9/gone.jpg"], str(tmp_path / "w"), policy, ImageFilterConfig(),
+                         ImagesConfig(), extra_filters=[takedown_filter(str(root))])
+    assert d.rejected == {"http://127.0.0.1:9/gone.jpg": ("takedown", "on the list", None)} and d.kept.num_rows == 0
