@@ -117,6 +117,10 @@ class StageContext:
         return f"{self.stage_dir.rstrip('/')}/{name}"
 
     @property
+    def input_run_ids(self) -> dict[str, str]:
+        return input_run_ids(self.inputs)
+
+    @property
     def rejects_path(self) -> str:
         return self.output_path(REJECTS_DIR)
 
@@ -155,6 +159,17 @@ def read_marker(stage_dir: str) -> dict[str, Any] | None:
         return None
     with fs.open(marker, "r") as fh:
         return json.load(fh)
+
+
+def input_run_ids(inputs: dict[str, str]) -> dict[str, str]:
+    """Each input's upstream run id (the marker of the stage directory holding it), or its path when
+    it has none. What ties a stage's fingerprint and its work directories to the exact upstream run:
+    a redone upstream stage gets a new run id, so nothing computed from the old one is reused."""
+    ids = {}
+    for key, path in sorted(inputs.items()):
+        marker = read_marker(path.rstrip("/").rsplit("/", 1)[0]) if "/" in path else None
+        ids[key] = marker.get("run_id") if marker else path
+    return ids
 
 
 def read_stats(stage_dir: str) -> StageStats:
@@ -242,10 +257,7 @@ class StageRunner:
             "config": {s: self.config.section(s) for s in stage.config_sections},
             "inputs": {},
         }
-        for key, path in sorted(inputs.items()):
-            # An input inside another stage's directory carries that stage's run id.
-            marker = read_marker(path.rsplit("/", 1)[0]) if "/" in path else None
-            parts["inputs"][key] = marker.get("run_id") if marker else path
+        parts["inputs"] = input_run_ids(inputs)
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

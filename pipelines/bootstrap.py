@@ -48,7 +48,7 @@ from curation.config import BOOTSTRAP_MODELS, PipelineConfig, uses_bootstrap_mod
 from curation.dask_cluster import cpu_threads_per_worker, dask_client, list_parquet_files, work_dir_for
 from curation.errors import StageError
 from curation.schemas import REJECTS
-from curation.stage import Stage, StageContext, StageStats, read_marker
+from curation.stage import Stage, StageContext, StageStats
 from models.resolve import MANIFEST, MODELS, STAGE, cache_root, is_remote, source_root_of
 
 log = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ class BootstrapStage(Stage):
         clean = clean_data_of(cfg, root)
         out_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
         key = {"bootstrap": ctx.config.section("bootstrap"), "train": ctx.config.section("train"),
-               "clip_model": cfg.score.model, "clean": clean, "inputs": _run_ids(ctx.inputs)}
+               "clip_model": cfg.score.model, "clean": clean, "inputs": ctx.input_run_ids}
         work_dir = work_dir_for(out_root, STAGE, key)
         train_clip = cfg.score.pretrained == BOOTSTRAP_MODELS
         log.info("bootstrap: training %s on %d web pairs (%s), fine-tuning on %s; work dir %s",
@@ -300,9 +300,3 @@ def _empty_rejects(path: str) -> None:
         pq.write_table(REJECTS.empty_table(), fh)
 
 
-def _run_ids(inputs: dict[str, str]) -> dict[str, str]:
-    ids = {}
-    for key, path in sorted(inputs.items()):
-        marker = read_marker(path.rstrip("/").rsplit("/", 1)[0])
-        ids[key] = marker.get("run_id") if marker else path
-    return ids

@@ -55,7 +55,7 @@ from curation.dask_cluster import Shard, ShardOutput
 from curation.errors import StageError
 from curation.prefetch import prefetch
 from curation.schemas import BOOTSTRAPPED_PAIRS, REJECTS, SCORED_PAIRS
-from curation.stage import Stage, StageContext, StageStats, read_marker
+from curation.stage import Stage, StageContext, StageStats
 from models.resolve import local_model, model_label, models_dir_of, resolve_model, source_root_of
 
 log = logging.getLogger(__name__)
@@ -491,8 +491,7 @@ class CapFiltStage(Stage):
         shards = cluster.plan_shards(pairs, cfg.shard_rows, prefix="pairs-")
         out_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
         work_key = {"capfilt": ctx.config.section("capfilt"), "models": [captioner, filt],
-                    "inputs": {k: (read_marker(v.rstrip("/").rsplit("/", 1)[0]) or {}).get("run_id", v)
-                               for k, v in sorted(ctx.inputs.items())}}
+                    "inputs": ctx.input_run_ids}
         work_dir = cluster.work_dir_for(out_root, STAGE, work_key)
         keys = image_keys_of(shards)
         log.info("capfilt: %d pairs in %d shards, captioner %s, filter %s, work dir %s",

@@ -37,7 +37,7 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
@@ -61,7 +61,8 @@ from curation.dask_cluster import (
     worker_device,
 )
 from curation.schemas import IMAGE_PAIRS, IMAGES, INTERLEAVED, REJECTS, SCORED_PAIRS
-from curation.stage import Stage, StageContext, StageError, StageStats, read_marker
+from curation.errors import StageError
+from curation.stage import Stage, StageContext, StageStats
 from filters.pairs import PairView, basic_filters, find_rejection, score_filter
 from models.assignment import assign
 from models.mmc4 import build_mmc4_document, mmc4_arrow_schema, split_sentences
@@ -563,7 +564,7 @@ class ScoreStage(Stage):
         work_key = {
             "model": [cfg.model, cfg.pretrained, cfg.seed], "filters": asdict(cfg.filters),
             "mmc4_min_sim": cfg.mmc4_min_sim, "decontaminate": [cfg.decontaminate_eval, cfg.decontaminate_threshold],
-            "shard_rows": cfg.shard_rows, "inputs": _input_run_ids(ctx.inputs),
+            "shard_rows": cfg.shard_rows, "inputs": ctx.input_run_ids,
             "safety": [heads.nsfw, heads.aesthetic, safety.max_nsfw, safety.min_aesthetic, safety.faces],
         }
         work_dir = work_dir_for(out_root, STAGE, work_key)
@@ -743,10 +744,3 @@ class ScoreStage(Stage):
         return stats
 
 
-def _input_run_ids(inputs: dict[str, str]) -> dict[str, str]:
-    """Each input's upstream run id (its stage marker), or its path when it has none."""
-    ids = {}
-    for key, path in sorted(inputs.items()):
-        marker = read_marker(path.rstrip("/").rsplit("/", 1)[0]) if "/" in path else None
-        ids[key] = marker.get("run_id") if marker else path
-    return ids

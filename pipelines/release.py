@@ -358,13 +358,6 @@ def _run_complete(client: Any, fn: Callable, shards: list[Shard], work: str, pay
     return results
 
 
-def _run_ids(inputs: dict[str, str]) -> dict[str, Any]:
-    ids = {}
-    for key, path in sorted(inputs.items()):
-        marker = read_marker(path.rstrip("/").rsplit("/", 1)[0]) if "/" in path else None
-        ids[key] = marker.get("run_id") if marker else path
-    return ids
-
 
 def hf_readme(features: list[dict], license_id: str, rows: int, shards: int, pretty_name: str, num_bytes: int) -> str:
     """The dataset card ``datasets`` reads: YAML front matter (licence, configs, features) + a body."""
@@ -398,7 +391,7 @@ class ReleaseStage(Stage):
         docs_path = ctx.inputs.get("documents")
         out_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
         work = work_dir_for(out_root, "release", {"release": cfg.section("release"), "pairs": pairs_path,
-                                                  "inputs": _run_ids(ctx.inputs)})
+                                                  "inputs": ctx.input_run_ids})
         pair_shards = plan_shards(pairs_path, rel.shard_rows, prefix="pairs-")
         total = sum(s.rows for s in pair_shards)
         n_buckets = max(1, math.ceil(total / rel.samples_per_shard))

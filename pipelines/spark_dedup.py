@@ -610,8 +610,6 @@ class DedupStage(Stage):
     config_sections = ("dedup",)
 
     def run(self, ctx: StageContext) -> StageStats:
-        from pyspark.sql import functions as F
-
         spark = get_spark(ctx.config.spark)
         cfg = ctx.config.dedup
         docs_in = spark.read.schema(spark_ddl(DOCUMENTS)).parquet(ctx.inputs["documents"])
