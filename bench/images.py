@@ -54,7 +54,7 @@ def payloads(realdata: Path, scales=(1.0, 0.75, 0.5)) -> tuple[list[bytes], str]
                 im.resize((w, h), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=90)
                 out.append(buf.getvalue())
         return out, f"coco_mini ({len(files)} real photos x {len(scales)} scales)"
-    from tests.curation.image_payloads import jpeg
+    from tests.support.image_payloads import jpeg
 
     return [jpeg(640, 480, seed=s) for s in range(240)], "synthetic 640x480"
 
@@ -111,7 +111,7 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tests.curation.image_payloads import Route, ScriptedServer
+    from tests.support.image_payloads import Route, ScriptedServer
 
     # img2dataset and its worker processes print progress on stdout: send fd 1 to stderr while they
     # run, so stdout carries only the JSON object.

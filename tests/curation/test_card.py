@@ -6,11 +6,11 @@ import re
 import pytest
 
 from curation import pipeline
-from curation.card import CARD, build_card, write_card
+from curation.card import CARD, build_card
 from curation.cli import main
 from curation.config import PipelineConfig
 from curation.stage import StageStats
-from tests.curation.synthetic_run import make_run
+from tests.support.synthetic_run import make_run
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 
 from curation.card import build_card
 from curation.config import PipelineConfig
-from tests.curation.synthetic_run import make_run
+from tests.support.synthetic_run import make_run
 
 
 def test_card_says_the_heads_did_not_apply_and_counts_pii(tmp_path):

@@ -9,7 +9,7 @@ from curation.extract import RecordProcessor, decode_html, usable_caption
 from curation.html_extract import ExtractedImage, extract_page
 from curation.warc_reader import ResponseRecord, iter_warc
 from filters.text_pipeline import TextFilterPipeline
-from tests.conftest import realdata_path
+from tests.support.realdata import realdata_path
 
 ENGLISH = (
     "<p>The small village sits at the edge of a quiet river, and in the summer the children of the "

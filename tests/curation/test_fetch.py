@@ -11,7 +11,7 @@ import pytest
 from curation.fetch import FetchSettings, classify_error, done_shards, read_shards, run_img2dataset, work_dir_for
 from curation.safe_http import FetchPolicy
 from filters.config import ImageFilterConfig
-from tests.curation.image_payloads import HOSTILE_EXPECTED, Route, ScriptedServer, hostile_routes, jpeg
+from tests.support.image_payloads import HOSTILE_EXPECTED, Route, ScriptedServer, hostile_routes, jpeg
 
 pytestmark = pytest.mark.slow
 

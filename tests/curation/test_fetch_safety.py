@@ -11,7 +11,7 @@ from curation.fetch import FetchSettings, classify_error, read_shards, run_img2d
 from curation.safe_http import FetchPolicy
 from filters.blocklists import HashList
 from filters.config import ImageFilterConfig
-from tests.curation.image_payloads import Route, ScriptedServer, jpeg, png
+from tests.support.image_payloads import Route, ScriptedServer, jpeg, png
 
 pytestmark = pytest.mark.slow
 

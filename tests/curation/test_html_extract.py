@@ -18,7 +18,7 @@ from curation.html_extract import (
     pick_image_src,
 )
 from curation.warc_reader import iter_warc
-from tests.conftest import realdata_path
+from tests.support.realdata import realdata_path
 
 BANNED = frozenset(ExtractConfig().image_url_banned_words)
 

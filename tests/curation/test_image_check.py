@@ -10,7 +10,7 @@ from PIL import Image
 
 from curation.image_check import CheckedImage, ImageChecker, Rejection
 from filters.config import ImageFilterConfig
-from tests.curation import image_payloads as P
+from tests.support import image_payloads as P
 
 CHECK = ImageChecker(ImageFilterConfig())
 

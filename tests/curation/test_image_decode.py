@@ -18,7 +18,7 @@ from curation.image_decode import (
     decode_image,
 )
 from filters.config import ImageFilterConfig
-from tests.curation import image_payloads as P
+from tests.support import image_payloads as P
 
 
 def jpeg(color=(200, 30, 30), size=(96, 72), fmt="JPEG", mode="RGB") -> bytes:

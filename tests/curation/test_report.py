@@ -25,7 +25,7 @@ from curation.report import (
 from curation.report_html import CSP, render_html
 from curation.spark import java_available
 from curation.sql import SQL_DIR, load_sql
-from tests.curation.synthetic_run import BLUE, IMG_CAPTION, RED, SCRIPT_CAPTION, make_run
+from tests.support.synthetic_run import BLUE, RED, SCRIPT_CAPTION, make_run
 
 pytestmark = [pytest.mark.spark, pytest.mark.skipif(not java_available(), reason="Spark needs Java 17")]
 

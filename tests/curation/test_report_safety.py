@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 
 from curation.config import ReportConfig
 from curation.report import RunCatalog, load_metric_specs, run_metric
-from tests.curation.synthetic_run import make_run
+from tests.support.synthetic_run import make_run
 
 
 def test_nsfw_aesthetic_and_face_metrics(spark, tmp_path):

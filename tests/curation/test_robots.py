@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from curation.robots import RobotsCache, origin_of
 from curation.safe_http import FetchPolicy
-from tests.curation.image_payloads import Route, ScriptedServer
+from tests.support.image_payloads import Route, ScriptedServer
 
 ROBOTS = "User-agent: img2dataset\nDisallow: /private/\n\nUser-agent: *\nDisallow: /\n"
 

@@ -20,7 +20,7 @@ from curation.safe_http import (
     precheck_url,
     unsafe_kind,
 )
-from tests.curation.image_payloads import Route, ScriptedServer, jpeg
+from tests.support.image_payloads import Route, ScriptedServer, jpeg
 
 
 @pytest.mark.parametrize(

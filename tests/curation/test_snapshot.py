@@ -8,7 +8,7 @@ import pytest
 
 from curation.errors import InputError
 from curation.snapshot import list_snapshot, resolve_inputs
-from tests.conftest import realdata_path
+from tests.support.realdata import realdata_path
 
 
 def _mirror(tmp_path):

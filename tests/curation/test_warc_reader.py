@@ -5,7 +5,7 @@ import gzip
 from collections import Counter
 
 from curation.warc_reader import ReadProblem, ResponseRecord, iter_warc, strip_target_uri, FileReadStats
-from tests.conftest import realdata_path
+from tests.support.realdata import realdata_path
 
 
 def _kinds(items):
@@ -94,7 +94,7 @@ def _outcomes(path) -> dict[int, str]:
 def test_a_record_swallowed_by_its_neighbours_lying_length_is_read_on_its_own(tmp_path):
     """Issue 19.3: a Content-Length past the end of its gzip member ran into the next member(s),
     whose records then had no row at all. Each is read on its own; the liar is cut."""
-    from tests.hostile.warcs import build, gz, http_response, other, rec, warc_record
+    from tests.support.hostile_warcs import build, gz, http_response, other, rec, warc_record
 
     swallowed = gz(warc_record("https://example.org/s", http_response(b"<html>s</html>"), n=9))
     for gzipped in (True, False):
@@ -118,7 +118,7 @@ def test_a_record_swallowed_by_its_neighbours_lying_length_is_read_on_its_own(tm
 
 def test_every_hostile_warc_gives_unique_offsets(tmp_path):
     """Issue 19.4 over every hostile file: no two items (records or problems) share an offset."""
-    from tests.hostile.warcs import write_cases
+    from tests.support.hostile_warcs import write_cases
 
     expected = write_cases(tmp_path)
     for name, rows in expected.items():
@@ -130,7 +130,7 @@ def test_a_warc_gz_inside_a_payload_is_not_taken_for_swallowed_records(tmp_path)
     """Deflate keeps an incompressible payload in stored blocks, so a crawled .warc.gz shows its members'
     magic inside the outer member; only starts after the record's own member end count as swallowed."""
     from curation.warc_reader import GZIP_MAGIC
-    from tests.hostile.warcs import build, embedded_warc, rec
+    from tests.support.hostile_warcs import build, embedded_warc, rec
 
     data, rows = build([rec(None, n=1), rec("not_html", body=embedded_warc(), ctype="application/warc", n=2),
                         rec(None, n=3)])
@@ -143,7 +143,7 @@ def test_a_warc_gz_inside_a_payload_is_not_taken_for_swallowed_records(tmp_path)
 
 
 def test_giving_up_after_max_resyncs_leaves_a_row_for_the_unread_rest(tmp_path):
-    from tests.hostile.warcs import READ_ERROR, build, corrupt_member, raw, rec
+    from tests.support.hostile_warcs import READ_ERROR, build, corrupt_member, raw, rec
 
     data, rows = build([rec(None, n=1)] + [raw(corrupt_member(10 + i), READ_ERROR) for i in range(5)]
                        + [rec(None, n=2)])

@@ -10,7 +10,7 @@ from PIL import Image
 
 from curation.schemas import IMAGE_PAIRS
 from curation.wds_writer import write_webdataset
-from tests.curation.image_payloads import jpeg, png, webp
+from tests.support.image_payloads import jpeg, png, webp
 
 
 def _pairs() -> tuple[pa.Table, list[str]]:

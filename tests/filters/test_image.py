@@ -26,7 +26,7 @@ from filters.image import (
     preference_order,
     url_filters,
 )
-from tests.curation.image_payloads import scene
+from tests.support.image_payloads import scene
 
 CFG = ImageFilterConfig()
 GOOD = ImageView("http://example.com/a.jpg", "jpeg", 400, 300)

@@ -16,7 +16,7 @@ import pytest
 from curation.fetch import FetchSettings, read_shards, run_img2dataset
 from curation.safe_http import FetchPolicy
 from filters.config import ImageFilterConfig
-from tests.curation.image_payloads import HOSTILE_EXPECTED, Route, ScriptedServer, hostile_routes, jpeg
+from tests.support.image_payloads import HOSTILE_EXPECTED, Route, ScriptedServer, hostile_routes, jpeg
 
 pytestmark = pytest.mark.slow  # img2dataset spawns worker processes: a few seconds
 

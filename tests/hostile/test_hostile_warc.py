@@ -15,7 +15,7 @@ import pytest
 
 from curation.config import PipelineConfig
 from pipelines.spark_extract import KIND_DOC, KIND_REJECT, KIND_STATS, process_files
-from tests.hostile.warcs import matches, write_cases
+from tests.support.hostile_warcs import matches, write_cases
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import itertools
-import json
 
 import numpy as np
 import pytest
 
 from models.assignment import assign, total_similarity
 
-from tests.conftest import load_mmc4_docs
+from tests.support.realdata import load_mmc4_docs
 
 
 # ---------------------------------------------------------------- brute force -----------

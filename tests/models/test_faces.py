@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from models.faces import FaceSettings, detect_faces, document_is_fewer_faces, face_counts
-from tests.conftest import realdata_path
+from tests.support.realdata import realdata_path
 
 LABELS = Path(__file__).parent / "fixtures" / "face_labels.json"
 

@@ -1,7 +1,6 @@
 """MMC4 document assembly: sentence splitting, build_mmc4_document, is_core, Parquet schema."""
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
@@ -22,7 +21,7 @@ from models.mmc4 import (
     split_sentences,
 )
 
-from tests.conftest import load_mmc4_docs
+from tests.support.realdata import load_mmc4_docs
 
 
 # ---------------------------------------------------------------- split_sentences -------

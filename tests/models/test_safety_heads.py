@@ -17,7 +17,7 @@ from models.safety_heads import (
     resolve_heads,
     safety_reasons,
 )
-from tests.conftest import realdata_path
+from tests.support.realdata import realdata_path
 
 
 @pytest.mark.parametrize("model,folder", [("ViT-B-32", "vit_b_32"), ("ViT-L-14", "vit_l_14")])

@@ -24,7 +24,7 @@ from curation.schemas import BOOTSTRAPPED_PAIRS, IMAGE_PAIRS, REJECTS, SCORED_PA
 from curation.stage import StageRunner
 from pipelines.sample_truth import SampleTruth, filter_quality
 
-from tests.conftest import realdata_path
+from tests.support.realdata import realdata_path
 from tests.support.stages import mark_complete
 
 # Very small budgets: these tests check the plumbing and the accounting; make experiment measures quality.
@@ -471,7 +471,7 @@ def test_offline_hugging_face_ids_fail_with_a_clear_error(boot, tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.support.realdata import ROOT
 
     src = subset_source(boot, tmp_path / "src", np.arange(5))
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))

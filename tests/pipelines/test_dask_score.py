@@ -31,7 +31,7 @@ from models.clip import load_clip
 from models.mmc4 import split_sentences
 from pipelines.dask_score import MMC4_DOCUMENTS, ScoreStage, load_embeddings
 
-from tests.conftest import ROOT, realdata_path
+from tests.support.realdata import ROOT, realdata_path
 from tests.support.stages import mark_complete
 from tests.support.models import tiny_clip_checkpoint
 

@@ -12,7 +12,7 @@ from curation.schemas import SCORED_PAIRS
 from models.safety_heads import load_nsfw_head
 from pipelines.dask_score import load_embeddings
 from tests.pipelines.test_dask_score import coco_inputs, config, run_stage, tiny_ckpt  # noqa: F401  (fixture)
-from tests.conftest import realdata_path
+from tests.support.realdata import realdata_path
 
 
 def _inputs(run, coco_dir) -> None:

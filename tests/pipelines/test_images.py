@@ -26,8 +26,8 @@ from curation.config import PipelineConfig
 from curation.schemas import DOCUMENTS, PAIRS
 from curation.stage import StageRunner, read_stats
 from pipelines.images import ImageStage
-from tests.conftest import realdata_path
-from tests.curation.image_payloads import HOSTILE_EXPECTED, Route, ScriptedServer, hostile_routes, jpeg, png, scene
+from tests.support.realdata import realdata_path
+from tests.support.image_payloads import HOSTILE_EXPECTED, Route, ScriptedServer, hostile_routes, jpeg, png, scene
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.slow

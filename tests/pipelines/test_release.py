@@ -17,7 +17,7 @@ from curation.config import PipelineConfig
 from curation.registry import spec, stage_order
 from curation.stage import StageRunner
 from pipelines.release import ReleaseStage, image_format, key_hash, picture_reason
-from tests.curation.synthetic_run import make_run
+from tests.support.synthetic_run import make_run
 
 
 def _config(root: Path, **extra) -> PipelineConfig:

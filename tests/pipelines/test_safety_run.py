@@ -5,7 +5,6 @@ nothing else is lost."""
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from curation.config import PipelineConfig
 from curation.pipeline import run_all
 from curation.sample.warc_writer import WarcWriter, http_response
-from tests.curation.image_payloads import Route, ScriptedServer, jpeg
+from tests.support.image_payloads import Route, ScriptedServer, jpeg
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from curation.config import DedupConfig, PipelineConfig, SparkConfig
 from curation.minhash import jaccard, shingles
 from curation.schemas import DOCUMENTS, PAIRS, spark_ddl
 from curation.spark import java_available
-from tests.conftest import realdata_path
-from tests.pipelines.dedup_reference import datasketch_near_dup_keep, doc_text, pair_quality
+from tests.support.realdata import realdata_path
+from tests.support.dedup_reference import datasketch_near_dup_keep, doc_text, pair_quality
 
 pytestmark = [pytest.mark.spark, pytest.mark.skipif(not java_available(), reason="Spark needs Java 17")]
 

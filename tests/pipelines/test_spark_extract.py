@@ -14,7 +14,7 @@ from curation.snapshot import RunSource, resolve_inputs
 from curation.stage import StageRunner
 from curation.warc_reader import ResponseRecord, iter_warc
 from pipelines.spark_extract import ExtractStage
-from tests.conftest import realdata_path
+from tests.support.realdata import realdata_path
 
 pytestmark = pytest.mark.spark
 

@@ -1,7 +1,6 @@
 """``curate takedown`` on a finished run: one page URL and one image SHA-256 leave every output; the rest stays."""
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
@@ -11,7 +10,7 @@ import pyarrow.parquet as pq
 
 from curation.cli import main
 from pipelines.takedown import TakedownLists, takedown
-from tests.curation.synthetic_run import make_run
+from tests.support.synthetic_run import make_run
 
 
 def _tars_like_the_writer(root: Path, ipairs: list[dict]) -> None:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.cli import main
-from tests.conftest import realdata_path
+from tests.support.realdata import realdata_path
 
 pytestmark = pytest.mark.slow
 

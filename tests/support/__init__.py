@@ -1,1 +1,1 @@
-"""Helpers shared by the tests (imported, not collected): real data, payload builders, synthetic runs, stage markers."""
+"""Helpers shared by the tests (imported, not collected): real data, payload builders, synthetic runs."""
