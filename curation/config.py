@@ -19,7 +19,7 @@ import yaml
 
 from filters.config import DocumentFilterConfig, ImageFilterConfig, PairFilterConfig, ParagraphFilterConfig
 from models.train_config import EvalConfig, TrainConfig
-from curation.errors import ConfigError  # noqa: F401  (defined once in curation/errors.py)
+from curation.errors import ConfigError
 
 
 @dataclass

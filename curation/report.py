@@ -46,7 +46,7 @@ from curation.registry import stage_order
 from curation.schemas import REJECTS
 from curation.sql import SQL_DIR, load_sql
 from curation.stage import MARKER, REJECTS_DIR, STATS
-from curation.errors import ReportError  # noqa: F401  (defined once in curation/errors.py)
+from curation.errors import ReportError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import fsspec
 from fsspec.core import url_to_fs
-from curation.errors import InputError  # noqa: F401  (defined once in curation/errors.py)
+from curation.errors import InputError
 
 SNAPSHOT_RE = re.compile(r"^CC-MAIN-\d{4}-\d{2}$")
 WARC_SUFFIXES = (".warc.gz", ".warc", ".warc.zst", ".warc.lz4", ".arc.gz")

@@ -43,7 +43,7 @@ from fsspec.core import url_to_fs
 
 from curation.config import PipelineConfig
 from curation.snapshot import RunSource
-from curation.errors import InputError, StageError  # noqa: F401  (defined once in curation/errors.py)
+from curation.errors import InputError, StageError
 from curation.stage_files import damaged_files, list_files
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from curation.errors import ModelLoadError  # noqa: F401  (defined once in curation/errors.py)
+from curation.errors import ModelLoadError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 _registered = False

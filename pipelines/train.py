@@ -197,7 +197,7 @@ def cli_main(args, load_config) -> int:
     """Run ``curate train`` / ``curate eval`` (``load_config`` is curation.cli's, so flags and --set agree)."""
     import sys
 
-    from models.clip import ModelLoadError
+    from curation.errors import ModelLoadError
     from models.data import DataError
     from models.trainer import TrainError
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from curation.cli import main
-from curation.config import ConfigError, PipelineConfig, parse_override
+from curation.config import PipelineConfig, parse_override
+from curation.errors import ConfigError
 
 
 def test_yaml_and_overrides(tmp_path):

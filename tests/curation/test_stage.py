@@ -8,7 +8,8 @@ import pytest
 
 from curation.config import PipelineConfig
 from curation.errors import InputError
-from curation.stage import MARKER, Stage, StageContext, StageError, StageRunner, StageStats, is_complete
+from curation.errors import StageError
+from curation.stage import MARKER, Stage, StageContext, StageRunner, StageStats, is_complete
 
 
 class CountingStage(Stage):

@@ -186,7 +186,8 @@ def test_near_duplicates_band_index_equals_brute_force():
 
 
 def test_config_validation():
-    from curation.config import ConfigError, PipelineConfig
+    from curation.config import PipelineConfig
+    from curation.errors import ConfigError
 
     with pytest.raises(ConfigError, match="phash_max_hamming"):
         PipelineConfig.load(None, {"image_filters.phash_max_hamming": 65})

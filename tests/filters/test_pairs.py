@@ -105,7 +105,8 @@ def test_rejections_carry_the_failing_value():
 def test_pair_filter_config_is_derived_from_the_table_and_loads_from_yaml():
     import dataclasses
 
-    from curation.config import ConfigError, PipelineConfig
+    from curation.config import PipelineConfig
+    from curation.errors import ConfigError
     from filters.config import PairFilterConfig as Derived
 
     assert Derived is PairFilterConfig  # curation.config re-exports the one definition

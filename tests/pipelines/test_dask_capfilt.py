@@ -19,7 +19,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from curation.config import BOOTSTRAP_MODELS, ConfigError, PipelineConfig, uses_bootstrap_models
+from curation.config import BOOTSTRAP_MODELS, PipelineConfig, uses_bootstrap_models
+from curation.errors import ConfigError
 from curation.schemas import BOOTSTRAPPED_PAIRS, IMAGE_PAIRS, REJECTS, SCORED_PAIRS
 from curation.stage import StageRunner
 from pipelines.sample_truth import SampleTruth, filter_quality
@@ -133,7 +134,8 @@ def sample_capfilt(boot):
 
 def test_bootstrap_stage_trains_clip_captioner_and_filter_that_score_and_capfilt_load(boot):
     from models.blip import load_captioner, load_filter
-    from models.clip import ModelLoadError, load_clip
+    from curation.errors import ModelLoadError
+    from models.clip import load_clip
     from models.resolve import resolve_model
 
     models = boot["run"] / "bootstrap" / "models"
@@ -487,7 +489,7 @@ def test_offline_hugging_face_ids_fail_with_a_clear_error(boot, tmp_path):
 def test_loop_rounds_come_from_the_flag_or_from_bootstrap_rounds():
     import argparse
 
-    from curation.stage import StageError
+    from curation.errors import StageError
     from pipelines.bootstrap_loop import add_cli_arguments, loop_rounds
 
     parser = argparse.ArgumentParser()

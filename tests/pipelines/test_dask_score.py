@@ -414,7 +414,7 @@ def test_offline_remote_tag_fails_with_the_local_checkpoint_hint(sample_inputs, 
 
 
 def test_score_config_defaults_and_validation():
-    from curation.config import ConfigError
+    from curation.errors import ConfigError
 
     real = PipelineConfig.load(overrides={"snapshot": "CC-MAIN-2024-10"}).score
     assert (real.model, real.pretrained, real.filter_mode, real.min_clip_score) == ("ViT-B-32", "laion2b_s34b_b79k", "threshold", 0.28)

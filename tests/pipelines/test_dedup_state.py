@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.config import ConfigError, PipelineConfig
+from curation.config import PipelineConfig
+from curation.errors import ConfigError
 from curation.minhash import batch_shingles, normalize_text
 from curation.schemas import DOCUMENTS
 from pipelines.dedup_state import DedupState
