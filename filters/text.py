@@ -18,11 +18,13 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from heapq import nlargest
 from itertools import islice
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from filters.base import (
+    ENGLISH,
     PUNCTUATION,
     Filter,
     FilterResult,
@@ -300,9 +302,13 @@ class _LanguageWordSetFilter(_WordSetFilter):
         if lang is None:
             return self._vocabulary
         if lang not in self._by_language:
-            words = type(self).lists(lang)
+            words = self.words_of(lang)
             self._by_language[lang] = None if words is None else frozenset(words)
         return self._by_language[lang]
+
+    def words_of(self, lang: str) -> Collection[str] | None:
+        """The list of ``lang`` (None: none), looked up once per language."""
+        return type(self).lists(lang)
 
     def score(self, view: TextView) -> float | None:
         vocabulary = self.vocabulary(view)
@@ -329,17 +335,38 @@ class StopwordFilter(_LanguageWordSetFilter):
     settings = (setting("min_stopword_ratio", float, arg="threshold", check=ratio, paragraph=0.3, document=0.35),)
 
 
+def _language_files(key: str, value: Mapping[str, str]) -> None:
+    """Setting check: ``{language code: word list file}``, every file present."""
+    for lang, path in value.items():
+        if not lang or not isinstance(path, str) or not Path(path).is_file():
+            raise ValueError(f"{key}: {lang!r} must name an existing word list file, got {path!r}")
+
+
 class FlaggedWordFilter(_LanguageWordSetFilter):
     """OBELICS ``check_flagged_word_ratio``: reject when more than ``threshold`` of the words are flagged
     (adult) words (``filters/resources/flagged_words_en.txt``). Only English has a list (OBELICS's):
-    a text in another language is not judged, counted ``flagged_word_list_missing``."""
+    a text in another language is not judged, counted ``flagged_word_list_missing``, unless
+    ``flagged_words_files`` gives a list for it (``{de: path}``, one word per line; an ``en`` entry
+    replaces OBELICS's list)."""
 
     name: ClassVar[str] = "flagged_word_ratio"
     bound = "maximum"
     default_words = staticmethod(flagged_words)
     lists = staticmethod(flagged_words)
     missing = "flagged_word_list_missing"
-    settings = (setting("max_flagged_word_ratio", float, arg="threshold", check=ratio, paragraph=0.01, document=0.01),)
+    settings = (
+        setting("max_flagged_word_ratio", float, arg="threshold", check=ratio, paragraph=0.01, document=0.01),
+        setting("flagged_words_files", dict[str, str], arg="files", check=_language_files, paragraph={}, document={}),
+    )
+
+    def __init__(self, threshold: float, vocabulary: Collection[str] | None = None,
+                 files: Mapping[str, str] | None = None) -> None:
+        super().__init__(threshold, vocabulary)
+        self.files = dict(files or {})
+        # Read here, on the driver, like ``common_words_file``: the lists travel with the pickled filter.
+        self._by_language.update({lang: load_word_list(path) for lang, path in self.files.items()})
+        if vocabulary is None and ENGLISH in self.files:  # views without a language are read in English
+            self._vocabulary = self._by_language[ENGLISH]
 
 
 class CommonWordFilter(_WordSetFilter):

@@ -1,6 +1,7 @@
 """Stopword and flagged-word lists follow the text's language (filters/base.py, filters/text.py,
 filters/text_pipeline.py): English keeps OBELICS's lists, other languages get jusText's stoplists,
 a language without a list is not judged and is counted."""
+import pickle
 from collections import Counter
 
 import justext
@@ -121,3 +122,18 @@ def test_document_without_a_list_is_not_judged_on_stopwords():
     verdict = pipe.judge_document(["我们今天去公园散步，天气很好，很多人在湖边钓鱼。"], 1)
     assert verdict.reason is None and verdict.lang == "zh"
     assert pipe.take_counters() == Counter({"document_stopword_list_missing": 1, "document_flagged_word_list_missing": 1})
+
+
+def test_flagged_words_files_give_other_languages_a_list(tmp_path):
+    listed = tmp_path / "flagged_de.txt"
+    listed.write_text("# test list\nkalorien\ngemüse\n", encoding="utf-8")
+    f = FlaggedWordFilter(0.01, files={"de": str(listed)})
+    assert f.filter(TextView.of(DE, lang="de"))[1] == "flagged_word_ratio"
+    assert pickle.loads(pickle.dumps(f)).score(TextView.of(DE, lang="de")) == f.score(TextView.of(DE, lang="de")) > 0.05
+    french = TextView.of(FR, lang="fr")
+    assert f.filter(french) is True and french.skipped == ["flagged_word_list_missing"]
+    assert f.score(TextView.of(EN, lang="en")) == FlaggedWordFilter(0.01).score(TextView.of(EN, lang="en"))
+    pipe = pipeline({"flagged_words_files": {"de": str(listed)}})
+    assert pipe.filter_paragraphs([DE], "de")[1] == Counter({"flagged_word_ratio": 1})
+    with pytest.raises(ValueError, match="flagged_words_files"):
+        pipeline(document={"flagged_words_files": {"de": str(tmp_path / "missing.txt")}})

@@ -329,13 +329,13 @@ def test_config_keys_are_the_yaml_keys():
     assert [f.name for f in dataclasses.fields(ParagraphFilterConfig)] == [
         "enabled", "min_words", "max_words", "char_repetition_ngram", "max_char_repetition_ratio",
         "word_repetition_ngram", "max_word_repetition_ratio", "max_special_character_ratio", "min_stopword_ratio",
-        "max_flagged_word_ratio", "min_punctuation_ratio", "punctuation_min_tokens", "common_words_file",
+        "max_flagged_word_ratio", "flagged_words_files", "min_punctuation_ratio", "punctuation_min_tokens", "common_words_file",
         "min_common_word_ratio",
     ]
     assert sorted(f.name for f in dataclasses.fields(DocumentFilterConfig)) == sorted([
         "enabled", "min_words", "max_words", "min_images", "max_images", "char_repetition_ngram",
         "max_char_repetition_ratio", "word_repetition_ngram", "max_word_repetition_ratio",
-        "max_special_character_ratio", "min_stopword_ratio", "max_flagged_word_ratio", "min_punctuation_ratio",
+        "max_special_character_ratio", "min_stopword_ratio", "max_flagged_word_ratio", "flagged_words_files", "min_punctuation_ratio",
         "common_words_file", "min_common_word_ratio", "languages", "min_lang_score",
     ])
     d = DocumentFilterConfig()
