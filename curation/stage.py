@@ -132,6 +132,8 @@ class Stage(ABC):
     outputs: ClassVar[tuple[str, ...]]
     # Config sections whose values decide this stage's result (part of its fingerprint).
     config_sections: ClassVar[tuple[str, ...]] = ()
+    # Keys fingerprinted only when not None: an opt-in setting left off keeps earlier fingerprints.
+    config_sections_if_set: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def run(self, ctx: StageContext) -> StageStats:
@@ -257,6 +259,9 @@ class StageRunner:
             "config": {s: self.config.section(s) for s in stage.config_sections},
             "inputs": {},
         }
+        for s in stage.config_sections_if_set:
+            if self.config.section(s) is not None:
+                parts["config"][s] = self.config.section(s)
         parts["inputs"] = input_run_ids(inputs)
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -11,6 +11,9 @@ reads before its own steps and appends its kept documents to after them:
   ``bands/p=NN/snapshot=S/*.parquet``  ``band``, ``h`` (the near step's MinHash band keys), ``doc_id``
   ``sigs/p=NN/snapshot=S/*.parquet``   ``doc_id``, ``sig`` (the MinHash signature: a band match is
                                      verified by the estimated Jaccard, as the stage verifies its own)
+  ``images/p=NN/snapshot=S/*.parquet``       ``sha256``, ``url`` of the images stage's kept images
+                                           (``p``: the sha256's first 8 hex digits mod partitions)
+  ``image_bands/p=NN/snapshot=S/*.parquet``  ``band``, ``h`` (pHash band key), ``phash``, ``url``
   ``runs/<snapshot>.json``             the manifest, written last: ``order`` (processing order), run id, counts
   ``_state.json``                      the number of hash-prefix partitions (fixed when the state is created)
 
@@ -26,6 +29,18 @@ keeps it when this snapshot is the newer capture (snapshot names sort by date: C
 lists the earlier document in a takedown-style removal list (``<run>/dedup/removals/``: snapshot,
 doc id, why) for the earlier release to drop; against a newer snapshot it is rejected as under
 ``first_seen``.
+
+Images (the images stage, :meth:`DedupState.image_matches` / :meth:`DedupState.record_images`):
+after its outputs are written, a run records its kept images: the sha256 and the pHash split into
+``image_filters.phash_max_hamming + 1`` bands (pigeonhole: two hashes within the bound agree on one
+band), keyed by ``(band, h)``. The next run's fetched images are looked up before its own duplicate
+step, reading with pyarrow.dataset only the ``p`` partitions its own hashes fall in: one whose
+sha256 equals, or whose pHash is within the bound of, an image an earlier snapshot kept is rejected
+``seen_in:<snapshot>`` (``duplicate_of`` = the earlier image's URL; its pairs and document positions
+go as an in-run duplicate's do). The images stage writes its count (``counts.images``, with the
+band count ``counts.image_bands``) into the snapshot's manifest after the tables; readers use only
+snapshots whose manifest has it. Images follow ``first_seen`` under either policy (``newer_wins``
+has no image removal list yet).
 """
 from __future__ import annotations
 
@@ -43,6 +58,13 @@ log = logging.getLogger(__name__)
 
 PARTITIONS = 64
 TABLES = ("urls", "texts", "bands", "sigs")
+IMAGE_TABLES = ("images", "image_bands")
+# Hive partitions of every table: a snapshot named like a number stays a string.
+PARTITIONING = pa.schema([("p", pa.int32()), ("snapshot", pa.string())])
+IMAGE_SCHEMAS = {
+    "images": pa.schema([("sha256", pa.string()), ("url", pa.string())]),
+    "image_bands": pa.schema([("band", pa.int32()), ("h", pa.int64()), ("phash", pa.int64()), ("url", pa.string())]),
+}
 RUNS = "runs"
 STATE_FILE = "_state.json"
 SEEN_IN = "seen_in:"
@@ -117,7 +139,7 @@ class DedupState:
         if not fs.exists(base):
             fs.makedirs(base.rsplit("/", 1)[0], exist_ok=True)
             with fs.open(base, "w") as fh:
-                json.dump({"partitions": self.partitions, "tables": list(TABLES)}, fh)
+                json.dump({"partitions": self.partitions, "tables": list(TABLES + IMAGE_TABLES)}, fh)
 
     # ---------------------------------------------------------------- manifests
     def manifests(self) -> dict[str, dict]:
@@ -257,16 +279,19 @@ class DedupState:
         self._write_manifest(counts)
         return counts
 
-    def _drop_snapshot(self) -> None:
-        for table in TABLES:
+    def _drop_snapshot(self, tables: tuple[str, ...] = TABLES) -> None:
+        for table in tables:
             fs, base = url_to_fs(self._path(table))
             for d in fs.glob(f"{base}/p=*/snapshot={self.snapshot}"):
                 fs.rm(d, recursive=True)
 
-    def _write_manifest(self, counts: dict[str, int]) -> None:
+    def _write_manifest(self, counts: dict[str, int], keep: tuple[str, ...] = ()) -> None:
+        """``keep``: counts of the previous manifest to carry over (the images stage keeps the pages')."""
         runs = self.manifests()
         prev = runs.get(self.snapshot)
         order = prev["order"] if prev else max((m["order"] for m in runs.values()), default=-1) + 1
+        if prev and keep:
+            counts = {**{k: v for k, v in prev.get("counts", {}).items() if k in keep}, **counts}
         body = {"snapshot": self.snapshot, "order": order, "run_id": self.run_id, "counts": counts,
                 "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         fs, base = url_to_fs(self._path(RUNS))
@@ -275,6 +300,154 @@ class DedupState:
         with fs.open(tmp, "w") as fh:
             json.dump(body, fh, indent=1)
         fs.mv(tmp, f"{base}/{self.snapshot}.json")
+
+    # ---------------------------------------------------------------- images
+    def _image_snapshots(self) -> list[tuple[str, int]]:
+        """Earlier snapshots whose images stage recorded its images: (snapshot, number of pHash bands)."""
+        runs = self.manifests()
+        return [(s, int(runs[s]["counts"]["image_bands"])) for s in self.earlier()
+                if "images" in runs[s].get("counts", {})]
+
+    def _read_images(self, table: str, parts: np.ndarray, snapshots: list[str], where=None) -> pa.Table:
+        """Rows of ``table`` in partitions ``parts`` of ``snapshots``: only those directories are read."""
+        import pyarrow.dataset as ds
+
+        schema = IMAGE_SCHEMAS[table]
+        fs, base = url_to_fs(self._path(table))
+        if not snapshots or not len(parts) or not fs.exists(base):
+            return schema.append(pa.field("snapshot", pa.string())).empty_table()
+        dset = ds.dataset(base, filesystem=fs, format="parquet",
+                          schema=pa.unify_schemas([schema, PARTITIONING]),
+                          partitioning=ds.partitioning(PARTITIONING, flavor="hive"))
+        filt = ds.field("p").isin(pa.array(np.unique(parts), pa.int32())) & ds.field("snapshot").isin(snapshots)
+        if where is not None:
+            filt = filt & where
+        return dset.to_table(columns=[*schema.names, "snapshot"], filter=filt)
+
+    def image_matches(self, sha256: list[str], phash: np.ndarray, max_distance: int) -> list[tuple[str, str, str] | None]:
+        """For each image, (snapshot, earlier image URL, detail) when an earlier snapshot kept the same
+        sha256 or a pHash within ``max_distance`` bits, else None.
+
+        An exact match wins over a near one; among near ones the smallest distance; then the
+        earliest snapshot, then the smallest URL. ``max_distance`` < 0: exact matches only.
+        """
+        out: list[tuple[str, str, str] | None] = [None] * len(sha256)
+        snaps = self._image_snapshots()
+        if not snaps or not sha256:
+            return out
+        rank = {s: i for i, (s, _) in enumerate(snaps)}
+        phash = np.asarray(phash, dtype=np.uint64)
+        # exact: a join on (p, sha256)
+        digests = pa.array(sha256, pa.string())
+        old = self._read_images("images", _sha_partition(sha256, self.partitions), [s for s, _ in snaps],
+                                _ds_field("sha256").isin(digests))
+        best: dict[str, tuple[int, str]] = {}
+        for d, url, snap in zip(*(old.column(c).to_pylist() for c in ("sha256", "url", "snapshot"))):
+            cand = (rank[snap], url)
+            if d not in best or cand < best[d]:
+                best[d] = cand
+        for i, d in enumerate(sha256):
+            if d in best:
+                r, url = best[d]
+                out[i] = (snaps[r][0], url, f"same sha256 as {url} of {snaps[r][0]}")
+        if max_distance < 0:
+            return out
+        # near: per band layout the earlier runs used, a join on (p, band, h), verified by Hamming distance
+        near: dict[int, tuple[int, int, str]] = {}
+        for n_bands in sorted({nb for _, nb in snaps}):
+            if n_bands < max_distance + 1:
+                log.warning("dedup state: images recorded with %d pHash bands cannot find every image within %d "
+                            "bits (pigeonhole needs %d): some near matches may be missed",
+                            n_bands, max_distance, max_distance + 1)
+            band, h = phash_bands(phash, n_bands)
+            mine = pa.table({"i": np.repeat(np.arange(len(phash)), n_bands), "band": band.ravel().astype(np.int32),
+                             "h": h.ravel()})
+            theirs = self._read_images("image_bands", _band_partition(band, h, self.partitions),
+                                       [s for s, nb in snaps if nb == n_bands])
+            if not theirs.num_rows:
+                continue
+            cand = mine.join(theirs, ["band", "h"], join_type="inner")
+            i = cand.column("i").to_numpy()
+            other = cand.column("phash").to_numpy().view(np.uint64)
+            dist = np.bitwise_count(phash[i] ^ other).astype(np.int64)
+            ok = dist <= max_distance
+            for ii, d, url, snap in zip(i[ok].tolist(), dist[ok].tolist(),
+                                        np.asarray(cand.column("url").to_pylist(), dtype=object)[ok].tolist(),
+                                        np.asarray(cand.column("snapshot").to_pylist(), dtype=object)[ok].tolist()):
+                key = (d, rank[snap], url)
+                if ii not in near or key < near[ii]:
+                    near[ii] = key
+        for ii, (d, r, url) in near.items():
+            if out[ii] is None:
+                out[ii] = (snaps[r][0], url, f"pHash distance {d} to {url} of {snaps[r][0]}")
+        return out
+
+    def record_images(self, sha256: list[str], phash: np.ndarray, urls: list[str], max_distance: int) -> dict[str, int]:
+        """Replace this snapshot's images with the images stage's kept ones, then note them in its manifest.
+
+        The manifest first loses its image count (readers skip this snapshot's images while they
+        are rewritten) and gets it back, with the band layout, once the tables are written.
+        """
+        import pyarrow.dataset as ds
+
+        P = self.partitions
+        n_bands = max(1, min(64, max_distance + 1))
+        phash = np.asarray(phash, dtype=np.uint64)
+        self._write_state_file()
+        self._write_manifest({}, keep=("documents",))
+        self._drop_snapshot(IMAGE_TABLES)
+        band, h = phash_bands(phash, n_bands)
+        n = len(urls)
+        tables = {
+            "images": pa.table({"sha256": pa.array(sha256, pa.string()), "url": pa.array(urls, pa.string()),
+                                "p": pa.array(_sha_partition(sha256, P), pa.int32())}),
+            "image_bands": pa.table({
+                "band": pa.array(band.ravel(), pa.int32()), "h": pa.array(h.ravel(), pa.int64()),
+                "phash": pa.array(np.repeat(phash, n_bands).view(np.int64), pa.int64()),
+                "url": pa.array(np.repeat(np.asarray(urls, dtype=object), n_bands), pa.string()),
+                "p": pa.array(_band_partition(band, h, P).ravel(), pa.int32())}),
+        }
+        for table, t in tables.items():
+            if not t.num_rows:
+                continue
+            t = t.append_column("snapshot", pa.array([self.snapshot] * t.num_rows, pa.string()))
+            fs, base = url_to_fs(self._path(table))
+            ds.write_dataset(t, base, filesystem=fs, format="parquet",
+                             partitioning=ds.partitioning(PARTITIONING, flavor="hive"),
+                             basename_template=f"part-{self.run_id or 'images'}-{{i}}.parquet",
+                             existing_data_behavior="overwrite_or_ignore")
+        counts = {"images": n, "image_bands": n_bands}
+        self._write_manifest(counts, keep=("documents",))
+        return counts
+
+
+def _ds_field(name: str):
+    import pyarrow.dataset as ds
+
+    return ds.field(name)
+
+
+def phash_bands(phash: np.ndarray, n_bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """(band index, band value) of each hash's ``n_bands`` bands, both (n, n_bands) int64."""
+    phash = np.asarray(phash, dtype=np.uint64)
+    edges = np.linspace(0, 64, n_bands + 1).astype(int)
+    cols = [(phash >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1) for lo, hi in zip(edges[:-1], edges[1:])]
+    h = np.stack(cols, axis=1).view(np.int64) if len(phash) else np.zeros((0, n_bands), np.int64)
+    band = np.broadcast_to(np.arange(n_bands, dtype=np.int64), h.shape)
+    return band, h
+
+
+def _sha_partition(sha256: list[str], partitions: int) -> np.ndarray:
+    """``p`` of a sha256: its first 8 hex digits mod the partitions."""
+    return np.array([int(d[:8], 16) % partitions for d in sha256], dtype=np.int64)
+
+
+def _band_partition(band: np.ndarray, h: np.ndarray, partitions: int) -> np.ndarray:
+    """``p`` of a (band, h) key: a multiplicative hash of both, mod the partitions."""
+    with np.errstate(over="ignore"):
+        key = (h.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ band.astype(np.uint64)
+        key = key * np.uint64(0xBF58476D1CE4E5B9)
+    return ((key >> np.uint64(33)) % np.uint64(partitions)).astype(np.int64)
 
 
 

@@ -13,9 +13,13 @@ Input: dedup's ``documents/`` (DOCUMENTS) and ``pairs/`` (PAIRS). Steps:
    checked in the worker (:mod:`curation.image_check`): ``empty_body``, ``format``,
    ``decompression_bomb``, ``too_small``/``too_big``, ``bad_aspect``, ``animated``,
    ``undecodable``; failed fetches are ``fetch_error:<status|timeout|dns|connection|...>``.
-4. Exact duplicates by sha256 (``exact_duplicate``), then near duplicates by pHash
-   Hamming distance (``near_duplicate``), keeping the image with most pixels, then
-   the smallest URL; ``duplicate_of`` names the kept URL.
+4. With ``dedup.state_dir`` set, images an earlier snapshot kept (same sha256, or pHash
+   within ``image_filters.phash_max_hamming``) are ``seen_in:<snapshot>``
+   (:meth:`pipelines.dedup_state.DedupState.image_matches`); then exact duplicates by
+   sha256 (``exact_duplicate``), then near duplicates by pHash Hamming distance
+   (``near_duplicate``), keeping the image with most pixels, then the smallest URL;
+   ``duplicate_of`` names the kept URL. After the outputs are written the kept images
+   join the state (:meth:`~pipelines.dedup_state.DedupState.record_images`).
 5. Joins: pairs get their image (``pairs/``, IMAGE_PAIRS) or are rejected with the
    image's reason; documents lose the positions of images not kept (texts, images and
    metadata stay aligned: :func:`curation.layout.cut_positions`) and get ``image_bytes``
@@ -38,7 +42,7 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -53,6 +57,7 @@ from curation.schemas import DOCUMENTS, IMAGE_PAIRS, IMAGES, INTERLEAVED, PAIRS,
 from curation.stage import Stage, StageContext, StageError, StageStats
 from filters.blocklists import HashList, takedown_filter, with_takedown_hashes
 from filters.config import ImageFilterConfig
+from pipelines.dedup_state import SEEN_IN, DedupState
 from filters.image import (
     UrlListFilter,
     exact_duplicates,
@@ -128,11 +133,14 @@ def make_policy(images_cfg: ImagesConfig, filter_cfg: ImageFilterConfig, extra_a
 
 def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filter_cfg: ImageFilterConfig,
                      images_cfg: ImagesConfig, spark_cfg: SparkConfig | None = None, hash_list=None,
-                     robots=None, extra_filters=()) -> ImageDecisions:
+                     robots=None, extra_filters=(), seen: Callable[[list[str], np.ndarray], list] | None = None
+                     ) -> ImageDecisions:
     """Steps 2-4 for ``urls``: the stage's whole fetch path (also what ``bench/images.py`` times).
 
     ``spark_cfg`` picks the distributor (``images.distributor: auto``: pyspark when its master is
-    not local) and is the session img2dataset's pyspark distributor runs on.
+    not local) and is the session img2dataset's pyspark distributor runs on. ``seen``: for the
+    fetched images' (sha256s, pHashes), the earlier snapshot's (snapshot, url, detail) of each, or
+    None (``dedup.state_dir``: :meth:`pipelines.dedup_state.DedupState.image_matches`).
     """
     from curation.fetch import FetchSettings, read_shards, run_img2dataset, work_dir_for
 
@@ -187,7 +195,11 @@ def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filte
         for url, reason, detail in zip(*(bad.column(c).to_pylist() for c in ("url", "reason", "detail"))):
             rejected[url] = (reason or "fetch_error:other", detail or "", None)
         counters["reencoded"] = dict(Counter(r for r in ok.column("reencoded").to_pylist() if r))
-        kept = _deduplicate(ok, filter_cfg, rejected)
+        n_rejected = len(rejected)
+        kept = _deduplicate(ok, filter_cfg, rejected, seen)
+        if seen is not None:
+            counters["seen_in_earlier_snapshots"] = sum(
+                1 for r, _, _ in list(rejected.values())[n_rejected:] if r.startswith(SEEN_IN))
     seen = set(rejected) | set(kept.column("url").to_pylist())
     for url in to_fetch:  # a shard that failed every retry, or a sample img2dataset dropped
         if url not in seen:
@@ -196,17 +208,25 @@ def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filte
 
 
 def _deduplicate(ok: pa.Table, filter_cfg: ImageFilterConfig,
-                 rejected: dict[str, tuple[str, str, str | None]]) -> pa.Table:
-    """Exact (sha256) then near (pHash) duplicates among fetched images; returns the kept IMAGES rows."""
+                 rejected: dict[str, tuple[str, str, str | None]], seen=None) -> pa.Table:
+    """Images seen in earlier snapshots, then exact (sha256) then near (pHash) duplicates among
+    fetched images; returns the kept IMAGES rows."""
     urls = ok.column("url").to_pylist()
     width = ok.column("width").to_numpy(zero_copy_only=False).astype(np.int64)
     height = ok.column("height").to_numpy(zero_copy_only=False).astype(np.int64)
     order = preference_order(width * height, urls)
-    exact = exact_duplicates(ok.column("sha256").to_pylist(), order)
+    digests = ok.column("sha256").to_pylist()
+    hashes = np.array([int(h, 16) for h in ok.column("phash").to_pylist()], dtype=np.uint64)
+    if seen is not None:  # before the in-run steps: an image seen before never becomes this run's keeper
+        earlier = seen(digests, hashes)
+        for i, m in enumerate(earlier):
+            if m is not None:
+                rejected[urls[i]] = (SEEN_IN + m[0], m[2], m[1])
+        order = [i for i in order if earlier[i] is None]
+    exact = exact_duplicates(digests, order)
     for i in np.nonzero(exact >= 0)[0]:
         rejected[urls[i]] = ("exact_duplicate", f"same sha256 as {urls[exact[i]]}", urls[exact[i]])
     alive = [i for i in order if exact[i] < 0]
-    hashes = np.array([int(h, 16) for h in ok.column("phash").to_pylist()], dtype=np.uint64)
     near = near_duplicates(hashes, alive, filter_cfg.phash_max_hamming) if filter_cfg.phash_max_hamming >= 0 \
         else np.full(len(urls), -1)
     for i in np.nonzero(near >= 0)[0]:
@@ -356,6 +376,8 @@ class ImageStage(Stage):
     outputs = ("images", "pairs", "documents", "webdataset")
     config_sections = ("images", "image_filters", "safety.image_hash_blocklist_file", "safety.honour_tdm_reservation",
                        "safety.honour_robots_txt")
+    # Fingerprinted only when set: runs without a state keep their fingerprints.
+    config_sections_if_set = ("dedup.state_dir",)
 
     def run(self, ctx: StageContext) -> StageStats:
         cfg, fcfg = ctx.config.images, ctx.config.image_filters
@@ -364,13 +386,16 @@ class ImageStage(Stage):
         urls = unique_image_urls(docs, pairs)
         log.info("images: %d documents, %d pairs, %d unique image URLs", docs.num_rows, pairs.num_rows, len(urls))
         run_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
+        state_dir = ctx.config.dedup.state_dir
+        state = DedupState(state_dir, ctx.config.snapshot, ctx.run_id) if state_dir else None
+        seen = (lambda d, h: state.image_matches(d, h, fcfg.phash_max_hamming)) if state is not None else None
         with sample_image_server(ctx.config, _source_root(ctx)) as extra_allow:
             policy = make_policy(cfg, fcfg, extra_allow, ctx.config.safety.honour_tdm_reservation)
             hashes = ctx.config.safety.image_hash_blocklist_file
             decisions = fetch_and_filter(urls, run_root, policy, fcfg, cfg, ctx.config.spark,
                                          with_takedown_hashes(HashList.load(hashes) if hashes else None, run_root),
                                          _robots_cache(ctx, policy, run_root),
-                                         [f for f in [takedown_filter(run_root)] if f is not None])
+                                         [f for f in [takedown_filter(run_root)] if f is not None], seen)
         kept = decisions.kept
         rejects: list[tuple[str, str, str, str, str | None]] = [
             (url, "images", reason, detail, dup) for url, (reason, detail, dup) in sorted(decisions.rejected.items())
@@ -408,6 +433,11 @@ class ImageStage(Stage):
             )
 
         counters = dict(decisions.counters)
+        if state is not None:  # after the outputs: this run's kept images join the cross-snapshot state
+            counters["state_entries"] = state.record_images(
+                kept.column("sha256").to_pylist(),
+                np.array([int(h, 16) for h in kept.column("phash").to_pylist()], dtype=np.uint64),
+                kept.column("url").to_pylist(), fcfg.phash_max_hamming)
         if not cfg.keep_fetch_cache and counters.get("fetch_work_dir"):
             fs, wpath = url_to_fs(counters["fetch_work_dir"])
             if fs.exists(wpath):
