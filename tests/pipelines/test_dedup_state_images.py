@@ -145,3 +145,22 @@ def test_lookup_reads_only_the_partitions_of_this_runs_hashes(tmp_path):
     band, hh = phash_bands(h, 5)
     assert band.shape == hh.shape == (2, 5)
     assert nxt.image_matches(["cc" * 32], np.array([near], dtype=np.uint64), -1) == [None]
+
+
+def test_lookup_never_opens_other_partitions(tmp_path):
+    """A corrupt file in a partition none of this run's hashes fall in is never read."""
+    from pipelines.dedup_state import _band_partition, _sha_partition
+
+    st = DedupState(str(tmp_path), "s1", partitions=16)
+    h = np.array([0x0123456789ABCDEF], dtype=np.uint64)
+    st.record_images(["aa" * 32], h, ["http://x/1"], max_distance=3)
+    query = ["aa" * 32]
+    used_sha = set(_sha_partition(query, 16).tolist())
+    used_band = set(_band_partition(*phash_bands(h, 4), 16).ravel().tolist())
+    for table, used in (("images", used_sha), ("image_bands", used_band)):
+        p = min(set(range(16)) - used)
+        bad = tmp_path / table / f"p={p}" / "snapshot=s1"
+        bad.mkdir(parents=True, exist_ok=True)
+        (bad / "corrupt.parquet").write_bytes(b"not parquet")
+    got = DedupState(str(tmp_path), "s2").image_matches(query, h, 3)
+    assert got[0][:2] == ("s1", "http://x/1")
