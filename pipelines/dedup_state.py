@@ -290,9 +290,11 @@ class DedupState:
         runs = self.manifests()
         prev = runs.get(self.snapshot)
         order = prev["order"] if prev else max((m["order"] for m in runs.values()), default=-1) + 1
-        if prev and keep:
+        run_id = {"run_id": self.run_id}
+        if prev and keep:  # the images stage: the pages' counts and run id stay, its own run id is added
             counts = {**{k: v for k, v in prev.get("counts", {}).items() if k in keep}, **counts}
-        body = {"snapshot": self.snapshot, "order": order, "run_id": self.run_id, "counts": counts,
+            run_id = {"run_id": prev.get("run_id", ""), "images_run_id": self.run_id}
+        body = {"snapshot": self.snapshot, "order": order, **run_id, "counts": counts,
                 "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         fs, base = url_to_fs(self._path(RUNS))
         fs.makedirs(base, exist_ok=True)

@@ -195,11 +195,9 @@ def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filte
         for url, reason, detail in zip(*(bad.column(c).to_pylist() for c in ("url", "reason", "detail"))):
             rejected[url] = (reason or "fetch_error:other", detail or "", None)
         counters["reencoded"] = dict(Counter(r for r in ok.column("reencoded").to_pylist() if r))
-        n_rejected = len(rejected)
         kept = _deduplicate(ok, filter_cfg, rejected, seen)
-        if seen is not None:
-            counters["seen_in_earlier_snapshots"] = sum(
-                1 for r, _, _ in list(rejected.values())[n_rejected:] if r.startswith(SEEN_IN))
+    if seen is not None:
+        counters["seen_in_earlier_snapshots"] = sum(1 for r, _, _ in rejected.values() if r.startswith(SEEN_IN))
     seen = set(rejected) | set(kept.column("url").to_pylist())
     for url in to_fetch:  # a shard that failed every retry, or a sample img2dataset dropped
         if url not in seen:
