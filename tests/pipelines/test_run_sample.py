@@ -10,6 +10,7 @@ import pytest
 
 from curation.cli import main
 from curation.stage import MARKER
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.spark
 
@@ -29,7 +30,9 @@ EXPECTED_REASONS = {
 def sample_run(spark, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "sample"
     # bootstrap.max_steps: the sample's self-trained models (bootstrap stage) for a few steps only.
-    args = ["run", "--out", str(out), "--master", "local[2]", "--set", "sample_pages=80", "--set", "bootstrap.max_steps=8"]
+    # A free image port (it is part of every sample image URL): another run on this machine may hold the default.
+    args = ["run", "--out", str(out), "--master", "local[2]", "--set", "sample_pages=80", "--set", "bootstrap.max_steps=8",
+            "--set", f"sample_image_port={free_port()}"]
     assert main(args) == 0
     return out, args
 
