@@ -198,9 +198,9 @@ def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filte
         kept = _deduplicate(ok, filter_cfg, rejected, seen)
     if seen is not None:
         counters["seen_in_earlier_snapshots"] = sum(1 for r, _, _ in rejected.values() if r.startswith(SEEN_IN))
-    seen = set(rejected) | set(kept.column("url").to_pylist())
+    decided = set(rejected) | set(kept.column("url").to_pylist())
     for url in to_fetch:  # a shard that failed every retry, or a sample img2dataset dropped
-        if url not in seen:
+        if url not in decided:
             rejected[url] = ("fetch_error:lost", "no result from img2dataset", None)
     return ImageDecisions(kept=kept, rejected=rejected, counters=counters)
 
