@@ -293,6 +293,18 @@ def exact_duplicates(digests: Sequence[str], order: Sequence[int]) -> np.ndarray
     return out
 
 
+def phash_band_values(hashes: np.ndarray, n_bands: int) -> np.ndarray:
+    """The 64-bit hashes cut into ``n_bands`` contiguous bit bands, shape (n, n_bands), uint64.
+
+    The pigeonhole index of pHash near-duplicates (within a run here, across snapshots in
+    pipelines/dedup_state.py): two hashes within ``n_bands - 1`` bits agree on at least one band.
+    """
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    edges = np.linspace(0, 64, n_bands + 1).astype(int)
+    cols = [(hashes >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1) for lo, hi in zip(edges[:-1], edges[1:])]
+    return np.stack(cols, axis=1) if len(hashes) else np.zeros((0, n_bands), np.uint64)
+
+
 def near_duplicates(hashes: np.ndarray, order: Sequence[int], max_distance: int) -> np.ndarray:
     """For each image, the index of a kept image within ``max_distance`` bits (pHash), else -1.
 
@@ -317,9 +329,7 @@ def near_duplicates(hashes: np.ndarray, order: Sequence[int], max_distance: int)
                     continue
             kept.append(i)
         return out
-    edges = np.linspace(0, 64, n_bands + 1).astype(int)
-    masks = [(np.uint64((1 << (hi - lo)) - 1), np.uint64(lo)) for lo, hi in zip(edges[:-1], edges[1:])]
-    bands = np.stack([(hashes >> shift) & mask for mask, shift in masks], axis=1)
+    bands = phash_band_values(hashes, n_bands)
     index: list[dict[int, list[int]]] = [{} for _ in range(n_bands)]
     rank = np.empty(len(hashes), dtype=np.int64)
     rank[np.asarray(order, dtype=np.int64)] = np.arange(len(order))

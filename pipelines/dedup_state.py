@@ -431,10 +431,9 @@ def _ds_field(name: str):
 
 def phash_bands(phash: np.ndarray, n_bands: int) -> tuple[np.ndarray, np.ndarray]:
     """(band index, band value) of each hash's ``n_bands`` bands, both (n, n_bands) int64."""
-    phash = np.asarray(phash, dtype=np.uint64)
-    edges = np.linspace(0, 64, n_bands + 1).astype(int)
-    cols = [(phash >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1) for lo, hi in zip(edges[:-1], edges[1:])]
-    h = np.stack(cols, axis=1).view(np.int64) if len(phash) else np.zeros((0, n_bands), np.int64)
+    from filters.image import phash_band_values
+
+    h = phash_band_values(phash, n_bands).view(np.int64)
     band = np.broadcast_to(np.arange(n_bands, dtype=np.int64), h.shape)
     return band, h
 
