@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from filters.base import (
     Filter,
@@ -167,6 +169,8 @@ def top_fraction_cutoff(scores: np.ndarray, fraction: float) -> float:
     Keeping ``score >= cutoff`` keeps ``ceil(fraction * n)`` pairs when scores are distinct:
     the cutoff is the ``ceil(fraction * n)``-th largest score. ``inf`` when there is none.
     """
+    import numpy as np  # here, not at module level: curation.config imports this module to build its configs
+
     s = np.asarray(scores, dtype=np.float64)
     s = s[np.isfinite(s)]
     if s.size == 0:

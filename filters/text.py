@@ -21,8 +21,6 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from filters.base import (
     ENGLISH,
     PUNCTUATION,
@@ -49,16 +47,18 @@ from filters.base import (
 # (5x faster on a 10k-character document; equal to exact counting unless two distinct n-grams
 # of one text collide in 64 bits).
 _NUMPY_MIN_CHARS = 1024
-_HASH_BASE = np.uint64(1_000_003)
+_HASH_BASE = 1_000_003
 
 
 def _char_ngram_counts(text: str, n: int, total: int):
     if len(text) < _NUMPY_MIN_CHARS:
         return list(Counter(map(text.__getitem__, map(slice, range(total), range(n, total + n)))).values())
+    import numpy as np  # here, not at module level: curation.config imports this module to build its configs
+
     codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
     hashes = codes[:total].copy()
     for i in range(1, n):
-        hashes *= _HASH_BASE
+        hashes *= np.uint64(_HASH_BASE)
         hashes += codes[i : i + total]
     return np.unique(hashes, return_counts=True)[1]
 
@@ -74,7 +74,9 @@ def character_repetition_ratio(text: str, n: int) -> float:
         return 0.0
     freqs = _char_ngram_counts(text, n, total)
     distinct = len(freqs)
-    if isinstance(freqs, np.ndarray):
+    if not isinstance(freqs, list):  # a numpy array of counts (long texts)
+        import numpy as np
+
         seen_once = int(np.count_nonzero(freqs == 1))
         k = min(math.isqrt(distinct), distinct - seen_once)
         return float(np.partition(freqs, distinct - k)[distinct - k :].sum()) / total if k > 0 else 0.0

@@ -127,3 +127,26 @@ def test_registry_targets_name_pipelines_modules():
     for target in strings:
         module, _, attr = target.partition(":")
         assert module in mods and attr, target
+
+
+def test_registry_and_config_import_without_the_data_libraries():
+    """Airflow parses the DAGs in its own venv (no numpy, pyarrow, torch...): the registry and the
+    config (validating a YAML file) must import with the standard library and PyYAML alone."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('numpy', 'pyarrow', 'PIL', 'torch', 'fsspec', 'pyspark', 'pandas',\n"
+        "                                  'justext', 'fasttext', 'cv2', 'dask'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import curation.registry, curation.config\n"
+        "curation.config.PipelineConfig.load(None, {'dedup.num_bands': 20})\n"
+        "print(','.join(curation.registry.stage_order()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().startswith("extract,dedup")
