@@ -262,8 +262,12 @@ def test_report_renders_in_headless_chromium_with_no_script_run(report, tmp_path
     assert "data-pwned" not in dom.split("<body")[0] and 'id="pwned"' not in dom
     assert "&lt;script&gt;document.title='PWNED'" in dom  # shown as text
     ok = [m for m in rep["metrics"].values() if m["status"] == "ok" and m["kind"] in ("numeric", "categorical")]
+    # One plot per distribution with rows, plus the funnel; a metric whose column is all null here
+    # (the safety heads' scores on a run without heads) says "no rows" instead.
+    plotted = [m for m in ok if not m.get("empty")]
+    assert len(ok) > len(plotted) and "no rows" in dom
     plots = re.findall(r'<img src="data:image/png;base64,', dom)
-    assert len(plots) == len(ok) + 1  # one per distribution plus the funnel
+    assert len(plots) == len(plotted) + 1
     thumbs = re.findall(r'<figure class="sample"[^>]*><img src="data:image/jpeg;base64,', dom)
     samples = rep["metrics"]["samples_clip_score"]["samples"] + rep["metrics"]["samples_itm_score"]["samples"]
     assert len(thumbs) == sum(1 for s in samples if s["image"][:4] == b"\x89PNG")
