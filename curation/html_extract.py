@@ -328,34 +328,10 @@ def extract_page(
             buf.append("\n")
             continue
         if tag == "img":
-            attrs = node.attributes
-            src = pick_image_src(attrs)
-            if not src:
-                dropped["no_src"] += 1
-                continue
-            url = urljoin(base_url, src)
-            scheme = urlsplit(url).scheme
-            if scheme not in ("http", "https"):
-                dropped["bad_scheme"] += 1
-                continue
-            word = banned_word_in_url(url, banned_words) if banned_words else None
-            if word:
-                dropped[f"url_{word}"] += 1
-                continue
-            flush_segment()
-            alt = attrs.get("alt")
-            title_attr = attrs.get("title")
-            items.append(
-                ExtractedImage(
-                    url=url,
-                    src=src,
-                    alt=_norm_text(alt) if alt is not None else None,
-                    title=_norm_text(title_attr) if title_attr else None,
-                    figcaption=_figcaption_of(node),
-                    width=_dimension(attrs.get("width")),
-                    height=_dimension(attrs.get("height")),
-                )
-            )
+            img = _image_of(node, base_url, banned_words, dropped)
+            if img is not None:
+                flush_segment()
+                items.append(img)
             continue
         attrs = node.attributes
         if attrs and _is_boilerplate_container(attrs):
