@@ -451,20 +451,25 @@ class ReleaseStage(Stage):
         def write_text(path: str, text: str) -> None:
             _write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))
 
+        def publish_tars(fmt: str, tars: list[tuple[str, int]]) -> dict[str, int]:
+            """Each (work tar, samples) as ``<fmt>/NNNNN.tar`` plus ``<fmt>/sizes.json``; the sizes."""
+            sizes = {}
+            for i, (src, samples) in enumerate(tars):
+                name = f"{i:05d}.tar"
+                mv(src, ctx.output_path(f"{fmt}/{name}"))
+                sizes[name] = samples
+            write_text(ctx.output_path(f"{fmt}/sizes.json"), json.dumps(sizes, indent=1))
+            stats.outputs[fmt] = sum(sizes.values())
+            return sizes
+
         filled = [b for b in buckets if p2.get(b.id, {}).get("samples")]
         n = len(filled)
         if "pairs_wds" in formats:
-            sizes = {}
-            for i, b in enumerate(filled):
-                name = f"{i:05d}.tar"
-                mv(p2[b.id]["tar"], ctx.output_path(f"pairs_wds/{name}"))
-                sizes[name] = p2[b.id]["samples"]
-            write_text(ctx.output_path("pairs_wds/sizes.json"), json.dumps(sizes, indent=1))
+            sizes = publish_tars("pairs_wds", [(p2[b.id]["tar"], p2[b.id]["samples"]) for b in filled])
             info = {"output_shard_count": n, "total_samples": sum(sizes.values()), "samples_per_shard": rel.samples_per_shard,
                     "shuffle": f"blake2b(seed:key) order, seed {rel.seed}", "seed": rel.seed,
                     "source": f"{pairs_from}/pairs", "run_id": ctx.run_id, "shards": sizes}
             write_text(ctx.output_path("pairs_wds/_info.json"), json.dumps(info, indent=1))
-            stats.outputs["pairs_wds"] = sum(sizes.values())
         if "hf" in formats:
             schema = None
             for i, b in enumerate(filled):
@@ -486,16 +491,10 @@ class ReleaseStage(Stage):
                 mv(p3[s.id]["parquet"], ctx.output_path(f"interleaved/part-{i:05d}.parquet"))
             stats.outputs["interleaved"] = stats.tables["documents"]["rows_out"]
         if "interleaved_wds" in formats:
-            sizes = {}
-            for i, s in enumerate(docs_done):
-                name = f"{i:05d}.tar"
-                mv(p3[s.id]["tar"], ctx.output_path(f"interleaved_wds/{name}"))
-                sizes[name] = p3[s.id]["kept"]
-            write_text(ctx.output_path("interleaved_wds/sizes.json"), json.dumps(sizes, indent=1))
-            stats.outputs["interleaved_wds"] = sum(sizes.values())
+            publish_tars("interleaved_wds", [(p3[s.id]["tar"], p3[s.id]["kept"]) for s in docs_done])
         rejects = sorted(f for f in list_parquet_files(f"{work}/rejects"))
         for i, f in enumerate(rejects):
-            mv(f, ctx.output_path(f"{'rejects'}/part-{i:05d}.parquet"))
+            mv(f, ctx.output_path(f"rejects/part-{i:05d}.parquet"))
         if not rejects:
             with fsspec.open(ctx.output_path("rejects/part-00000.parquet"), "wb") as fh:
                 pq.write_table(REJECTS.empty_table(), fh)
