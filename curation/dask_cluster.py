@@ -427,13 +427,27 @@ def run_shards(
                               pure=False, resources=resources): s.id
                 for s in todo
             }
-            for fut in as_completed(futures):
+            resubmits: dict[str, int] = {}
+            pending = as_completed(futures)
+            for fut in pending:
                 sid = futures[fut]
                 try:
                     results[sid] = fut.result()
                 except Exception as exc:  # noqa: BLE001 - reported after the others finish
-                    errors.append((sid, exc))
-                    log.error("%s: shard %s failed: %s", desc, sid, exc)
+                    retry = _recover(fut, exc, sid, work_dir, resubmits, desc)
+                    if isinstance(retry, dict):
+                        results[sid] = retry
+                    elif retry:
+                        shard = next(s for s in todo if s.id == sid)
+                        new = client.submit(_run_one, fn, shard, payloads.get(sid), work_dir,
+                                            key=f"{desc}-{sid}-{token}-r{resubmits[sid]}", pure=False,
+                                            resources=resources)
+                        futures[new] = sid
+                        pending.add(new)
+                        continue
+                    else:
+                        errors.append((sid, exc))
+                        log.error("%s: shard %s failed: %s", desc, sid, exc)
                 bar.update(1)
     finally:
         bar.close()
@@ -443,6 +457,31 @@ def run_shards(
         raise RuntimeError(f"{desc}: {len(errors)} shard(s) failed, first {sid}: {exc}") from exc
     log.info("%s: %d shards done (%d computed now)", desc, len(shards), len(todo))
     return {s.id: results[s.id] for s in shards}
+
+
+_MAX_RESUBMITS = 2
+
+
+def _recover(fut: Any, exc: BaseException, sid: str, work_dir: str, resubmits: dict[str, int],
+             desc: str) -> dict | bool:
+    """What to do when a shard's future raised: its done-marker, ``True`` to resubmit, ``False`` to fail.
+
+    The done-marker, not the future, is the record of a finished shard: when a worker dies
+    after a task finished, distributed may fail the client's gather (seen: "Couldn't gather
+    keys", then an asyncio event "bound to a different event loop") although the shard's outputs
+    and marker are on disk. A marker means done. Without one, a future whose task itself raised
+    (status ``error``) is a real failure; anything else (lost key, cancelled, communication) is
+    the cluster's and the shard is resubmitted, at most ``_MAX_RESUBMITS`` times.
+    """
+    done = read_done(work_dir, sid)
+    if done is not None:
+        log.warning("%s: shard %s finished but its result was lost (%s); using its done-marker", desc, sid, exc)
+        return done
+    if getattr(fut, "status", "error") == "error" or resubmits.get(sid, 0) >= _MAX_RESUBMITS:
+        return False
+    resubmits[sid] = resubmits.get(sid, 0) + 1
+    log.warning("%s: shard %s lost by the cluster (%s); resubmitting (%d)", desc, sid, exc, resubmits[sid])
+    return True
 
 
 def _remove_stale_tmp(root: str) -> None:

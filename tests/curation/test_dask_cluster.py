@@ -144,6 +144,28 @@ def test_run_shards_on_threaded_cluster_reports_failures(tmp_path):
     assert len(all_rows(tmp_path / "w")) == 50
 
 
+class _Fut:
+    def __init__(self, status):
+        self.status = status
+
+
+def test_lost_result_recovers_from_marker_or_resubmits(tmp_path):
+    """A gather that fails after a worker died: the marker wins; a lost key is resubmitted, twice at most."""
+    from curation.dask_cluster import _recover
+
+    ds = write_dataset(tmp_path / "ds")
+    shard = plan_shards(str(ds), 10)[0]
+    work = str(tmp_path / "work")
+    exc = RuntimeError("Event is bound to a different event loop")
+    tries: dict[str, int] = {}
+    assert _recover(_Fut("lost"), exc, shard.id, work, tries, "t") is True
+    assert _recover(_Fut("cancelled"), exc, shard.id, work, tries, "t") is True
+    assert _recover(_Fut("lost"), exc, shard.id, work, tries, "t") is False  # gave up after two
+    assert _recover(_Fut("error"), exc, shard.id, work, {}, "t") is False  # the task itself raised
+    run_shards(None, copy_rows, [shard], work, progress=False)  # now the shard's marker is on disk
+    assert _recover(_Fut("error"), exc, shard.id, work, {}, "t")["rows"] == 10
+
+
 @pytest.mark.slow
 def test_killed_worker_process_loses_and_duplicates_nothing(tmp_path):
     """A LocalCluster of processes; one worker dies (SIGKILL) halfway through writing a shard."""
