@@ -150,6 +150,45 @@ class DedupConfig:
 
 
 @dataclass
+class TextBasedConfig:
+    """DataComp's text-based step (filters/text_based.py): captions naming an ImageNet-21k synset."""
+
+    # One word per line (words whose first WordNet sense is an ImageNet-21k synset; docs/recipes.md
+    # says how to build DataComp's); null: the small packaged list (filters/resources/imagenet21k_words_small.txt).
+    synsets: str | None = None
+
+
+@dataclass
+class ImageBasedConfig:
+    """DataComp's image-based step (filters/image_based.py): images in a cluster of some target image."""
+
+    # Target images: a .npy of unit embeddings from the run's CLIP, or a directory / Parquet
+    # (``image`` column) of images the run's CLIP encodes (ImageNet-1k train for real runs).
+    targets: str | None = None
+    clusters: int = 100_000  # DataComp's small scale (12.8M pairs); cut to the sample's size on small pools
+    sample_size: int = 1_000_000  # pool embeddings the client fits k-means on (bounds its memory)
+    niter: int = 20
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.clusters < 1 or self.sample_size < 1 or self.niter < 1:
+            raise ValueError("clusters, sample_size and niter must be >= 1")
+
+
+@dataclass
+class MetaclipConfig:
+    """MetaCLIP's metadata curation step (filters/metaclip.py): substring matches, balanced by ``t``."""
+
+    metadata: str | None = None  # MetaCLIP's metadata.json (a JSON list of strings) or a .txt, one entry a line
+    t: int = 20_000  # MetaCLIP at 400M pairs; entries matched more often are sub-sampled to about t
+    seed: int = 0  # the per-pair draw is seeded by (seed, key): the same on any cluster shape
+
+    def validate(self) -> None:
+        if self.t < 1:
+            raise ValueError(f"t must be >= 1, got {self.t}")
+
+
+@dataclass
 class ScoreConfig:
     """CLIP scoring on Dask (pipelines/dask_score.py): model, batching, filters, semantic dedup.
 
@@ -171,6 +210,13 @@ class ScoreConfig:
     min_clip_score: float = 0.28  # LAION-400M, ViT-B/32 cosine
     top_fraction: float = 0.3  # DataComp "CLIP score (30%)"
     filters: PairFilterConfig = field(default_factory=PairFilterConfig)
+    # Composable steps applied in order, a pair kept when all keep it (filters.pairs.RECIPE_STEPS):
+    # basic, clip_threshold, clip_top_fraction, text_based, image_based, metaclip. DataComp-1B is
+    # [basic, image_based, clip_top_fraction]. Null: ``filter_mode`` as before (docs/recipes.md).
+    recipe: list[str] | None = None
+    text_based: TextBasedConfig = field(default_factory=TextBasedConfig)
+    image_based: ImageBasedConfig = field(default_factory=ImageBasedConfig)
+    metaclip: MetaclipConfig = field(default_factory=MetaclipConfig)
     mmc4: bool = True
     mmc4_min_sim: float = 0.15  # MMC4: images whose best sentence is below this are dropped
     semantic_dedup: bool = True
@@ -193,6 +239,14 @@ class ScoreConfig:
                 raise ValueError(f"{name} must be a cosine in [-1, 1], got {getattr(self, name)}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.recipe is not None:
+            from filters.pairs import check_recipe
+
+            check_recipe(self.recipe)
+            if "image_based" in self.recipe and not self.image_based.targets:
+                raise ValueError("recipe image_based needs image_based.targets (target-image embeddings or images)")
+            if "metaclip" in self.recipe and not self.metaclip.metadata:
+                raise ValueError("recipe metaclip needs metaclip.metadata (MetaCLIP's metadata.json or a .txt)")
 
 
 # ``score.pretrained``, ``capfilt.captioner`` or ``capfilt.filter`` set to this means "the models this

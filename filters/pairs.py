@@ -41,6 +41,7 @@ __all__ = [
     "PairView", "PairFilter", "CaptionLanguageFilter", "CaptionWordsFilter", "CaptionCharsFilter",
     "ImageMinSideFilter", "ImageAspectRatioFilter", "ClipScoreThresholdFilter", "TopFractionFilter",
     "PAIR_FILTERS", "basic_filters", "score_filter", "top_fraction_cutoff", "run_filters", "find_rejection",
+    "RECIPE_STEPS", "FILTER_MODE_STEPS", "recipe_steps", "check_recipe",
 ]
 
 PAIR = "pair"  # the level of the basic-filter chain (``score.filters`` in the config)
@@ -187,6 +188,44 @@ def basic_filters(cfg, lid=None) -> list[PairFilter]:
             if isinstance(f, CaptionLanguageFilter):
                 f._lid = lid
     return filters
+
+
+# ``score.recipe``: DataComp/MetaCLIP filtering steps applied in the listed order, a pair kept only
+# when every step keeps it (an intersection; the reason is the first step that rejects). Each
+# step -> the reasons it rejects with. ``basic`` runs inside the scoring pass on the workers
+# (it must come first); the others run in the score stage's decision pass (pipelines/dask_score.py).
+RECIPE_STEPS: dict[str, tuple[str, ...]] = {
+    "basic": PAIR_FILTERS.reasons(),
+    "clip_threshold": (ClipScoreThresholdFilter.name,),
+    "clip_top_fraction": (TopFractionFilter.name,),
+    "text_based": ("text_based",),
+    "image_based": ("image_based",),
+    "metaclip": ("metaclip_unmatched", "metaclip_balanced_out"),
+}
+# ``recipe: null``: today's ``filter_mode`` as the steps after the scoring pass.
+FILTER_MODE_STEPS: dict[str, tuple[str, ...]] = {
+    "none": (), "threshold": ("clip_threshold",), "top_fraction": ("clip_top_fraction",),
+}
+
+
+def recipe_steps(recipe: list[str] | None, filter_mode: str) -> tuple[str, ...]:
+    """The decision pass's steps: ``recipe`` without ``basic`` (run earlier), or ``filter_mode``'s one."""
+    if recipe is None:
+        return FILTER_MODE_STEPS[filter_mode]
+    return tuple(s for s in recipe if s != "basic")
+
+
+def check_recipe(recipe: list[str]) -> None:
+    """Known steps, each once, ``basic`` first (it runs in the scoring pass); ValueError otherwise."""
+    unknown = [s for s in recipe if s not in RECIPE_STEPS]
+    if unknown:
+        raise ValueError(f"recipe: unknown step(s) {unknown}; known: {', '.join(RECIPE_STEPS)}")
+    if len(set(recipe)) != len(recipe):
+        raise ValueError(f"recipe: a step is listed twice: {recipe}")
+    if "basic" in recipe and recipe[0] != "basic":
+        raise ValueError("recipe: basic must be the first step (it runs on the workers in the scoring pass)")
+    if "clip_threshold" in recipe and "clip_top_fraction" in recipe:
+        raise ValueError("recipe: clip_threshold and clip_top_fraction are two CLIP-score filters; pick one")
 
 
 def score_filter(mode: str, min_clip_score: float, top_fraction: float, scores: np.ndarray | None = None) -> PairFilter | None:
