@@ -12,6 +12,10 @@ from curation.cli import main
 from pipelines.takedown import TakedownLists, takedown
 from tests.support.synthetic_run import make_run
 
+# One threaded Dask worker: the per-file tasks run through run_shards as in production, without
+# starting worker processes on a shared 2-core machine.
+LOCAL_DASK = ["--set", "dask.processes=false", "--set", "dask.n_workers=1"]
+
 
 def _tars_like_the_writer(root: Path, ipairs: list[dict]) -> None:
     """The synthetic run's tars with curation/wds_writer.py's .json fields (url, page_url, sha256)."""
@@ -43,7 +47,7 @@ def test_takedown_removes_one_page_and_one_image_from_every_output(tmp_path):
     before = _files(root)
 
     assert main(["takedown", "--run", str(root), "--urls", str(tmp_path / "urls.txt"),
-                 "--sha256", str(tmp_path / "sha.txt")]) == 0
+                 "--sha256", str(tmp_path / "sha.txt"), *LOCAL_DASK]) == 0
     after = _files(root)
 
     gone = {page, target["url"]}
