@@ -363,17 +363,24 @@ def read_done(work_dir: str, shard_id: str) -> dict | None:
         return json.load(fh)
 
 
-def _run_one(fn: Callable[[Shard, Any, ShardOutput], dict], shard: Shard, payload: Any, work_dir: str) -> dict:
-    """The task a worker runs: skip when done, else compute, write the outputs, then the marker."""
-    done = read_done(work_dir, shard.id)
+def run_task(work_dir: str, task_id: str, fn: Callable[[ShardOutput], dict], meta: dict | None = None) -> dict:
+    """One resumable unit of work, whoever runs it (a Dask task, a Spark task, this process): its
+    done-marker when it finished before, else ``fn(out)`` writing through ``out``, then the marker
+    (``fn``'s summary, ``meta``, the files written) last, so a marker always means whole outputs."""
+    done = read_done(work_dir, task_id)
     if done is not None:
         return done
-    out = ShardOutput(work_dir, shard.id)
-    summary = dict(fn(shard, payload, out) or {})
-    summary["_shard"] = asdict(shard)
+    out = ShardOutput(work_dir, task_id)
+    summary = dict(fn(out) or {})
+    summary.update(meta or {})
     summary["_files"] = list(out.written)
-    ShardOutput(work_dir, shard.id).write_json(DONE_DIR, summary)
+    ShardOutput(work_dir, task_id).write_json(DONE_DIR, summary)
     return summary
+
+
+def _run_one(fn: Callable[[Shard, Any, ShardOutput], dict], shard: Shard, payload: Any, work_dir: str) -> dict:
+    """The task a worker runs: skip when done, else compute, write the outputs, then the marker."""
+    return run_task(work_dir, shard.id, lambda out: fn(shard, payload, out), {"_shard": asdict(shard)})
 
 
 def run_shards(
