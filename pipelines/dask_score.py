@@ -16,9 +16,13 @@ once per worker, per-shard outputs atomic, finished shards skipped on rerun):
    images looked up like pairs, the image x sentence similarity goes to
    ``models.mmc4.build_mmc4_document`` (max-weight assignment, MMC4 schema, ``is_core``).
 
-Then, on the client, the decisions that need every row: the CLIP-score filter (LAION threshold,
-or DataComp's top fraction by global quantile) and semantic dedup of the surviving pairs' image
-embeddings (faiss). A last sharded pass writes the stage's outputs:
+Then the decisions that need the pool (``ScoreStage._decide``): ``score.recipe``'s steps
+(``filters.pairs.RECIPE_STEPS``; ``recipe: null`` is ``filter_mode``'s CLIP-score filter alone)
+in a decision pass on the workers. The client computes only pool-wide values: the top-fraction
+cutoff, the image-based step's k-means centroids (a bounded sample) and target clusters,
+MetaCLIP's entry counts (summed from a counting pass on the workers); the pass writes each
+shard's verdicts beside its scores. Semantic dedup of the survivors' image embeddings (faiss)
+follows. A last sharded pass writes the stage's outputs:
 
 ``<stage>/pairs/`` SCORED_PAIRS (``embedding_row`` is a stage-wide row number),
 ``<stage>/embeddings/{image,text}/<shard>.npy`` float16 unit vectors with one row per input
@@ -37,7 +41,7 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -63,7 +67,7 @@ from curation.dask_cluster import (
 from curation.schemas import IMAGE_PAIRS, IMAGES, INTERLEAVED, REJECTS, SCORED_PAIRS
 from curation.errors import StageError
 from curation.stage import Stage, StageContext, StageStats
-from filters.pairs import PairView, basic_filters, find_rejection, score_filter
+from filters.pairs import PairView, basic_filters, find_rejection, recipe_steps, top_fraction_cutoff
 from models.assignment import assign
 from models.mmc4 import build_mmc4_document, mmc4_arrow_schema, split_sentences
 from models.scoring import RANDOM_WEIGHTS_WARNING, ModelSpec, clip_scores, load_scorer
@@ -414,22 +418,204 @@ def mmc4_shard(spec: WorkerSpec, shard: Shard, lookup: ImageLookup | None, out: 
     }
 
 
+# --------------------------------------------------------------------------- decision pass (workers)
+
+# Score histogram the decision pass returns per shard (for the stats' percentiles without gathering
+# the run's scores): bins of 0.001 over [-1, 1].
+_HIST_BINS = 2000
+
+
+@dataclass(frozen=True)
+class DecideSpec:
+    """What the decision pass's workers need: the steps and the pool-wide state, as values or file paths.
+
+    The client computes the pool-wide state (the top-fraction cutoff, k-means centroids and the
+    target ids, MetaCLIP's summed entry counts) and passes it here as small values or files in
+    ``decide_dir``; the rows, captions and embeddings stay in the shard files.
+    """
+
+    work_dir: str  # the scoring passes' work dir (pairs_scores/, pairs_img/)
+    decide_dir: str
+    steps: tuple[str, ...]
+    min_clip_score: float = 0.28
+    cutoff: float | None = None  # clip_top_fraction: the pool's cut (filters.pairs.top_fraction_cutoff)
+    synsets: str | None = None  # text_based word list (None: the packaged default)
+    metadata: str | None = None  # metaclip metadata file
+    metaclip_t: int = 20_000
+    metaclip_seed: int = 0
+
+    def text_matcher(self):
+        from filters.text_based import SynsetWordMatcher, load_synset_words
+
+        return setup_once(("text-based", self.synsets), lambda: SynsetWordMatcher(load_synset_words(self.synsets)))
+
+    def image_filter(self):
+        from filters.image_based import ImageBasedFilter
+
+        path = f"{self.decide_dir}/image_based.npz"
+
+        def load():
+            with np.load(_local_or_fetch(path)) as z:
+                return ImageBasedFilter(z["centroids"], z["target_ids"])
+
+        return setup_once(("image-based", path), load)
+
+    def metaclip_matcher(self):
+        from filters.metaclip import MetadataMatcher, load_metadata
+
+        return setup_once(("metaclip-matcher", self.metadata), lambda: MetadataMatcher(load_metadata(self.metadata)))
+
+    def metaclip_counts(self) -> np.ndarray:
+        path = f"{self.decide_dir}/metaclip_counts.npy"
+        return setup_once(("metaclip-counts", path), lambda: np.asarray(_load_npy(path)))
+
+
+def _local_or_fetch(path: str):
+    fs, p = url_to_fs(path)
+    return fs.open(p, "rb")
+
+
 @dataclass
-class PairDecisions:
-    """The client's verdict on one pairs shard: reason/detail/duplicate_of per input row (None = keep)."""
+class _ShardRows:
+    """One pairs shard as the decision steps see it: verdicts so far, and columns read on demand."""
 
-    reason: list[str | None]
-    detail: list[str | None]
-    duplicate_of: list[str | None]
+    spec: DecideSpec
+    shard: Shard
+    key: pa.Array
+    score: np.ndarray
+    reason: np.ndarray  # object: None = still kept
+    detail: np.ndarray
+    _captions: pa.Array | None = None
+    _emb: np.ndarray | None = None
+
+    @classmethod
+    def read(cls, spec: DecideSpec, shard: Shard) -> "_ShardRows":
+        t = pq.read_table(f"{spec.work_dir}/pairs_scores/{shard.id}.parquet", columns=["key", "clip_score", "reason", "detail"])
+        return cls(spec, shard, t.column("key").combine_chunks(),
+                   t.column("clip_score").to_numpy(zero_copy_only=False).astype(np.float64),
+                   np.array(t.column("reason").to_pylist(), dtype=object),
+                   np.array(t.column("detail").to_pylist(), dtype=object))
+
+    def captions(self) -> pa.Array:
+        if self._captions is None:
+            self._captions = read_shard(self.shard, ["caption"], schema=IMAGE_PAIRS).column("caption").combine_chunks()
+        return self._captions
+
+    def embeddings(self) -> np.ndarray:
+        if self._emb is None:
+            self._emb = np.asarray(_load_npy(f"{self.spec.work_dir}/pairs_img/{self.shard.id}.npy"), dtype=np.float32)
+        return self._emb
+
+    def alive(self) -> np.ndarray:
+        return np.array([r is None for r in self.reason], dtype=bool)
+
+    def reject(self, rows: np.ndarray, reason: str | np.ndarray, detail) -> int:
+        """Give ``rows`` (indices) ``reason``/``detail`` (scalars, or arrays aligned with ``rows``)."""
+        self.reason[rows] = reason
+        self.detail[rows] = detail
+        return int(rows.size)
 
 
-def write_pairs_shard(work_dir: str, shard: Shard, decisions: PairDecisions, out: ShardOutput) -> dict:
-    """Last pass: kept pairs as SCORED_PAIRS, their rejects, and the float16 embeddings."""
+def _metaclip_matches(rows: _ShardRows, alive: np.ndarray) -> pa.ListArray:
+    """Entry ids matched in each caption; rows not ``alive`` get none (they do not count)."""
+    captions = rows.captions()
+    masked = pc.if_else(pa.array(alive), captions, pa.scalar(None, pa.string()))
+    return rows.spec.metaclip_matcher().match(masked)
+
+
+def _apply_step(step: str, rows: _ShardRows) -> int:
+    """Apply one recipe step to the rows still kept; returns how many it rejected."""
+    spec = rows.spec
+    alive = rows.alive()
+    idx = np.flatnonzero(alive)
+    if not idx.size:
+        return 0
+    if step in ("clip_threshold", "clip_top_fraction"):
+        from filters.pairs import ClipScoreThresholdFilter, TopFractionFilter
+
+        cut = spec.min_clip_score if step == "clip_threshold" else spec.cutoff
+        name = (ClipScoreThresholdFilter if step == "clip_threshold" else TopFractionFilter).name
+        s = rows.score[idx]
+        bad = idx[~(s >= cut)]  # NaN fails, as ThresholdFilter
+        return rows.reject(bad, name, np.array([f"clip_score {v:.4f} < {cut:.4f}" for v in rows.score[bad]], dtype=object))
+    if step == "text_based":
+        from filters.text_based import REASON
+
+        hit = spec.text_matcher().matches(rows.captions().take(pa.array(idx)))
+        return rows.reject(idx[~hit], REASON, "no ImageNet-21k synset word in the caption")
+    if step == "image_based":
+        from filters.image_based import REASON
+
+        keep, cluster = spec.image_filter().keep(rows.embeddings()[idx])
+        bad = ~keep
+        return rows.reject(idx[bad], REASON,
+                           np.array([f"nearest centroid {c} is no target image's" for c in cluster[bad]], dtype=object))
+    if step == "metaclip":
+        from filters.metaclip import balance_decisions
+
+        matches = _metaclip_matches(rows, alive)
+        keep, why = balance_decisions(rows.key, matches, spec.metaclip_counts(), spec.metaclip_t, spec.metaclip_seed)
+        bad = idx[~keep[idx]]
+        lens = np.diff(matches.offsets.to_numpy())[bad]
+        details = np.array([None if n == 0 else f"{n} entries matched, none drawn (t={spec.metaclip_t})" for n in lens],
+                           dtype=object)
+        return rows.reject(bad, why[bad], details)
+    raise ValueError(f"unknown recipe step {step!r}")
+
+
+def _score_summary(score: np.ndarray) -> dict:
+    """Sum, count and a sparse 0.001-bin histogram of the finite scores (the client adds them up)."""
+    s = score[np.isfinite(score)]
+    b = np.clip(((s + 1.0) * (_HIST_BINS / 2)).astype(np.int64), 0, _HIST_BINS - 1)
+    bins, counts = np.unique(b, return_counts=True)
+    return {"n": int(s.size), "sum": float(s.sum()), "hist": {str(k): int(v) for k, v in zip(bins.tolist(), counts.tolist())}}
+
+
+def metaclip_count_shard(spec: DecideSpec, shard: Shard, payload: Any, out: ShardOutput) -> dict:
+    """MetaCLIP pass 1: the steps before ``metaclip``, then entry counts over the captions still kept."""
+    from filters.metaclip import entry_counts
+
+    rows = _ShardRows.read(spec, shard)
+    for step in spec.steps[: spec.steps.index("metaclip")]:
+        _apply_step(step, rows)
+    alive = rows.alive()
+    matches = _metaclip_matches(rows, alive)
+    out.write_array("counts", entry_counts(matches, len(spec.metaclip_matcher())))
+    lens = np.diff(matches.offsets.to_numpy())
+    return {"rows": len(alive), "candidates": int(alive.sum()), "matched": int((lens > 0).sum())}
+
+
+def decide_pairs_shard(spec: DecideSpec, shard: Shard, payload: Any, out: ShardOutput) -> dict:
+    """The decision pass: every recipe step in order on one shard; writes reason/detail per row."""
+    start = time.perf_counter()
+    rows = _ShardRows.read(spec, shard)
+    steps = {}
+    for step in spec.steps:
+        n_in = int(rows.alive().sum())
+        steps[step] = {"in": n_in, "rejected": _apply_step(step, rows)}
+    out.write_table("decisions", pa.table({"reason": pa.array(rows.reason.tolist(), pa.string()),
+                                           "detail": pa.array(rows.detail.tolist(), pa.string())}))
+    return {"rows": len(rows.reason), "kept": int(rows.alive().sum()), "steps": steps,
+            "scores": _score_summary(rows.score), "seconds": time.perf_counter() - start}
+
+
+def write_pairs_shard(work_dir: str, decide_dir: str, shard: Shard, dedup: dict[int, tuple[str, str, str]] | None,
+                      out: ShardOutput) -> dict:
+    """Last pass: kept pairs as SCORED_PAIRS, their rejects, and the float16 embeddings.
+
+    The verdicts are the decision pass's file plus ``dedup`` (row -> reason, detail, duplicate_of
+    of the semantic duplicates: only the removed rows travel from the client)."""
     t = read_shard(shard, IMAGE_PAIRS.names, schema=IMAGE_PAIRS)
     scores = pq.read_table(f"{work_dir}/pairs_scores/{shard.id}.parquet")
-    if scores.num_rows != t.num_rows:
-        raise StageError(f"shard {shard.id}: {scores.num_rows} scores for {t.num_rows} rows")
-    keep = np.array([r is None for r in decisions.reason], dtype=bool)
+    dec = pq.read_table(f"{decide_dir}/decisions/{shard.id}.parquet")
+    if scores.num_rows != t.num_rows or dec.num_rows != t.num_rows:
+        raise StageError(f"shard {shard.id}: {scores.num_rows} scores, {dec.num_rows} decisions for {t.num_rows} rows")
+    reason = dec.column("reason").to_pylist()
+    detail = dec.column("detail").to_pylist()
+    dup: list[str | None] = [None] * t.num_rows
+    for i, (r, d, w) in (dedup or {}).items():
+        reason[int(i)], detail[int(i)], dup[int(i)] = r, d, w
+    keep = np.array([r is None for r in reason], dtype=bool)
     full = t.append_column("clip_score", scores.column("clip_score")).append_column(
         "embedding_row", pa.array(np.arange(shard.offset, shard.offset + t.num_rows, dtype=np.int64)))
     for name in ("nsfw_score", "aesthetic_score", "face_count", "face_detections", "is_fewer_faces"):
@@ -437,12 +623,12 @@ def write_pairs_shard(work_dir: str, shard: Shard, decisions: PairDecisions, out
     out.write_table("pairs", full.filter(pa.array(keep)).cast(SCORED_PAIRS))
     idx = np.flatnonzero(~keep).tolist()
     keys = t.column("key").to_pylist()
-    out.write_table("rejects", _rejects([keys[i] for i in idx], "pairs", [decisions.reason[i] for i in idx],
-                                        [decisions.detail[i] for i in idx], [decisions.duplicate_of[i] for i in idx]))
+    out.write_table("rejects", _rejects([keys[i] for i in idx], "pairs", [reason[i] for i in idx],
+                                        [detail[i] for i in idx], [dup[i] for i in idx]))
     for kind in ("img", "txt"):
         arr = np.asarray(_load_npy(f"{work_dir}/pairs_{kind}/{shard.id}.npy"))
         out.write_array("embeddings/" + ("image" if kind == "img" else "text"), arr)
-    return {"rows": t.num_rows, "rows_out": int(keep.sum())}
+    return {"rows": t.num_rows, "rows_out": int(keep.sum()), "rejected": dict(Counter(reason[i] for i in idx))}
 
 
 # --------------------------------------------------------------------------- client side
@@ -482,6 +668,67 @@ def _lookup_for(urls: pa.Array, index: tuple[pa.Table, list[str]] | None) -> Ima
         return np.where(hit, table.column(name).to_numpy()[take], missing).astype(np.int64)
 
     return ImageLookup(files, col("file", -1), col("row", -1), col("width", 0), col("height", 0))
+
+
+def _top_fraction_cutoff(client, score_files: list[str], fraction: float) -> float:
+    """DataComp's cut over the pool: every pair with a finite clip_score, before any filter.
+
+    DataComp's ``get_threshold`` ranks the whole pool's scores (``load_uids_with_image_filter``
+    computes it before its image-based and caption filters), so in ``[basic, image_based,
+    clip_top_fraction]`` the 30% is of the pool, not of the image-based survivors, and the recipe
+    is the intersection of the two sets. The rank rule is :func:`filters.pairs.top_fraction_cutoff`'s,
+    computed on the workers by pipelines/score_global.py when present.
+    """
+    try:
+        from pipelines.score_global import exact_top_fraction_cutoff
+    except ImportError:
+        exact_top_fraction_cutoff = None
+    if exact_top_fraction_cutoff is not None:
+        return float(exact_top_fraction_cutoff(client, score_files, "clip_score", fraction))
+    # Fallback until score_global lands: the score column only (4 bytes a pair) on the client.
+    scores = [pq.read_table(f, columns=["clip_score"]).column("clip_score").to_numpy(zero_copy_only=False)
+              for f in score_files]
+    return top_fraction_cutoff(np.concatenate(scores) if scores else np.zeros(0), fraction)
+
+
+def _scores_from_histograms(parts: list[dict]) -> dict | None:
+    """Mean (exact) and p10/p50/p90 (to the 0.001 bin, linear inside it) of the pool's finite scores."""
+    n = sum(p["n"] for p in parts)
+    if not n:
+        return None
+    hist = np.zeros(_HIST_BINS, dtype=np.int64)
+    for p in parts:
+        for k, v in p["hist"].items():
+            hist[int(k)] += v
+    cum = np.cumsum(hist)
+    width = 2.0 / _HIST_BINS
+    out = {"mean": round(sum(p["sum"] for p in parts) / n, 4)}
+    for q in (10, 50, 90):
+        rank = q / 100 * n
+        b = int(np.searchsorted(cum, rank, side="left"))
+        b = min(b, _HIST_BINS - 1)
+        before = cum[b - 1] if b else 0
+        frac = (rank - before) / hist[b] if hist[b] else 0.0
+        out[f"p{q}"] = round(-1.0 + width * (b + frac), 4)
+    return out
+
+
+def _write_npy(path: str, arr: np.ndarray) -> None:
+    fs, p = url_to_fs(path)
+    fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(p + ".tmp", "wb") as fh:
+        np.save(fh, arr)
+    fs.mv(p + ".tmp", p)
+
+
+def _target_embeddings(spec: WorkerSpec, path: str) -> np.ndarray:
+    """Unit embeddings of the image-based step's target images, with this run's CLIP (on a worker)."""
+    from models.semantic_dedup import load_eval_embeddings
+
+    try:
+        return np.asarray(load_eval_embeddings(path, spec.scorer()), dtype=np.float32)
+    except FileNotFoundError:
+        raise StageError(f"score: image_based.targets not found: {path}") from None
 
 
 def _copy_into(src: str, dst: str) -> None:
@@ -560,9 +807,12 @@ class ScoreStage(Stage):
         out_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
         safety = ctx.config.safety
         heads = resolve_heads(cfg.model, cfg.pretrained, safety.heads_dir, safety.nsfw_head, safety.aesthetic_head)
+        filters = cfg.filters  # DataComp's basic filter runs in the scoring pass; a recipe turns it on or off
+        if cfg.recipe is not None:
+            filters = replace(filters, enabled="basic" in cfg.recipe)
         # What decides the per-shard work (not the global filter/dedup settings, applied after).
         work_key = {
-            "model": [cfg.model, cfg.pretrained, cfg.seed], "filters": asdict(cfg.filters),
+            "model": [cfg.model, cfg.pretrained, cfg.seed], "filters": asdict(filters),
             "mmc4_min_sim": cfg.mmc4_min_sim, "decontaminate": [cfg.decontaminate_eval, cfg.decontaminate_threshold],
             "shard_rows": cfg.shard_rows, "inputs": ctx.input_run_ids,
             "safety": [heads.nsfw, heads.aesthetic, safety.max_nsfw, safety.min_aesthetic, safety.faces],
@@ -580,7 +830,7 @@ class ScoreStage(Stage):
             threads = cpu_threads_per_worker(client)
             spec = WorkerSpec(
                 model=ModelSpec(cfg.model, cfg.pretrained, cfg.device, cfg.seed, threads),
-                batch_size=cfg.batch_size, loader_threads=cfg.loader_threads, filters=cfg.filters,
+                batch_size=cfg.batch_size, loader_threads=cfg.loader_threads, filters=filters,
                 mmc4_min_sim=cfg.mmc4_min_sim, eval_path=cfg.decontaminate_eval, eval_threshold=cfg.decontaminate_threshold,
                 heads=heads, max_nsfw=safety.max_nsfw, min_aesthetic=safety.min_aesthetic, faces=safety.faces,
             )
@@ -604,10 +854,10 @@ class ScoreStage(Stage):
                     doc_payloads[s.id] = _lookup_for(flat.filter(pc.is_valid(flat)), index)
                 doc_sum = run_shards(client, partial(mmc4_shard, spec), plans["documents"], work_dir, doc_payloads,
                                      desc="score:documents")
-            decisions, dec_counters = self._decide(cfg, work_dir, plans["pairs"])
+            decide_dir, dedup, dec_counters, _ = self._decide(client, cfg, spec, work_dir, plans["pairs"])
             counters.update(dec_counters)
-            write_sum = run_shards(client, partial(write_pairs_shard, work_dir), plans["pairs"], ctx.stage_dir,
-                                   decisions, desc="score:write")
+            write_sum = run_shards(client, partial(write_pairs_shard, work_dir, decide_dir), plans["pairs"],
+                                   ctx.stage_dir, dedup, desc="score:write")
 
         # Copy phase 1 and 3 outputs (rejects, MMC4 documents) into the stage directory.
         for s in plans["images"] + (plans["documents"] if cfg.mmc4 else []):
@@ -624,7 +874,7 @@ class ScoreStage(Stage):
                     pq.write_table(schema.empty_table(), fh)
         self._write_index(ctx, plans["pairs"], counters["embedding_dim"])
 
-        stats = self._stats(cfg, plans, img_sum, pair_sum, doc_sum, write_sum, decisions, counters)
+        stats = self._stats(cfg, plans, img_sum, pair_sum, doc_sum, write_sum, counters)
         if not cfg.keep_work:
             wfs, wp = url_to_fs(work_dir)
             if stats.conserved() and wfs.exists(wp):
@@ -633,55 +883,128 @@ class ScoreStage(Stage):
 
     # ----------------------------------------------------------------- global decisions
 
-    def _decide(self, cfg: ScoreConfig, work_dir: str, shards: list[Shard]) -> tuple[dict[str, PairDecisions], dict]:
-        """Score filter (threshold or global top fraction) and semantic dedup over all pairs."""
-        counters: dict[str, Any] = {}
-        if not shards:
-            return {}, counters
-        tables = [pq.read_table(f"{work_dir}/pairs_scores/{s.id}.parquet") for s in shards]
-        keys = [k for t in tables for k in t.column("key").to_pylist()]
-        scores = np.concatenate([t.column("clip_score").to_numpy(zero_copy_only=False) for t in tables]).astype(np.float64)
-        reason = [r for t in tables for r in t.column("reason").to_pylist()]
-        detail = [d for t in tables for d in t.column("detail").to_pylist()]
-        dup: list[str | None] = [None] * len(keys)
-        finite = scores[np.isfinite(scores)]
-        if finite.size:
-            counters["clip_score"] = {
-                "mean": round(float(finite.mean()), 4),
-                **{f"p{q}": round(float(np.percentile(finite, q)), 4) for q in (10, 50, 90)},
-            }
-        filt = score_filter(cfg.filter_mode, cfg.min_clip_score, cfg.top_fraction, finite)
-        if filt is not None:
-            cutoff = filt.min_score
-            counters["clip_score_cutoff"] = None if math.isinf(cutoff) else round(float(cutoff), 6)
-            for i, s in enumerate(scores.tolist()):
-                if reason[i] is None and filt.filter(PairView(None, clip_score=s)) is not True:
-                    reason[i], detail[i] = filt.name, f"clip_score {s:.4f} < {cutoff:.4f}"
-        if cfg.semantic_dedup:
-            from models.semantic_dedup import semantic_dedup
+    def _decide(self, client, cfg: ScoreConfig, spec: WorkerSpec, work_dir: str,
+                shards: list[Shard]) -> tuple[str, dict[str, dict], dict, dict]:
+        """The decisions that need the pool: the recipe's steps (filters.pairs.RECIPE_STEPS), then semantic dedup.
 
-            cand = np.array([r is None for r in reason], dtype=bool)
-            offsets = np.cumsum([0] + [t.num_rows for t in tables])
-            emb_parts = []
-            for s, lo in zip(shards, offsets[:-1]):
-                arr = _load_npy(f"{work_dir}/pairs_img/{s.id}.npy")
-                sel = np.flatnonzero(cand[lo:lo + s.rows])
-                emb_parts.append(np.asarray(arr[sel], dtype=np.float32))
-            cidx = np.flatnonzero(cand)
-            if cidx.size:
-                res = semantic_dedup(np.concatenate(emb_parts), cfg.semantic_dedup_threshold, scores[cidx])
-                for j in np.flatnonzero(~res.keep).tolist():
-                    i, w = int(cidx[j]), int(cidx[res.duplicate_of[j]])
-                    reason[i], detail[i], dup[i] = "semantic_duplicate", f"image cosine >= {cfg.semantic_dedup_threshold}", keys[w]
-                counters["semantic_dedup"] = {"candidates": int(cidx.size), "links": res.n_links,
-                                              "clusters_with_duplicates": res.n_components_with_duplicates,
-                                              "removed": int((~res.keep).sum())}
-        decisions = {}
-        lo = 0
+        Rows stay in shard files: the client computes only the pool-wide state (the top-fraction
+        cutoff, k-means centroids of a bounded sample and the target ids, MetaCLIP's summed entry
+        counts), the decision pass applies the steps per shard on the workers and writes
+        ``<decide_dir>/decisions/<shard>.parquet``. Returns (decide_dir, per-shard semantic
+        duplicates {row: (reason, detail, duplicate_of)}, counters, the decision pass's summaries).
+        """
+        steps = recipe_steps(cfg.recipe, cfg.filter_mode)
+        counters: dict[str, Any] = {"recipe": list(cfg.recipe) if cfg.recipe is not None else None}
+        decide_key = {"steps": list(steps), "min_clip_score": cfg.min_clip_score, "top_fraction": cfg.top_fraction,
+                      "text_based": asdict(cfg.text_based), "image_based": asdict(cfg.image_based),
+                      "metaclip": asdict(cfg.metaclip)}
+        decide_dir = work_dir_for(work_dir, "decide", decide_key)  # inside work_dir: removed with it
+        if not shards:
+            return decide_dir, {}, counters, {}
+        dspec = DecideSpec(work_dir=work_dir, decide_dir=decide_dir, steps=steps, min_clip_score=cfg.min_clip_score,
+                           synsets=cfg.text_based.synsets, metadata=cfg.metaclip.metadata,
+                           metaclip_t=cfg.metaclip.t, metaclip_seed=cfg.metaclip.seed)
+        score_files = [f"{work_dir}/pairs_scores/{s.id}.parquet" for s in shards]
+        if "clip_top_fraction" in steps:
+            cutoff = _top_fraction_cutoff(client, score_files, cfg.top_fraction)
+            dspec = replace(dspec, cutoff=cutoff)
+            counters["clip_score_cutoff"] = None if math.isinf(cutoff) else round(float(cutoff), 6)
+        elif "clip_threshold" in steps:
+            counters["clip_score_cutoff"] = round(float(cfg.min_clip_score), 6)
+        if "image_based" in steps:
+            counters["image_based"] = self._image_based_state(client, cfg, spec, work_dir, decide_dir, shards)
+        if "metaclip" in steps:
+            count_sum = run_shards(client, partial(metaclip_count_shard, dspec), shards, f"{decide_dir}/count",
+                                   desc="score:metaclip-counts")
+            total = None
+            for s in shards:  # one entry-count vector at a time: the client holds two
+                c = np.asarray(_load_npy(f"{decide_dir}/count/counts/{s.id}.npy"), dtype=np.int64)
+                total = c.copy() if total is None else total + c
+            _write_npy(f"{decide_dir}/metaclip_counts.npy", total)
+            counters["metaclip"] = {
+                "entries": int(total.size), "t": cfg.metaclip.t,
+                "candidates": sum(v["candidates"] for v in count_sum.values()),
+                "matched": sum(v["matched"] for v in count_sum.values()),
+                "entries_matched": int((total > 0).sum()), "head_entries": int((total > cfg.metaclip.t).sum()),
+            }
+        dec_sum = run_shards(client, partial(decide_pairs_shard, dspec), shards, decide_dir, desc="score:decide")
+        counters["steps"] = {st: {"in": sum(v["steps"][st]["in"] for v in dec_sum.values()),
+                                  "rejected": sum(v["steps"][st]["rejected"] for v in dec_sum.values())} for st in steps}
+        summary = _scores_from_histograms([v["scores"] for v in dec_sum.values()])
+        if summary:
+            counters["clip_score"] = summary
+        dedup: dict[str, dict] = {}
+        if cfg.semantic_dedup:
+            dedup, counters["semantic_dedup"] = self._semantic_dedup(cfg, work_dir, decide_dir, shards)
+        return decide_dir, dedup, counters, dec_sum
+
+    def _image_based_state(self, client, cfg: ScoreConfig, spec: WorkerSpec, work_dir: str, decide_dir: str,
+                           shards: list[Shard]) -> dict:
+        """k-means centroids of a bounded sample of the pool's image embeddings and the target ids, saved for the workers.
+
+        The pool is every scored pair (finite clip_score), as DataComp clusters the whole pool;
+        the sample takes each shard's share (filters.image_based.sample_quota), seeded per shard.
+        """
+        from filters.image_based import sample_quota, sample_rows, target_cluster_ids
+        from models.kmeans import fit_kmeans
+
+        ib = cfg.image_based
+        path = f"{decide_dir}/image_based.npz"
+        fs, p = url_to_fs(path)
+        if not fs.exists(p):
+            quota = sample_quota([s.rows for s in shards], ib.sample_size)
+            parts = []
+            for i, (s, q) in enumerate(zip(shards, quota)):
+                score = pq.read_table(f"{work_dir}/pairs_scores/{s.id}.parquet", columns=["clip_score"])
+                ok = np.isfinite(score.column("clip_score").to_numpy(zero_copy_only=False))
+                rows = sample_rows(ok, q, ib.seed, i)
+                if rows.size:
+                    parts.append(np.asarray(_load_npy(f"{work_dir}/pairs_img/{s.id}.npy")[rows], dtype=np.float32))
+            if not parts:
+                raise StageError("score: recipe image_based: no decodable pair image to cluster")
+            sample = np.concatenate(parts)
+            centroids = fit_kmeans(sample, ib.clusters, ib.seed, ib.niter)
+            targets = client.submit(_target_embeddings, spec, ib.targets, pure=False).result()
+            target_ids = target_cluster_ids(targets, centroids)
+            fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
+            with fs.open(p + ".tmp", "wb") as fh:
+                np.savez(fh, centroids=centroids, target_ids=target_ids, sample_rows=np.int64(sample.shape[0]),
+                         targets=np.int64(targets.shape[0]))
+            fs.mv(p + ".tmp", p)
+        with np.load(_local_or_fetch(path)) as z:
+            return {"clusters": int(z["centroids"].shape[0]), "target_clusters": int(z["target_ids"].size),
+                    "sample_rows": int(z["sample_rows"]), "target_images": int(z["targets"])}
+
+    def _semantic_dedup(self, cfg: ScoreConfig, work_dir: str, decide_dir: str,
+                        shards: list[Shard]) -> tuple[dict[str, dict], dict]:
+        """Semantic dedup of the pairs every step kept (models/semantic_dedup.py over their image embeddings).
+
+        Still one faiss search on the client over the survivors' embeddings (pipelines/score_global.py's
+        SemDeDup per cluster replaces it); only the removed rows go back to the write pass.
+        """
+        from models.semantic_dedup import semantic_dedup
+
+        emb_parts, where, keys, scores = [], [], [], []
         for s in shards:
-            decisions[s.id] = PairDecisions(reason[lo:lo + s.rows], detail[lo:lo + s.rows], dup[lo:lo + s.rows])
-            lo += s.rows
-        return decisions, counters
+            dec = pq.read_table(f"{decide_dir}/decisions/{s.id}.parquet", columns=["reason"])
+            sel = np.flatnonzero(pc.is_null(dec.column("reason")).to_numpy(zero_copy_only=False))
+            if not sel.size:
+                continue
+            t = pq.read_table(f"{work_dir}/pairs_scores/{s.id}.parquet", columns=["key", "clip_score"]).take(pa.array(sel))
+            emb_parts.append(np.asarray(_load_npy(f"{work_dir}/pairs_img/{s.id}.npy")[sel], dtype=np.float32))
+            where += [(s.id, int(i)) for i in sel.tolist()]
+            keys += t.column("key").to_pylist()
+            scores.append(t.column("clip_score").to_numpy(zero_copy_only=False).astype(np.float64))
+        if not where:
+            return {}, {"candidates": 0, "links": 0, "clusters_with_duplicates": 0, "removed": 0}
+        res = semantic_dedup(np.concatenate(emb_parts), cfg.semantic_dedup_threshold, np.concatenate(scores))
+        dedup: dict[str, dict] = {}
+        for j in np.flatnonzero(~res.keep).tolist():
+            sid, row = where[j]
+            dedup.setdefault(sid, {})[row] = ("semantic_duplicate", f"image cosine >= {cfg.semantic_dedup_threshold}",
+                                              keys[res.duplicate_of[j]])
+        return dedup, {"candidates": len(where), "links": res.n_links,
+                       "clusters_with_duplicates": res.n_components_with_duplicates, "removed": int((~res.keep).sum())}
 
     # ----------------------------------------------------------------- outputs and stats
 
@@ -697,8 +1020,8 @@ class ScoreStage(Stage):
         with fs.open(f"{p}/index.json", "w") as fh:
             json.dump(index, fh, indent=1)
 
-    def _stats(self, cfg, plans, img_sum, pair_sum, doc_sum, write_sum, decisions, counters) -> StageStats:
-        pair_rejected = Counter(r for d in decisions.values() for r in d.reason if r is not None)
+    def _stats(self, cfg, plans, img_sum, pair_sum, doc_sum, write_sum, counters) -> StageStats:
+        pair_rejected = Counter(_sum_counters(write_sum.values(), "rejected"))
         rows_in = sum(s.rows for s in plans["pairs"])
         rows_out = sum(w["rows_out"] for w in write_sum.values())
         stats = StageStats(stage=STAGE, rows_in=rows_in, rows_out=rows_out, rejected=dict(pair_rejected))
