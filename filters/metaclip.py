@@ -335,7 +335,7 @@ def wordnet_dir() -> Path:
 
 def _first_lemmas(lines: Iterable[str]) -> Iterable[str]:
     for line in lines:
-        if not line or line.startswith(" "):  # the licence header lines start with two spaces
+        if not line.strip() or line.startswith(" "):  # the licence header lines start with two spaces
             continue
         fields = line.split(" ", 5)
         lemma = fields[4]
