@@ -187,7 +187,10 @@ def embedding_metrics(embedder, es: EvalSet, cfg: EvalConfig, classes: dict[str,
     img = embedder.images(es.images)
     txt = embedder.texts(es.captions)
     out: dict[str, Any] = {}
-    out["retrieval"] = M.retrieval_recall(img @ txt.T, es.caption_image, cfg.ks)
+    sim = img @ txt.T
+    out["retrieval"] = M.retrieval_recall(sim, es.caption_image, cfg.ks)
+    # Per picture (by sha256), for paired comparisons of models on the same pictures.
+    out["per_picture_r1"] = dict(zip(es.sha256, np.round(M.per_picture_r1(sim, es.caption_image), 6).tolist()))
     zs = {}
     caps_of = es.captions_of()
     for group, names in (classes or {}).items():

@@ -26,12 +26,13 @@ def tokenize_caption(text: str) -> list[str]:
 # --------------------------------------------------------------------------- retrieval
 
 
-def retrieval_recall(sim: np.ndarray, text_image: Sequence[int], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Recall@k both ways from an ``images x texts`` similarity matrix.
+def retrieval_ranks(sim: np.ndarray, text_image: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per image, the rank of its best true caption (image->text), and per caption, the rank of its
+    own image (text->image), from an ``images x texts`` similarity matrix; plus which images have a
+    caption. Rank = the number of candidates scoring strictly higher (0 = first).
 
-    ``text_image[j]`` is the image index caption ``j`` belongs to, so an image may have several
-    captions: image->text counts a hit when ANY of the image's captions ranks in the top k (as in
-    the COCO/Flickr retrieval protocol); text->image ranks the images for each caption.
+    Kept per item, not only as recall@k, so two models evaluated on the same pictures can be
+    compared picture by picture (a paired test: pipelines/experiment_stats.py).
     """
     sim = np.asarray(sim, dtype=np.float64)
     owner = np.asarray(text_image, dtype=np.int64)
@@ -40,18 +41,47 @@ def retrieval_recall(sim: np.ndarray, text_image: Sequence[int], ks: Sequence[in
         raise ValueError(f"text_image has {owner.shape} entries for {n_txt} texts")
     # image -> text: rank of the best true caption = number of captions scoring strictly higher.
     true_mask = owner[None, :] == np.arange(n_img)[:, None]
-    best_true = np.where(true_mask, sim, -np.inf).max(axis=1)
+    best_true = np.where(true_mask, sim, -np.inf).max(axis=1) if n_txt else np.full(n_img, -np.inf)
     has_caption = true_mask.any(axis=1)
     i2t_rank = (sim > best_true[:, None]).sum(axis=1)
     # text -> image: rank of the caption's own image among all images.
     own = sim[owner, np.arange(n_txt)]
     t2i_rank = (sim > own[None, :]).sum(axis=0)
+    return i2t_rank, t2i_rank, has_caption
+
+
+def retrieval_recall(sim: np.ndarray, text_image: Sequence[int], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@k both ways from an ``images x texts`` similarity matrix.
+
+    ``text_image[j]`` is the image index caption ``j`` belongs to, so an image may have several
+    captions: image->text counts a hit when ANY of the image's captions ranks in the top k (as in
+    the COCO/Flickr retrieval protocol); text->image ranks the images for each caption.
+    """
+    i2t_rank, t2i_rank, has_caption = retrieval_ranks(sim, text_image)
+    owner = np.asarray(text_image, dtype=np.int64)
+    n_img, n_txt = np.shape(sim)
     out: dict[str, float] = {}
     for k in ks:
         out[f"i2t_r@{k}"] = float((i2t_rank[has_caption] < k).mean()) if has_caption.any() else 0.0
         out[f"t2i_r@{k}"] = float((t2i_rank < k).mean()) if n_txt else 0.0
-    out["i2t_chance_r@1"] = float(np.mean([true_mask[i].sum() / n_txt for i in range(n_img) if has_caption[i]])) if n_txt else 0.0
+    per_image = np.bincount(owner, minlength=n_img) if n_txt else np.zeros(n_img)
+    out["i2t_chance_r@1"] = float(np.mean([per_image[i] / n_txt for i in range(n_img) if has_caption[i]])) if n_txt else 0.0
     out["t2i_chance_r@1"] = 1.0 / n_img if n_img else 0.0
+    return out
+
+
+def per_picture_r1(sim: np.ndarray, text_image: Sequence[int]) -> np.ndarray:
+    """Each picture's mean R@1 of the two directions: (its image->text hit + the mean text->image hit
+    of its captions) / 2; NaN for a picture without a caption. Averaging this over pictures gives
+    the mean R@1 the experiment reports when every picture has one caption."""
+    i2t_rank, t2i_rank, has_caption = retrieval_ranks(sim, text_image)
+    owner = np.asarray(text_image, dtype=np.int64)
+    n_img = np.shape(sim)[0]
+    counts = np.bincount(owner, minlength=n_img).astype(np.float64)
+    t2i_hits = np.bincount(owner, weights=(t2i_rank < 1).astype(np.float64), minlength=n_img)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = ((i2t_rank < 1).astype(np.float64) + t2i_hits / counts) / 2
+    out[~has_caption] = np.nan
     return out
 
 

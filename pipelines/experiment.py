@@ -174,20 +174,37 @@ def noise_rate(t: pa.Table, truth) -> dict:
 # --------------------------------------------------------------------------- training and evaluation
 
 
-def train_and_eval(name: str, data: str, seed: int, held: pa.Table, model_root: Path, cfg) -> dict:
+def common_eval_set(datasets: dict[str, dict], held: pa.Table):
+    """One evaluation set for every row: the held-out pictures minus any whose sha256 occurs in ANY
+    row's training data, so all rows are scored on the same pictures (a paired comparison needs it)."""
+    from models.evaluate import build_eval_set, training_sha256
+
+    exclude: set[str] = set()
+    for d in datasets.values():
+        exclude |= training_sha256(d["path"])
+    return build_eval_set(held, exclude)
+
+
+def _eval_digest(es) -> str:
+    """Of an evaluation set's pictures and captions: cached metrics are reused only for the same set."""
+    h = hashlib.sha256(";".join(es.sha256).encode())
+    h.update("\n".join(f"{int(o)}:{c}" for o, c in zip(es.caption_image, es.captions)).encode())
+    return h.hexdigest()[:12]
+
+
+def train_and_eval(name: str, data: str, seed: int, es, model_root: Path, cfg) -> dict:
     from models.clip_train import train_clip
-    from models.evaluate import build_eval_set, evaluate_models, training_sha256
+    from models.evaluate import evaluate_models
     from pipelines.train import sample_classes
 
     out = model_root / name / _digest(data) / f"seed-{seed}"
-    metrics_file = out / "eval_metrics.json"
+    metrics_file = out / f"eval_metrics-{_eval_digest(es)}.json"
     if metrics_file.is_file():
         return json.loads(metrics_file.read_text())
     tcfg = replace(cfg.train, task="clip", seed=seed)
     t0 = time.perf_counter()
     path = train_clip(data, out, tcfg, resume=True, progress=False)
     seconds = time.perf_counter() - t0
-    es = build_eval_set(held, training_sha256(data))
     res = evaluate_models({"clip": path}, es, cfg.eval, sample_classes())  # held-out sample pictures
     res["train_seconds"] = round(seconds, 1)
     metrics_file.write_text(json.dumps(res, indent=1, default=float) + "\n")
@@ -222,15 +239,33 @@ def summarise(datasets: dict[str, dict], results: dict[str, list[dict]]) -> list
     return rows
 
 
-def markdown(rows: list[dict], meta: dict) -> str:
+# The comparisons the report makes: every row against raw pairs, and CapFilt against the CLIP filter.
+BASELINE = "raw"
+EXTRA_COMPARISONS = [("capfilt", "clip30"), ("capfilt_r2", "capfilt")]
+
+
+def compare(results: dict[str, list[dict]]) -> list[dict]:
+    """Paired effects (pipelines/experiment_stats.py) on the common held-out pictures, seed by seed."""
+    from pipelines.experiment_stats import paired_effect
+
+    def runs(name: str) -> list[dict]:
+        return [r["clip"]["per_picture_r1"] for r in results[name]]
+
+    pairs = [(name, BASELINE) for name, _ in ROWS if name != BASELINE and name in results]
+    pairs += [(a, b) for a, b in EXTRA_COMPARISONS if a in results and b in results]
+    return [paired_effect(a, b, runs(a), runs(b)).as_dict() for a, b in pairs]
+
+
+def markdown(rows: list[dict], comparisons: list[dict], meta: dict) -> str:
     def pm(s: dict) -> str:
         return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
 
+    labels = {name: label for name, label in ROWS}
     lines = [
         f"Sample: {meta['pages']} pages; CLIP `{meta['model']}`, {meta['steps']} steps x batch {meta['batch_size']} "
-        f"per dataset, seeds {meta['seeds']}; held-out: {rows[0]['eval_images']} pictures with their true captions "
-        f"(chance R@1 i2t {100 * meta['chance_i2t']:.1f}%, t2i {100 * meta['chance_t2i']:.1f}%). "
-        "Numbers in %, mean ± std over seeds.",
+        f"per dataset, seeds {meta['seeds']}; held-out: {rows[0]['eval_images']} pictures with their true captions, "
+        f"the same pictures for every row (chance R@1 i2t {100 * meta['chance_i2t']:.1f}%, "
+        f"t2i {100 * meta['chance_t2i']:.1f}%). Numbers in %, mean ± std over seeds.",
         "",
         "| dataset | pairs | noise (web / synthetic) | i→t R@1 | i→t R@5 | t→i R@1 | t→i R@5 | zero-shot |",
         "|---|---:|---|---:|---:|---:|---:|---:|",
@@ -241,35 +276,36 @@ def markdown(rows: list[dict], meta: dict) -> str:
         syn = f"{n['synthetic_noisy']}/{n['synthetic_judged']}" if n["synthetic_judged"] else "-"
         lines.append(f"| {r['label']} | {r['pairs']} | {100 * n['rate']:.1f}% ({web} / {syn}) | {pm(r['i2t_r@1'])} | "
                      f"{pm(r['i2t_r@5'])} | {pm(r['t2i_r@1'])} | {pm(r['t2i_r@5'])} | {pm(r['zero_shot'])} |")
-    lines += ["", verdict(rows), "",
+    lines += ["", "Paired comparisons (mean R@1 of both directions, picture by picture and seed by seed on the "
+              "common held-out pictures; 95% interval from a bootstrap over seeds and pictures; separated = the "
+              "interval excludes 0 and the effect exceeds twice the spread of the per-seed effects):", "",
+              "| comparison | effect (points) | 95% CI | per-seed effects | seed spread | separated |",
+              "|---|---:|---|---|---:|---|"]
+    for c in comparisons:
+        seeds = ", ".join(f"{100 * x:+.1f}" for x in c["per_seed"])
+        lines.append(f"| {labels.get(c['a'], c['a'])} vs {labels.get(c['b'], c['b'])} | {100 * c['effect']:+.1f} | "
+                     f"{100 * c['ci_low']:+.1f} to {100 * c['ci_high']:+.1f} | {seeds} | {100 * c['spread']:.1f} | "
+                     f"{'yes' if c['separated'] else 'no'} |")
+    lines += ["", verdict(comparisons), "",
               "Rules: every row after *raw* starts from the basic-filtered pairs. Noise: a kept web caption is noise "
               "when the sample planted it wrong/boilerplate (alt text) or credit/generic (figcaption), matched by page "
               "URL + image URL; a synthetic caption is noise unless it names the picture's true colour and shape "
               "(ground_truth/images.jsonl) and no other. Held out: 20% of the content pictures (hash of the URL path, "
               "srcset variants follow their original), removed from every training set, evaluated with their true "
-              "captions; the spread is over the CLIP's training seed (datasets built once)."]
+              "captions; pictures whose sha256 occurs in any row's training data are dropped from the common set."]
     return "\n".join(lines) + "\n"
 
 
-def verdict(rows: list[dict]) -> str:
-    """One honest sentence: does CapFilt beat raw and CLIP-filtered data here (mean R@1 both ways)?"""
-    by = {r["dataset"]: r for r in rows}
+def verdict(comparisons: list[dict]) -> str:
+    """Honest sentences for the comparisons that matter: CapFilt vs raw and vs the CLIP filter."""
+    from pipelines.experiment_stats import PairedEffect, describe
 
-    def score(name: str) -> float:
-        r = by[name]
-        return (r["i2t_r@1"]["mean"] + r["t2i_r@1"]["mean"]) / 2
-
-    def spread(name: str) -> float:
-        r = by[name]
-        return (r["i2t_r@1"]["std"] + r["t2i_r@1"]["std"]) / 2
-
-    parts = []
-    for other in ("raw", "clip30"):
-        d = score("capfilt") - score(other)
-        noise = max(spread("capfilt"), spread(other))
-        word = "beats" if d > noise else ("trails" if d < -noise else "is within the seed spread of")
-        parts.append(f"{word} {by[other]['label']} ({100 * d:+.1f} points of mean R@1, spread {100 * noise:.1f})")
-    return "CapFilt " + "; ".join(parts) + " on this sample."
+    labels = {name: label for name, label in ROWS}
+    out = []
+    for c in comparisons:
+        if c["a"] == "capfilt" and c["b"] in (BASELINE, "clip30"):
+            out.append(describe(PairedEffect(**c), labels[c["a"]], labels[c["b"]]))
+    return " ".join(out) if out else "No CapFilt comparison was made."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, run, paths = curate(out, args.pages, overrides)
     t_curate = time.perf_counter() - start
     datasets, held = split_datasets(run, paths, out / "data")
+    es = common_eval_set(datasets, held)
     cfg.train = replace(cfg.train, model=args.model, steps=args.steps, batch_size=args.batch_size, num_workers=1,
                         log_every=50, checkpoint_every=max(args.steps, 1))
     results: dict[str, list[dict]] = {}
@@ -299,8 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = []
         for seed in args.seeds:
             log.info("experiment: %s, seed %d: CLIP on %d pairs", label, seed, datasets[name]["pairs"])
-            results[name].append(train_and_eval(name, datasets[name]["path"], seed, held, out / "models", cfg))
+            results[name].append(train_and_eval(name, datasets[name]["path"], seed, es, out / "models", cfg))
     rows = summarise(datasets, results)
+    comparisons = compare(results)
     ret0 = results["raw"][0]["clip"]["retrieval"]
     seconds = time.perf_counter() - start
     meta = {"pages": args.pages, "model": args.model, "steps": args.steps, "batch_size": args.batch_size,
@@ -308,9 +346,9 @@ def main(argv: list[str] | None = None) -> int:
             "seconds_total": round(seconds, 1), "seconds_curation": round(t_curate, 1),
             "held_out_percent": HELD_OUT_PERCENT, "clip_top_fraction": CLIP_TOP_FRACTION,
             "bootstrap": cfg.section("bootstrap"), "capfilt": cfg.section("capfilt")}
-    md = markdown(rows, meta) + f"\nWall time: {seconds / 60:.1f} min ({t_curate / 60:.1f} min curating).\n"
+    md = markdown(rows, comparisons, meta) + f"\nWall time: {seconds / 60:.1f} min ({t_curate / 60:.1f} min curating).\n"
     (out / "experiment.md").write_text(md)
-    (out / "experiment.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=float) + "\n")
+    (out / "experiment.json").write_text(json.dumps({"meta": meta, "rows": rows, "comparisons": comparisons}, indent=1, default=float) + "\n")
     print(md)
     print(f"written: {out / 'experiment.md'}, {out / 'experiment.json'}")
     return 0

@@ -85,3 +85,23 @@ def test_labels_from_captions_and_zero_shot():
     assert z == {"accuracy": 1.0, "n": 3, "chance": pytest.approx(1 / 3)}
     z = M.zero_shot_accuracy(np.eye(3)[[1, 1, 1, 1, 1]].astype(np.float32), cls, labels)
     assert z["accuracy"] == pytest.approx(1 / 3)
+
+
+def test_per_picture_r1_averages_to_the_reported_mean_r1():
+    rng = np.random.default_rng(0)
+    sim = rng.normal(size=(6, 6)) + 3 * np.eye(6)
+    sim[2, 2] = -5  # picture 2 misses both ways
+    owner = np.arange(6)
+    r = M.retrieval_recall(sim, owner, (1,))
+    per = M.per_picture_r1(sim, owner)
+    assert per[2] == 0.0
+    assert per.mean() == pytest.approx((r["i2t_r@1"] + r["t2i_r@1"]) / 2)
+
+
+def test_per_picture_r1_with_two_captions_and_a_captionless_picture():
+    # image 0 has captions 0 and 1 (caption 1 ranks image 1 first); image 2 has none.
+    sim = np.array([[0.9, 0.1, 0.0], [0.0, 0.8, 0.7], [0.0, 0.0, 0.0]])
+    per = M.per_picture_r1(sim, [0, 0, 1])
+    assert per[0] == pytest.approx((1 + 0.5) / 2)  # i2t hit; one of two captions finds it
+    assert per[1] == pytest.approx((0 + 1) / 2)  # caption 1 (of image 0) outranks image 1's own for i2t
+    assert np.isnan(per[2])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from pipelines.experiment import ROWS, held_out, markdown, noise_rate, verdict
+from pipelines.experiment import ROWS, compare, held_out, markdown, noise_rate, verdict
 from pipelines.sample_truth import SampleTruth, filter_quality
 
 
@@ -82,14 +82,27 @@ def _row(name, label, r1, spread=0.01):
             "i2t_r@1": stat, "i2t_r@5": stat, "t2i_r@1": stat, "t2i_r@5": stat, "zero_shot": stat}
 
 
+def _results(r1: dict[str, list[list[float]]]) -> dict[str, list[dict]]:
+    """Per row, per seed, per picture R@1 as evaluate_models stores it."""
+    return {name: [{"clip": {"per_picture_r1": {f"sha{j}": v for j, v in enumerate(seed)}}} for seed in seeds]
+            for name, seeds in r1.items()}
+
+
 def test_table_has_a_row_per_dataset_and_an_honest_verdict():
     rows = [_row(n, label, 0.10) for n, label in ROWS]
     rows[[n for n, _ in ROWS].index("capfilt")] = _row("capfilt", "captioner + filter (CapFilt)", 0.20)
-    md = markdown(rows, {"pages": 300, "model": "m", "steps": 10, "batch_size": 8, "seeds": [0, 1, 2],
-                         "chance_i2t": 0.02, "chance_t2i": 0.02})
-    assert md.count("\n| ") == len(ROWS) + 1 and "20.0 ± 1.0" in md
-    assert "CapFilt beats raw pairs" in md and "beats CLIP score (top 30%)" in md
-    rows[[n for n, _ in ROWS].index("capfilt")] = _row("capfilt", "captioner + filter (CapFilt)", 0.05)
-    assert verdict(rows).startswith("CapFilt trails raw pairs")
-    rows[[n for n, _ in ROWS].index("capfilt")] = _row("capfilt", "captioner + filter (CapFilt)", 0.105, 0.02)
-    assert "is within the seed spread of raw pairs" in verdict(rows)
+    base = [[0.0] * 30 + [1.0] * 10] * 3  # 10 of 40 pictures found, every seed
+    better = [[0.0] * 15 + [1.0] * 25] * 3
+    res = _results({n: base for n, _ in ROWS} | {"capfilt": better})
+    comparisons = compare(res)
+    assert {(c["a"], c["b"]) for c in comparisons} >= {("capfilt", "raw"), ("capfilt", "clip30"), ("basic", "raw")}
+    md = markdown(rows, comparisons, {"pages": 300, "model": "m", "steps": 10, "batch_size": 8, "seeds": [0, 1, 2],
+                                      "chance_i2t": 0.02, "chance_t2i": 0.02})
+    assert md.count("\n| ") == len(ROWS) + 1 + len(comparisons) + 1 and "20.0 ± 1.0" in md
+    assert "captioner + filter (CapFilt) beats raw pairs: +37.5 points" in md
+    assert "beats CLIP score (top 30%)" in md
+    worse = _results({n: base for n, _ in ROWS} | {"capfilt": [[0.0] * 40] * 3})
+    assert "trails raw pairs" in verdict(compare(worse))
+    noisy = _results({n: base for n, _ in ROWS} | {"capfilt": [[0.0] * 28 + [1.0] * 12, [0.0] * 32 + [1.0] * 8,
+                                                                [0.0] * 30 + [1.0] * 10]})
+    assert "vs raw pairs" in verdict(compare(noisy)) and "not separated" in verdict(compare(noisy))
