@@ -31,6 +31,7 @@ from curation.main_content import (
     ROOT_CHECK_CHARS,
     ROOT_FALLBACK_MIN_CHARS,
     ROOT_FALLBACK_RATIO,
+    HEADINGS,
     Block,
     classify_blocks,
     find_content_root,
@@ -456,9 +457,11 @@ def _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_b
             images.append(img)
             continue
         attrs = node.attributes
-        if ((tag in FURNITURE_TAGS and not (rooted and tag == "header")) or (attrs and is_furniture_container(attrs))) \
+        if ((tag in FURNITURE_TAGS and not (rooted and tag == "header"))
+                or (attrs and tag not in HEADINGS and is_furniture_container(attrs))) \
                 and tag != "body" and node.mem_id != root_id:
-            # (A <header> inside the article's root is its title block or a section heading.)
+            # (A <header> inside the article's root is its title block or a section heading. A heading names a
+            # section, never a region: <h3 id="nav_section_2"> is a table-of-contents anchor, not a menu.)
             if len(node.text(deep=True, separator=" ", strip=True)) < furniture_limit:
                 if not keep_boilerplate_images:
                     dropped["boilerplate"] += len(node.css("img"))

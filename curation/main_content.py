@@ -91,6 +91,8 @@ ROOT_FALLBACK_MIN_CHARS = 150
 ROOT_CHECK_CHARS = 1000
 ROOT_FALLBACK_RATIO = 2.5
 
+SIGNOFF_TAGS = frozenset({"p"})
+TABLE_CELLS = frozenset({"td", "th"})
 HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 GOOD_MIN_CHARS = 100          # a block this long with little linked text is content on its own
 SHORT_MAX_CHARS = 40          # a block shorter than this is decided by its neighbours
@@ -104,6 +106,12 @@ _LETTER = re.compile(r"[^\W\d_]")
 META_LINE_MAX_CHARS = 80
 _DATE = re.compile(r"\b\d{1,2}[./]\s?\d{1,2}[./]\s?\d{2,4}\b|\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}:\d{2}\b")
 _CREDIT = re.compile(r"\(?\s*(?:foto|fotos|photo|photos|bild|image|credit|credits|quelle|source|©)\s*[:©]", re.I)
+# A caption written as a plain line under its image (no <figcaption>): short, right after the image, and
+# naming the picture's source somewhere in it ("Roman Prymula, photo: Archives", "... | © AFP").
+CAPTION_MAX_CHARS = 250
+_CREDIT_ANYWHERE = re.compile(
+    r"©|\b(?:foto|fotos|photo|photos|bild|bilder|image|credit|credits|crédito|créditos|quelle|source|abbildung"
+    r"|titelbild|copyright|picture)\s*:", re.I)
 
 # META: page metadata (date stamps, credits, captions): dropped, and transparent to the smoothing.
 META, BAD, SHORT, NEAR, GOOD = -1, 0, 1, 2, 3
@@ -183,7 +191,8 @@ def _initial_class(block: Block) -> int:
     if block.tag == "figcaption":
         return META  # the caption travels with its image (``figcaption`` metadata), not in the text
     if not _LETTER.search(block.text):
-        return BAD  # times, counters, page numbers
+        # Times, counters, page numbers; in a table cell, the table's data (decided with its row).
+        return SHORT if block.tag in TABLE_CELLS else BAD
     if n < META_LINE_MAX_CHARS and (_DATE.search(block.text) or _CREDIT.match(block.text)):
         return META  # "Published: 03.04.2020, 12:35", "Photo: AFP", bylines with a date
     if n >= GOOD_MIN_CHARS:
@@ -199,6 +208,11 @@ def classify_blocks(blocks: list[Block], rooted: bool) -> list[bool]:
     ``rooted``: the blocks come from a marked-up content root, so undecided blocks lean to content.
     """
     cls = [_initial_class(b) for b in blocks]
+    for i in range(1, len(blocks)):
+        b = blocks[i]
+        if blocks[i - 1].image >= 0 and b.image < 0 and len(b.text) <= CAPTION_MAX_CHARS \
+                and _CREDIT_ANYWHERE.search(b.text):
+            cls[i] = META  # the image's caption and credit, not the article's text
     if GOOD not in cls:
         # No block is long prose on its own (short pages, line-broken layouts): the prose-like ones are.
         cls = [GOOD if c == NEAR else c for c in cls]
@@ -231,7 +245,7 @@ def classify_blocks(blocks: list[Block], rooted: bool) -> list[bool]:
             if blocks[i].tag in HEADINGS:
                 out[i] = GOOD if nxt == GOOD else BAD
             else:
-                out[i] = GOOD if edge == GOOD and blocks[i].image >= 0 else BAD
+                out[i] = GOOD if edge == GOOD and (blocks[i].image >= 0 or _signoff(blocks[i], rooted, prev)) else BAD
         else:
             # Between content and furniture: headings and images belong to the content that follows or
             # precedes them; other short lines (dates, bylines, "read more") do not.
@@ -241,7 +255,7 @@ def classify_blocks(blocks: list[Block], rooted: bool) -> list[bool]:
                 out[i] = GOOD
             else:
                 # A short line before furniture introduces it ("Read more", "Related topics").
-                out[i] = GOOD if rooted and nxt == GOOD else BAD
+                out[i] = GOOD if (rooted and nxt == GOOD) or _signoff(blocks[i], rooted, prev) else BAD
     # Images between the first and the last content block are the article's (a link-dense news list on
     # a portal page is still the page's body); sidebars inside that span are furniture containers,
     # already skipped by the walk.
@@ -257,6 +271,10 @@ def classify_blocks(blocks: list[Block], rooted: bool) -> list[bool]:
             if blocks[i].image >= 0:
                 out[i] = GOOD
     return [c == GOOD for c in out]
+
+
+def _signoff(block: Block, rooted: bool, prev: int | None) -> bool:
+    return rooted and prev == GOOD and block.tag in SIGNOFF_TAGS and not block.text.endswith(":")
 
 
 def _neighbour(cls: list[int], i: int, step: int, decided: tuple[int, ...]) -> int | None:
