@@ -361,7 +361,7 @@ def clean_tar(path: Path, rel: str, lists: TakedownLists) -> tuple[list | None, 
     to vectorise over); the image members are read only when the tar is rewritten.
     """
     drop: set[str] = set()
-    cut: dict[str, tuple[dict, set[str]]] = {}  # document samples: new json, member names to drop
+    cut: dict[str, tuple[dict, set[str], list[str]]] = {}  # document samples: new json, members to drop, URLs
     with tarfile.open(path) as tf:
         members = tf.getmembers()
         for m in members:
@@ -375,7 +375,7 @@ def clean_tar(path: Path, rel: str, lists: TakedownLists) -> tuple[list | None, 
             elif meta.get("image_urls"):  # one document per sample (release interleaved_wds)
                 hits = [i for i, u in enumerate(meta["image_urls"]) if u is not None and lists.url_hit(u)]
                 if hits:
-                    cut[key] = _cut_doc_sample(meta, set(hits), key)
+                    cut[key] = (*_cut_doc_sample(meta, set(hits), key), [meta["image_urls"][i] for i in hits])
         if not drop and not cut:
             return None, []
         kept = []
@@ -391,7 +391,7 @@ def clean_tar(path: Path, rel: str, lists: TakedownLists) -> tuple[list | None, 
             kept.append((m, data))
     entries = [{"file": rel, "row": k, "matched": "webdataset sample", "removed": "row"} for k in sorted(drop)]
     entries += [{"file": rel, "row": k, "matched": "document image", "image": u, "removed": "image"}
-                for k, (_, names) in sorted(cut.items()) for u in names]
+                for k, (_, _, urls) in sorted(cut.items()) for u in urls]
     return kept, entries
 
 

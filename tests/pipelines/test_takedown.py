@@ -6,7 +6,9 @@ import json
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from curation.cli import main
 from pipelines.takedown import TakedownLists, takedown
@@ -32,6 +34,24 @@ def _tars_like_the_writer(root: Path, ipairs: list[dict]) -> None:
                 tf.addfile(m, io.BytesIO(data))
 
 
+def _with_score_embeddings(root: Path, ipairs: list[dict]) -> np.ndarray:
+    """The score stage's embeddings as dask_score writes them: one float16 row per *input* pair (kept or
+    rejected), ``index.json`` mapping row ranges to files; returns the image rows."""
+    rng = np.random.default_rng(1)
+    emb = root / "score" / "embeddings"
+    n = len(ipairs)
+    img = rng.normal(size=(n, 8)).astype(np.float16)
+    for kind, arr in (("image", img), ("text", rng.normal(size=(n, 8)).astype(np.float16))):
+        (emb / kind).mkdir(parents=True)
+        np.save(emb / kind / "pairs-part-00000-00000.npy", arr[:10])
+        np.save(emb / kind / "pairs-part-00000-00001.npy", arr[10:])
+    (emb / "index.json").write_text(json.dumps({"dim": 8, "shards": [
+        {"id": "a", "offset": 0, "rows": 10, "image": "image/pairs-part-00000-00000.npy", "text": "text/pairs-part-00000-00000.npy"},
+        {"id": "b", "offset": 10, "rows": n - 10, "image": "image/pairs-part-00000-00001.npy",
+         "text": "text/pairs-part-00000-00001.npy"}]}))
+    return img
+
+
 def _files(root: Path) -> dict[str, bytes]:
     return {str(f.relative_to(root)): f.read_bytes() for f in root.rglob("*") if f.is_file()}
 
@@ -40,6 +60,7 @@ def test_takedown_removes_one_page_and_one_image_from_every_output(tmp_path):
     root = tmp_path / "run"
     truth = make_run(root)
     _tars_like_the_writer(root, truth["image_pairs"])
+    emb_before = _with_score_embeddings(root, truth["image_pairs"])
     page = "http://site.test/5"
     target = next(p for p in truth["image_pairs"] if p["doc_id"] == "d0")
     (tmp_path / "urls.txt").write_text(page + "\n")
@@ -112,6 +133,20 @@ def test_takedown_removes_one_page_and_one_image_from_every_output(tmp_path):
     log = [json.loads(line) for f in (root / "takedowns").glob("*.jsonl") for line in f.read_text().splitlines()]
     assert log and {r["matched"] for r in log} >= {"url", "webdataset sample", "document image"}
     assert any(r["file"].startswith("extract/documents") for r in log)
+    # The score stage's embedding rows of the removed pairs are zero, every other row as it was.
+    from pipelines.dask_score import load_embeddings
+
+    gone_rows = [j for j, p in enumerate(truth["image_pairs"]) if p["page_url"] == page or p["sha256"] == target["sha256"]]
+    emb = load_embeddings(str(root / "score")).astype(np.float16)
+    assert not emb[gone_rows].any()
+    others = [j for j in range(len(emb)) if j not in gone_rows]
+    assert np.array_equal(emb[others], emb_before[others])
+    # No file of any stage names the page, the image URL or the digest (tars and JSON read raw; Parquet above).
+    for rel, data in after.items():
+        if rel.startswith(("takedowns/", "train/")) or rel.endswith(".parquet"):
+            continue
+        for needle in (page, target["url"], target["sha256"]):
+            assert needle.encode() not in data, (rel, needle)
 
 
 def test_lists_and_errors(tmp_path):
@@ -169,3 +204,125 @@ def test_image_fetch_refuses_taken_down_urls_without_a_request(tmp_path):
     d = fetch_and_filter(["http://127.0.0.1:9/gone.jpg"], str(tmp_path / "w"), policy, ImageFilterConfig(),
                          ImagesConfig(), extra_filters=[takedown_filter(str(root))])
     assert d.rejected == {"http://127.0.0.1:9/gone.jpg": ("takedown", "on the list", None)} and d.kept.num_rows == 0
+
+
+def _rows(root: Path) -> dict[str, list[dict]]:
+    return {str(f.relative_to(root)): pq.read_table(f).to_pylist() for f in sorted(root.rglob("*.parquet"))
+            if not str(f.relative_to(root)).startswith(("takedowns", "_", "train/"))}
+
+
+def test_a_pair_score_had_rejected_loses_its_embedding_and_its_reject_record(tmp_path):
+    """Taken down after score rejected it: no `embedding_row` names it, yet its embedding row is found
+    (the input's key order, stored before anything is rewritten) and zeroed; its reject record (which
+    names its key) goes, and the stats move that row from its reason to `takedown`."""
+    root = tmp_path / "run"
+    truth = make_run(root)
+    emb_before = _with_score_embeddings(root, truth["image_pairs"])
+    kept = {p["key"] for p in truth["scored"]}
+    j, rejected = next((j, p) for j, p in enumerate(truth["image_pairs"]) if p["key"] not in kept)
+    (tmp_path / "s.txt").write_text(rejected["sha256"] + "\n")
+    summary = takedown(str(root), TakedownLists.load(None, None, str(tmp_path / "s.txt")))
+    assert summary["embedding_rows_of_rejected_pairs"]
+    from pipelines.dask_score import load_embeddings
+
+    for kind in ("image", "text"):
+        emb = load_embeddings(str(root / "score"), kind=kind)
+        assert not emb[j].any() and emb[[i for i in range(len(emb)) if i != j]].any(axis=1).all()
+    assert np.array_equal(load_embeddings(str(root / "score"))[:j], emb_before[:j])
+    rej = pq.read_table(root / "score" / "rejects").to_pylist()
+    assert rejected["key"] not in {r["row_id"] for r in rej}
+    st = json.loads((root / "score" / "stats.json").read_text())
+    assert st["rejected"] == {"takedown": 1} and st["rows_in"] == st["rows_out"] + 1
+    assert list((root / "takedowns" / "maps").glob("score-*.parquet"))  # later takedowns use the stored order
+
+
+def test_resumes_per_file_and_a_new_list_is_not_skipped(tmp_path, monkeypatch):
+    """Killed after some files: the rerun skips the finished ones (done markers) and the counts come out
+    as in an uninterrupted takedown; the same lists again are a no-op; a different list runs."""
+    import pipelines.takedown as td
+
+    def fresh(name: str) -> Path:
+        root = tmp_path / name
+        truth = make_run(root)
+        _tars_like_the_writer(root, truth["image_pairs"])
+        _with_score_embeddings(root, truth["image_pairs"])
+        return root
+
+    (tmp_path / "u.txt").write_text("http://site.test/5\nhttp://img.test/0-0.jpg\n")
+    lists = lambda: TakedownLists.load(str(tmp_path / "u.txt"))  # noqa: E731
+    straight, killed = fresh("straight"), fresh("killed")
+    takedown(str(straight), lists())
+
+    real, seen = td.clean_file, []
+
+    def dies_after_three(*a, **kw):
+        if len(seen) == 3:
+            raise KeyboardInterrupt("killed")
+        out = real(*a, **kw)
+        seen.append(out["file"])
+        return out
+
+    monkeypatch.setattr(td, "clean_file", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        takedown(str(killed), lists())
+    monkeypatch.setattr(td, "clean_file", real)
+    work = next((killed / "takedowns" / "_work").iterdir())
+    assert len(list((work / "clean" / "_done").glob("*.json"))) == 3
+    calls = []
+    monkeypatch.setattr(td, "clean_file", lambda *a, **kw: calls.append(a[3].path) or real(*a, **kw))
+    takedown(str(killed), lists())
+    assert not {str(killed / f) for f in seen} & set(calls)  # finished files were not redone
+    assert _rows(killed) == _rows(straight)
+    for stage in ("extract", "dedup", "images", "score", "capfilt"):
+        a, b = (json.loads((r / stage / "stats.json").read_text()) for r in (straight, killed))
+        assert {k: v for k, v in a.items() if k != "counters"} == {k: v for k, v in b.items() if k != "counters"}, stage
+        assert list(a["counters"]["takedown"].values()) == list(b["counters"]["takedown"].values()), stage
+
+    before = _files(killed)
+    assert takedown(str(killed), lists())["already_applied"]  # the same lists: nothing rewritten, nothing counted twice
+    assert _files(killed) == before
+    (tmp_path / "u2.txt").write_text("http://site.test/6\n")
+    second = takedown(str(killed), TakedownLists.load(str(tmp_path / "u2.txt")))
+    assert not second.get("already_applied") and second["rows_removed"] > 0
+    assert not any("site.test/6" in str(r) for rows in _rows(killed).values() for r in rows if "rejects" not in str(r))
+    st = json.loads((killed / "extract" / "stats.json").read_text())
+    assert len(st["counters"]["takedown"]) == 2 and st["rejected"]["takedown"] == 2
+
+
+def test_document_samples_and_mmc4_entries_lose_only_the_listed_image(tmp_path):
+    """The release's one-document-per-sample tars and the score stage's MMC4 documents: the listed image
+    (member, position, image_info entry and similarity row) goes, the document stays."""
+    from pipelines.takedown import clean_parquet, clean_tar
+
+    lists = TakedownLists({"http://img.test/b.jpg"}, None, set())
+    tar = tmp_path / "00000.tar"
+    doc = {"doc_id": "x", "url": "http://site.test/x", "texts": ["one", None, "two", None, "three"],
+           "images": [None, "1.jpg", None, "3.jpg", None],
+           "image_urls": [None, "http://img.test/a.jpg", None, "http://img.test/b.jpg", None],
+           "metadata": [None, {"src": "a"}, None, {"src": "b"}, None]}
+    with tarfile.open(tar, "w") as tf:
+        for name, data in (("000.json", json.dumps(doc).encode()), ("000.1.jpg", b"A"), ("000.3.jpg", b"B")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    kept, entries = clean_tar(tar, "release/interleaved_wds/00000.tar", lists)
+    names = {m.name: d for m, d in kept}
+    assert set(names) == {"000.json", "000.1.jpg"} and entries[0]["image"] == "http://img.test/b.jpg"
+    new = json.loads(names["000.json"])
+    assert new["image_urls"] == [None, "http://img.test/a.jpg", None] and new["images"] == [None, "1.jpg", None]
+    assert new["texts"] == ["one", None, "two\n\nthree"] and len(new["metadata"]) == 3
+
+    import pyarrow as pa
+
+    info = pa.struct([("raw_url", pa.string()), ("matched_text_index", pa.int64())])
+    t = pa.table({"doc_id": ["x", "y"], "url": ["http://site.test/x", "http://site.test/y"],
+                  "image_info": pa.array([[{"raw_url": "http://img.test/a.jpg", "matched_text_index": 0},
+                                           {"raw_url": "http://img.test/b.jpg", "matched_text_index": 1}],
+                                          [{"raw_url": "http://img.test/c.jpg", "matched_text_index": 0}]], pa.list_(info)),
+                  "similarity_matrix": [[[0.1, 0.2], [0.3, 0.4]], [[0.5]]]})
+    pq.write_table(t, tmp_path / "m.parquet")
+    out, entries = clean_parquet(tmp_path / "m.parquet", "score/mmc4/m.parquet", lists)
+    rows = out.to_pylist()
+    assert [i["raw_url"] for i in rows[0]["image_info"]] == ["http://img.test/a.jpg"]
+    assert rows[0]["similarity_matrix"] == [[0.1, 0.2]] and rows[1] == t.to_pylist()[1]
+    assert [e["removed"] for e in entries] == ["image"]
