@@ -21,7 +21,8 @@ Then the decisions that need the pool (``ScoreStage._decide``): ``score.recipe``
 in a decision pass on the workers. The client computes only pool-wide values: the top-fraction
 cutoff, the image-based step's k-means centroids (a bounded sample) and target clusters,
 MetaCLIP's entry counts (summed from a counting pass on the workers); the pass writes each
-shard's verdicts beside its scores. Semantic dedup of the survivors' image embeddings (faiss)
+shard's verdicts beside its scores. SemDeDup of the survivors' image embeddings
+(pipelines/score_global.py: k-means, then near-duplicates inside each cluster on the workers)
 follows. A last sharded pass writes the stage's outputs:
 
 ``<stage>/pairs/`` SCORED_PAIRS (``embedding_row`` is a stage-wide row number),
@@ -67,7 +68,7 @@ from curation.dask_cluster import (
 from curation.schemas import IMAGE_PAIRS, IMAGES, INTERLEAVED, REJECTS, SCORED_PAIRS
 from curation.errors import StageError
 from curation.stage import Stage, StageContext, StageStats
-from filters.pairs import PairView, basic_filters, find_rejection, recipe_steps, top_fraction_cutoff
+from filters.pairs import PairView, basic_filters, find_rejection, recipe_steps
 from models.assignment import assign
 from models.mmc4 import build_mmc4_document, mmc4_arrow_schema, split_sentences
 from models.scoring import RANDOM_WEIGHTS_WARNING, ModelSpec, clip_scores, load_scorer
@@ -599,12 +600,11 @@ def decide_pairs_shard(spec: DecideSpec, shard: Shard, payload: Any, out: ShardO
             "scores": _score_summary(rows.score), "seconds": time.perf_counter() - start}
 
 
-def write_pairs_shard(work_dir: str, decide_dir: str, shard: Shard, dedup: dict[int, tuple[str, str, str]] | None,
-                      out: ShardOutput) -> dict:
+def write_pairs_shard(work_dir: str, decide_dir: str, dedup_dir: str | None, dedup_threshold: float, shard: Shard,
+                      payload: Any, out: ShardOutput) -> dict:
     """Last pass: kept pairs as SCORED_PAIRS, their rejects, and the float16 embeddings.
 
-    The verdicts are the decision pass's file plus ``dedup`` (row -> reason, detail, duplicate_of
-    of the semantic duplicates: only the removed rows travel from the client)."""
+    The verdicts are the decision pass's file plus SemDeDup's duplicates of this shard (``dedup_dir``)."""
     t = read_shard(shard, IMAGE_PAIRS.names, schema=IMAGE_PAIRS)
     scores = pq.read_table(f"{work_dir}/pairs_scores/{shard.id}.parquet")
     dec = pq.read_table(f"{decide_dir}/decisions/{shard.id}.parquet")
@@ -613,8 +613,12 @@ def write_pairs_shard(work_dir: str, decide_dir: str, shard: Shard, dedup: dict[
     reason = dec.column("reason").to_pylist()
     detail = dec.column("detail").to_pylist()
     dup: list[str | None] = [None] * t.num_rows
-    for i, (r, d, w) in (dedup or {}).items():
-        reason[int(i)], detail[int(i)], dup[int(i)] = r, d, w
+    if dedup_dir is not None:
+        from pipelines.score_global import read_duplicates
+
+        dup = read_duplicates(dedup_dir, shard.id, t.num_rows)
+        for i in (i for i, w in enumerate(dup) if w is not None):
+            reason[i], detail[i] = "semantic_duplicate", f"image cosine >= {dedup_threshold}"
     keep = np.array([r is None for r in reason], dtype=bool)
     full = t.append_column("clip_score", scores.column("clip_score")).append_column(
         "embedding_row", pa.array(np.arange(shard.offset, shard.offset + t.num_rows, dtype=np.int64)))
@@ -677,18 +681,11 @@ def _top_fraction_cutoff(client, score_files: list[str], fraction: float) -> flo
     computes it before its image-based and caption filters), so in ``[basic, image_based,
     clip_top_fraction]`` the 30% is of the pool, not of the image-based survivors, and the recipe
     is the intersection of the two sets. The rank rule is :func:`filters.pairs.top_fraction_cutoff`'s,
-    computed on the workers by pipelines/score_global.py when present.
+    computed on the workers by pipelines/score_global.py (two-pass histogram refinement).
     """
-    try:
-        from pipelines.score_global import exact_top_fraction_cutoff
-    except ImportError:
-        exact_top_fraction_cutoff = None
-    if exact_top_fraction_cutoff is not None:
-        return float(exact_top_fraction_cutoff(client, score_files, "clip_score", fraction))
-    # Fallback until score_global lands: the score column only (4 bytes a pair) on the client.
-    scores = [pq.read_table(f, columns=["clip_score"]).column("clip_score").to_numpy(zero_copy_only=False)
-              for f in score_files]
-    return top_fraction_cutoff(np.concatenate(scores) if scores else np.zeros(0), fraction)
+    from pipelines.score_global import exact_top_fraction_cutoff
+
+    return float(exact_top_fraction_cutoff(client, score_files, "clip_score", fraction))
 
 
 def _scores_from_histograms(parts: list[dict]) -> dict | None:
@@ -854,10 +851,10 @@ class ScoreStage(Stage):
                     doc_payloads[s.id] = _lookup_for(flat.filter(pc.is_valid(flat)), index)
                 doc_sum = run_shards(client, partial(mmc4_shard, spec), plans["documents"], work_dir, doc_payloads,
                                      desc="score:documents")
-            decide_dir, dedup, dec_counters, _ = self._decide(client, cfg, spec, work_dir, plans["pairs"])
+            decide_dir, dedup_dir, dec_counters, _ = self._decide(client, cfg, spec, work_dir, plans["pairs"])
             counters.update(dec_counters)
-            write_sum = run_shards(client, partial(write_pairs_shard, work_dir, decide_dir), plans["pairs"],
-                                   ctx.stage_dir, dedup, desc="score:write")
+            write = partial(write_pairs_shard, work_dir, decide_dir, dedup_dir, cfg.semantic_dedup_threshold)
+            write_sum = run_shards(client, write, plans["pairs"], ctx.stage_dir, desc="score:write")
 
         # Copy phase 1 and 3 outputs (rejects, MMC4 documents) into the stage directory.
         for s in plans["images"] + (plans["documents"] if cfg.mmc4 else []):
@@ -884,14 +881,14 @@ class ScoreStage(Stage):
     # ----------------------------------------------------------------- global decisions
 
     def _decide(self, client, cfg: ScoreConfig, spec: WorkerSpec, work_dir: str,
-                shards: list[Shard]) -> tuple[str, dict[str, dict], dict, dict]:
+                shards: list[Shard]) -> tuple[str, str | None, dict, dict]:
         """The decisions that need the pool: the recipe's steps (filters.pairs.RECIPE_STEPS), then semantic dedup.
 
         Rows stay in shard files: the client computes only the pool-wide state (the top-fraction
         cutoff, k-means centroids of a bounded sample and the target ids, MetaCLIP's summed entry
         counts), the decision pass applies the steps per shard on the workers and writes
-        ``<decide_dir>/decisions/<shard>.parquet``. Returns (decide_dir, per-shard semantic
-        duplicates {row: (reason, detail, duplicate_of)}, counters, the decision pass's summaries).
+        ``<decide_dir>/decisions/<shard>.parquet``; SemDeDup of the survivors writes its own per-shard
+        files. Returns (decide_dir, SemDeDup's dir or None, counters, the decision pass's summaries).
         """
         steps = recipe_steps(cfg.recipe, cfg.filter_mode)
         counters: dict[str, Any] = {"recipe": list(cfg.recipe) if cfg.recipe is not None else None}
@@ -900,7 +897,7 @@ class ScoreStage(Stage):
                       "metaclip": asdict(cfg.metaclip)}
         decide_dir = work_dir_for(work_dir, "decide", decide_key)  # inside work_dir: removed with it
         if not shards:
-            return decide_dir, {}, counters, {}
+            return decide_dir, None, counters, {}
         dspec = DecideSpec(work_dir=work_dir, decide_dir=decide_dir, steps=steps, min_clip_score=cfg.min_clip_score,
                            synsets=cfg.text_based.synsets, metadata=cfg.metaclip.metadata,
                            metaclip_t=cfg.metaclip.t, metaclip_seed=cfg.metaclip.seed)
@@ -933,10 +930,10 @@ class ScoreStage(Stage):
         summary = _scores_from_histograms([v["scores"] for v in dec_sum.values()])
         if summary:
             counters["clip_score"] = summary
-        dedup: dict[str, dict] = {}
+        dedup_dir = None
         if cfg.semantic_dedup:
-            dedup, counters["semantic_dedup"] = self._semantic_dedup(cfg, work_dir, decide_dir, shards)
-        return decide_dir, dedup, counters, dec_sum
+            dedup_dir, counters["semantic_dedup"] = self._semantic_dedup(client, cfg, work_dir, decide_dir, shards)
+        return decide_dir, dedup_dir, counters, dec_sum
 
     def _image_based_state(self, client, cfg: ScoreConfig, spec: WorkerSpec, work_dir: str, decide_dir: str,
                            shards: list[Shard]) -> dict:
@@ -975,36 +972,17 @@ class ScoreStage(Stage):
             return {"clusters": int(z["centroids"].shape[0]), "target_clusters": int(z["target_ids"].size),
                     "sample_rows": int(z["sample_rows"]), "target_images": int(z["targets"])}
 
-    def _semantic_dedup(self, cfg: ScoreConfig, work_dir: str, decide_dir: str,
-                        shards: list[Shard]) -> tuple[dict[str, dict], dict]:
-        """Semantic dedup of the pairs every step kept (models/semantic_dedup.py over their image embeddings).
+    def _semantic_dedup(self, client, cfg: ScoreConfig, work_dir: str, decide_dir: str,
+                        shards: list[Shard]) -> tuple[str, dict]:
+        """SemDeDup (pipelines/score_global.py) over the pairs every step kept; returns its decisions' dir."""
+        from pipelines.score_global import semdedup
 
-        Still one faiss search on the client over the survivors' embeddings (pipelines/score_global.py's
-        SemDeDup per cluster replaces it); only the removed rows go back to the write pass.
-        """
-        from models.semantic_dedup import semantic_dedup
-
-        emb_parts, where, keys, scores = [], [], [], []
-        for s in shards:
+        candidates = {}
+        for s in shards:  # one bool a row, shard by shard
             dec = pq.read_table(f"{decide_dir}/decisions/{s.id}.parquet", columns=["reason"])
-            sel = np.flatnonzero(pc.is_null(dec.column("reason")).to_numpy(zero_copy_only=False))
-            if not sel.size:
-                continue
-            t = pq.read_table(f"{work_dir}/pairs_scores/{s.id}.parquet", columns=["key", "clip_score"]).take(pa.array(sel))
-            emb_parts.append(np.asarray(_load_npy(f"{work_dir}/pairs_img/{s.id}.npy")[sel], dtype=np.float32))
-            where += [(s.id, int(i)) for i in sel.tolist()]
-            keys += t.column("key").to_pylist()
-            scores.append(t.column("clip_score").to_numpy(zero_copy_only=False).astype(np.float64))
-        if not where:
-            return {}, {"candidates": 0, "links": 0, "clusters_with_duplicates": 0, "removed": 0}
-        res = semantic_dedup(np.concatenate(emb_parts), cfg.semantic_dedup_threshold, np.concatenate(scores))
-        dedup: dict[str, dict] = {}
-        for j in np.flatnonzero(~res.keep).tolist():
-            sid, row = where[j]
-            dedup.setdefault(sid, {})[row] = ("semantic_duplicate", f"image cosine >= {cfg.semantic_dedup_threshold}",
-                                              keys[res.duplicate_of[j]])
-        return dedup, {"candidates": len(where), "links": res.n_links,
-                       "clusters_with_duplicates": res.n_components_with_duplicates, "removed": int((~res.keep).sum())}
+            candidates[s.id] = pc.is_null(dec.column("reason")).to_numpy(zero_copy_only=False)
+        res = semdedup(client, work_dir, shards, candidates, cfg.semantic_dedup_threshold)
+        return res.dir, res.counters
 
     # ----------------------------------------------------------------- outputs and stats
 
