@@ -205,3 +205,21 @@ def test_shipped_default_metadata():
     entries = load_metadata(default_metadata_path())
     assert len(entries) == 86_654 and len(set(entries)) == len(entries)
     assert {"dog", "new york", "0", "99"} <= set(entries)
+
+
+@pytest.mark.realdata
+def test_bench_on_real_captions_agrees_and_beats_the_python_loop(realdata):
+    import importlib.util
+
+    from tests.support.realdata import ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_metaclip", ROOT / "bench" / "metaclip.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main(["--repeats", "1", "--replicate", "2", "--loop-captions", "20", "--seeds", "2", "--t", "5", "100"])
+    assert out["throughput"]["agree"] is True
+    assert out["throughput"]["speedup_vs_python_loop_cpu"] >= 10
+    assert out["distribution"]["captions"] == 1000
+    # At a t above every count nothing is balanced out: kept share = matched share, as expected.
+    last = out["balance"][-1]
+    assert last["kept_share_mean"] == last["kept_share_expected"] == out["distribution"]["matched_share"]
