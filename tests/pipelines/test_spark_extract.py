@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -139,3 +140,48 @@ def test_hostile_records_are_counted_not_fatal(extracted):
         assert (got is None) == (rec.target_uri in kept)
     for reason in ("payload_too_large", "html_too_deep", "not_html"):
         assert stats.rejected.get(reason, 0) >= 1
+
+
+def _sorted_rows(path) -> list[str]:
+    return sorted(json.dumps(r, sort_keys=True, default=str) for r in pq.read_table(path).to_pylist())
+
+
+def test_a_rerun_after_some_files_finished_runs_only_the_others(extracted, tmp_path, caplog):
+    """Two WARC files finished (their task outputs and done-markers in the work dir, as a killed run
+    leaves them) -> the rerun says so, runs only the other tasks and gives the uninterrupted outputs."""
+    from curation.stage import StageContext
+    from pipelines.spark_extract import extract_task
+
+    cfg, stats, warcs, stage = extracted
+    out = tmp_path / "run"
+    cfg2 = PipelineConfig.load(overrides={"out": str(out), "spark.master": "local[2]"})
+    source = RunSource(tuple(resolve_inputs(str(warcs))), "test")
+    ctx = StageContext(f"{out}/extract", source.fingerprint_inputs(), cfg2, "killed", source)
+    spec, tasks = stage.plan(ctx)
+    assert spec.work_dir.startswith(f"{out}/_work/extract-")  # outside the stage dir the runner deletes
+    for task in tasks[:2]:
+        extract_task(spec, task)  # here, not on Spark: what the killed run had finished
+    (out / "extract" / "documents").mkdir(parents=True)  # the killed run's partial stage dir
+    (out / "extract" / "documents" / "part-00000.parquet").write_bytes(b"half")
+    with caplog.at_level("INFO", logger="pipelines.spark_extract"):
+        again = StageRunner(str(out), cfg2).run(stage, source=source)
+    assert f"extract: 2 of {len(tasks)} WARC files already finished, resuming" in caplog.text
+    assert again.counters["warc_files_resumed"] == 2
+    assert (again.rows_in, again.rows_out, again.rejected, again.outputs) == \
+        (stats.rows_in, stats.rows_out, stats.rejected, stats.outputs)
+    for name in ("documents", "pairs", "rejects"):
+        assert _sorted_rows(out / "extract" / name) == _sorted_rows(f"{cfg.out}/extract/{name}"), name
+    assert not (out / "_work").exists() or not any((out / "_work").iterdir())  # work copy removed once marked
+
+
+def test_one_output_file_per_task_named_in_input_order(extracted):
+    """``<output>/<task position>-<WARC name>.parquet``, none empty; every file has a row somewhere
+    (a document or at least one reject)."""
+    cfg, stats, warcs, _ = extracted
+    stems = set()
+    for name in ("documents", "pairs", "rejects"):
+        files = sorted((Path(cfg.out) / "extract" / name).glob("*.parquet"))
+        assert all(pq.read_metadata(f).num_rows > 0 for f in files), name
+        stems |= {f.name.removesuffix(".parquet") for f in files}
+    assert len(stems) == stats.counters["warc_files"] == len(list(warcs.iterdir()))
+    assert [s.split("-", 1)[1] for s in sorted(stems)] == sorted(p.name for p in warcs.iterdir())
