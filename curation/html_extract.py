@@ -36,6 +36,7 @@ from curation.main_content import (
     classify_blocks,
     find_content_root,
     is_furniture_container,
+    widen_root,
 )
 
 # Elements whose whole subtree is never content (OBELICS removes the same families).
@@ -396,11 +397,19 @@ def _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_b
     if body is None:
         return ExtractedPage([], title, dropped)
     body_chars = len(body.text(deep=True, separator=" ", strip=True))
-    root = find_content_root(body, body_chars) if use_root else None
+    root, body_marker = find_content_root(body, body_chars) if use_root else (None, False)
     rooted = root is not None
+    # The article-body container and the elements up to its widened root are the article, whatever their
+    # class says ("article-content sticky-sidebar-relative").
+    core_ids: set[int] = set()
     if root is None:
         root = body
-    elif not keep_boilerplate_images:
+    elif body_marker:
+        node, root = root, widen_root(root)
+        while node is not None and node.mem_id != root.mem_id:
+            core_ids.add(node.mem_id)
+            node = node.parent
+    if rooted and not keep_boilerplate_images:
         dropped["boilerplate"] += len(body.css("img")) - len(root.css("img"))
     furniture_limit = FURNITURE_MAX_TEXT_SHARE * body_chars
     root_id = root.mem_id
@@ -459,7 +468,7 @@ def _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_b
         attrs = node.attributes
         if ((tag in FURNITURE_TAGS and not (rooted and tag == "header"))
                 or (attrs and tag not in HEADINGS and is_furniture_container(attrs))) \
-                and tag != "body" and node.mem_id != root_id:
+                and tag != "body" and node.mem_id != root_id and node.mem_id not in core_ids:
             # (A <header> inside the article's root is its title block or a section heading. A heading names a
             # section, never a region: <h3 id="nav_section_2"> is a table-of-contents anchor, not a menu.)
             if len(node.text(deep=True, separator=" ", strip=True)) < furniture_limit:

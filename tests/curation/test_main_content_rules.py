@@ -53,3 +53,27 @@ def test_a_heading_with_a_navigation_id_is_a_heading():
             f"<p>{MORE}</p><div id='nav-footer'><a href='/x'>Contact</a></div></article></body></html>")
     text = _text(html)
     assert "Only the foil is left" in text and "Contact" not in text
+
+
+def test_article_body_root_widens_to_its_article_for_the_lead():
+    lead = "Kaum zu fassen, dass diese Geschichte wirklich passiert ist: ein Hund im Beton."
+    html = (f"<html><body><div class='menu'><a href='/'>Start</a></div><article class='node'>"
+            f"<div class='field-name-field-intro-text'><p>{lead}</p></div>"
+            f"<div class='field-name-body'><p>{PROSE}</p><p>{MORE}</p><p>{PROSE}</p></div></article>"
+            f"<div class='teasers'><p>{MORE}{MORE}{MORE}{MORE}{MORE}</p></div></body></html>")
+    text = _text(html)
+    assert text.startswith(lead) and "Start" not in text
+    # An <article> holding much more than its body field (a listing around it) is not taken.
+    listing = "".join(f"<h2><a href='/{i}'>Story {i}</a></h2><p>{MORE}</p>" for i in range(6))
+    html = (f"<html><body><article><h2>{lead}</h2>{listing}<div class='entry-content'><p>{PROSE}</p><p>{PROSE}</p></div>"
+            f"</article></body></html>")
+    assert lead not in _text(html)
+
+
+def test_elements_between_the_body_container_and_its_article_are_never_furniture():
+    html = (f"<html><body><article class='article sticky-sidebar-parent'><h1>A bridge</h1>"
+            f"<div class='article-content sticky-sidebar-relative'><div class='the-content'><p>{PROSE}</p><p>{MORE}</p>"
+            f"</div></div><div class='sidebar'><a href='/1'>Most read</a></div></article>"
+            f"<div id='comments'><p>{MORE * 6}</p></div></body></html>")
+    text = _text(html)
+    assert "committee" in text and "Residents" in text and "Most read" not in text
