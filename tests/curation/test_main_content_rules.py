@@ -74,6 +74,6 @@ def test_elements_between_the_body_container_and_its_article_are_never_furniture
     html = (f"<html><body><article class='article sticky-sidebar-parent'><h1>A bridge</h1>"
             f"<div class='article-content sticky-sidebar-relative'><div class='the-content'><p>{PROSE}</p><p>{MORE}</p>"
             f"</div></div><div class='sidebar'><a href='/1'>Most read</a></div></article>"
-            f"<div id='comments'><p>{MORE * 6}</p></div></body></html>")
+            + f"<div class='comment'><p>{MORE * 2}</p></div>" * 3 + "</body></html>")
     text = _text(html)
     assert "committee" in text and "Residents" in text and "Most read" not in text
