@@ -24,7 +24,7 @@ from fsspec.core import url_to_fs
 
 from curation.config import PipelineConfig
 from curation.registry import STAGES
-from curation.report import RunCatalog, TableRef, run_snapshot
+from curation.report import SAFETY_REASONS, RunCatalog, TableRef, run_snapshot
 from curation.schemas import SCHEMAS
 from curation.stage import REJECTS_DIR
 
@@ -172,6 +172,18 @@ def _safety(catalog: RunCatalog) -> list[str]:
         pii = {k[4:]: v for k, v in counters["extract"].items() if k.startswith("pii_")}
         lines.append("- personal data replaced by placeholders in texts, alt texts and captions: "
                      + (", ".join(f"{k} {v:,}" for k, v in sorted(pii.items())) or "none found (or safety.pii_* off)"))
+    rejected: dict[str, list[str]] = {}  # the safety reasons, wherever a stage counted them
+    for st in catalog.stages:
+        if not st.complete:
+            continue
+        s = st.stats or {}
+        for table, t in [("", s), *sorted((s.get("tables") or {}).items())]:
+            for reason, n in sorted((t.get("rejected") or {}).items()):
+                if reason in SAFETY_REASONS and n:
+                    rejected.setdefault(reason, []).append(f"{st.name}{' ' + table if table else ''} {n:,}")
+    if rejected:
+        lines.append("- rejected by the safety layer: " + "; ".join(
+            f"`{r}` ({', '.join(rejected[r])})" for r in SAFETY_REASONS if r in rejected))
     for name, c in counters.items():  # curate takedown (pipelines/takedown.py): takedowns/<date>.jsonl lists each row
         for day, files in sorted((c.get("takedown") or {}).items()):
             lines.append(f"- takedown {day}: {sum(files.values()):,} rows/entries removed from {name} ({len(files)} files)")

@@ -376,8 +376,28 @@ def run_metric(spark, spec: MetricSpec, catalog: RunCatalog, cfg: ReportConfig) 
 
 
 # --------------------------------------------------------------------------- the funnel
+# Counters of the safety layer (docs/safety.md) that are not rejections: personal data replaced in place,
+# robots.txt hosts asked, images with a face. They go beside the reasons so the funnel shows every
+# safety decision, not only the ones that dropped a row.
+SAFETY_COUNTERS = ("pii_email", "pii_phone", "pii_ip", "robots_txt_fetched", "images_with_faces")
+# Rejection reasons that are safety decisions (the names the stages write; the card's Safety section sums them).
+SAFETY_REASONS = ("blocked_domain", "hash_listed", "robots_disallowed", "tdm_reserved", "robots_noai", "opted_out",
+                  "nsfw", "low_aesthetic", "takedown")
+
+
+def safety_counters(stats: dict[str, Any]) -> dict[str, int]:
+    """A stage's safety counters, plus ``takedown_entries``: rows/entries ``curate takedown`` removed."""
+    c = stats.get("counters") or {}
+    out = {k: int(c[k]) for k in SAFETY_COUNTERS if isinstance(c.get(k), (int, float)) and c[k]}
+    taken = sum(n for files in (c.get("takedown") or {}).values() if isinstance(files, dict) for n in files.values())
+    if taken:
+        out["takedown_entries"] = taken
+    return out
+
+
 def funnel(catalog: RunCatalog) -> list[dict[str, Any]]:
-    """One row per stage table (main, then each secondary table): in, out, rejected by reason."""
+    """One row per stage table (main, then each secondary table): in, out, rejected by reason; the main
+    row also carries the stage's :func:`safety_counters`."""
     rows = []
     for st in catalog.stages:
         if not st.complete or not st.stats:
@@ -386,7 +406,7 @@ def funnel(catalog: RunCatalog) -> list[dict[str, Any]]:
         s = st.stats
         rows.append({"stage": st.name, "table": None, "complete": True, "rows_in": s.get("rows_in", 0),
                      "rows_out": s.get("rows_out", 0), "rejected": dict(s.get("rejected", {})),
-                     "outputs": dict(s.get("outputs", {})), "seconds": s.get("seconds")})
+                     "outputs": dict(s.get("outputs", {})), "seconds": s.get("seconds"), "safety": safety_counters(s)})
         for tname, t in sorted((s.get("tables") or {}).items()):
             rows.append({"stage": st.name, "table": tname, "complete": True, "rows_in": t.get("rows_in", 0),
                          "rows_out": t.get("rows_out", 0), "rejected": dict(t.get("rejected", {}))})

@@ -114,6 +114,9 @@ def _funnel_section(report: dict[str, Any]) -> str:
         rej = sorted(r.get("rejected", {}).items(), key=lambda kv: -kv[1])
         reasons = ", ".join(f"{esc(k)}&nbsp;{v:,}" for k, v in rej) or "none"
         outputs = ", ".join(f"{esc(k)}&nbsp;{v:,}" for k, v in (r.get("outputs") or {}).items())
+        if r.get("safety"):  # personal data replaced, robots.txt asked, faces, takedowns (curation.report.safety_counters)
+            reasons += "<br><span class=\"desc\">safety: " + ", ".join(
+                f"{esc(k)}&nbsp;{v:,}" for k, v in r["safety"].items()) + "</span>"
         out.append(
             f'<tr><td>{esc(label)}</td><td class="num">{r["rows_in"]:,}</td><td class="num">{r["rows_out"]:,}</td>'
             f'<td class="num">{sum(v for _, v in rej):,}</td><td>{reasons}</td><td>{outputs}</td>'

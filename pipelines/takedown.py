@@ -528,6 +528,8 @@ def _update_stats(stage: Path, entries: list[dict], tid: str, day: str) -> None:
     tables = stats.get("tables") or {}
     # An output whose count is the main table's rows_out holds the main table's rows (decided before any change).
     main_outputs = {o for o, v in outputs.items() if v == stats.get("rows_out")}
+    # Else the secondary table whose rows_out is the output's count (e.g. all captions of a stage).
+    by_count = {o: name for o, v in outputs.items() for name, t in tables.items() if t.get("rows_out") == v}
     capfilt_split = stage.name == "capfilt" and "synthetic_captions" in tables  # web pairs: main; synthetic: a table
     images_gone: set[str] = set()
 
@@ -568,6 +570,8 @@ def _update_stats(stage: Path, entries: list[dict], tid: str, day: str) -> None:
             count(tables.get(OUTPUT_TABLE[(stage.name, out)]))
         elif out in main_outputs:
             count(stats)
+        elif out in by_count:
+            count(tables[by_count[out]])
     per_file = Counter(e["file"] for e in entries)
     tk[label] = dict(sorted(per_file.items()))
     _atomic_write(stats_path, lambda p: p.write_text(json.dumps(stats, indent=1)))
@@ -584,6 +588,21 @@ def _recount_sizes(tars: list[Path]) -> None:
                 with tarfile.open(t) as tf:
                     s[t.name] = len({_sample_of(n)[0] for n in tf.getnames()})
         _atomic_write(sizes, lambda p, s=s: p.write_text(json.dumps(s, indent=1)))
+
+
+def _drop_kept_caches(root: Path, stages: list[Path]) -> list[str]:
+    """Delete work caches a stage kept (``images.keep_fetch_cache``, ``score.keep_work``): they hold
+    fetched bytes and per-shard copies that no per-file pass rewrites; a rerun recomputes them."""
+    gone = []
+    work_root = (root / "_work").resolve()
+    for stage in stages:
+        counters = (json.loads((stage / "stats.json").read_text()).get("counters") or {}) if (stage / "stats.json").exists() else {}
+        for key in ("fetch_work_dir", "work_dir"):
+            d = counters.get(key)
+            if isinstance(d, str) and "://" not in d and Path(d).is_dir() and work_root in Path(d).resolve().parents:
+                shutil.rmtree(d)
+                gone.append(str(Path(d).resolve().relative_to(root)))
+    return gone
 
 
 def takedown(run_root: str, lists: TakedownLists, now: datetime | None = None, client: Any = None) -> dict[str, Any]:
@@ -650,6 +669,7 @@ def takedown(run_root: str, lists: TakedownLists, now: datetime | None = None, c
             marker["files"] = list_files(str(stage))
         marker["takedowns"] = sorted(set(marker.get("takedowns") or []) | {tid})
         _atomic_write(stage / MARKER, lambda p, m=marker: p.write_text(json.dumps(m)))
+    caches = _drop_kept_caches(root, stages)
     # A later rerun of extract or images refuses them again (filters.blocklists.takedown_filter).
     record_takedown(str(root), full.urls, full.domain_entries, full.sha256)
     out_dir = root / "takedowns"
@@ -659,7 +679,7 @@ def takedown(run_root: str, lists: TakedownLists, now: datetime | None = None, c
             fh.write(json.dumps({"at": now.isoformat(timespec="seconds"), "takedown": tid, **e}, default=str) + "\n")
     summary = {"takedown": tid, "removed": len(entries),
                "rows_removed": sum(e["removed"] == "row" for e in entries),
-               "files_rewritten": len(changed), "files_checked": len(done), "log": str(path),
+               "files_rewritten": len(changed), "files_checked": len(done), "log": str(path), "caches_deleted": caches,
                "embedding_rows_of_rejected_pairs": emap is None or (emap.schema.metadata or {}).get(b"complete") != b"false"}
     applied.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(applied, lambda p: p.write_text(json.dumps(summary, indent=1)))
