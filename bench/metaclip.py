@@ -68,6 +68,10 @@ def timed(fn, repeats: int):
     return out, best_wall, best_cpu
 
 
+def _spread(ids: np.ndarray, k: int) -> np.ndarray:
+    return ids[np.unique(np.linspace(0, len(ids) - 1, k).astype(int))] if len(ids) else ids
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--metadata", default=str(default_metadata_path()))
@@ -149,7 +153,8 @@ def main(argv=None) -> dict:
         "entries_matched_once": int((counts == 1).sum()),
         "entries_matched_2_to_5": int(((counts >= 2) & (counts <= 5)).sum()),
         "head": [[entries[i], int(counts[i])] for i in order[: args.head] if counts[i] > 0],
-        "tail_sample": [entries[i] for i in np.flatnonzero(counts == 1)[:10]],
+        # Ten entries matched exactly once, evenly spaced over the (sorted) list.
+        "tail_sample": [entries[i] for i in _spread(np.flatnonzero(counts == 1), 10)],
     }
 
     keys = pa.array([f"laion-{i:04d}" for i in range(n)])

@@ -70,10 +70,11 @@ CHARS_TO_SPACE = ("\t", "\n", "\r")
 _SEP = "\x00"
 
 
-def load_metadata(path: str | Path) -> list[str]:
+def load_metadata(path: str | Path | None) -> list[str]:
     """MetaCLIP's metadata: a JSON list of strings (their ``metadata.json``) or a text file, one
-    entry per line (blank lines skipped). The order is kept: an entry's id is its index."""
-    p = Path(path)
+    entry per line (blank lines skipped). The order is kept: an entry's id is its index.
+    ``None``: the shipped WordNet-derived list (:func:`default_metadata_path`)."""
+    p = default_metadata_path() if path is None else Path(path)
     if not p.exists():
         raise InputError(f"metaclip metadata not found: {p} (a JSON list of strings or a .txt, one per line)")
     text = p.read_text(encoding="utf-8")
@@ -159,10 +160,9 @@ class MetadataMatcher:
 
             a = ahocorasick.Automaton(ahocorasick.STORE_INTS)
             for idx, entry in enumerate(self.entries):
-                # A duplicated entry keeps its first id (a str key is stored once).
-                key = f" {entry} "
-                if a.get(key, -1) == -1:
-                    a.add_word(key, idx)
+                # As in MetaCLIP's initialize_automaton, a duplicated entry's later id replaces
+                # the earlier one (add_word overwrites): the earlier id never matches.
+                a.add_word(f" {entry} ", idx)
             a.make_automaton()
             self._automaton = a
         return self._automaton

@@ -203,6 +203,7 @@ def test_build_metadata_follows_metaclips_wordnet_rule(tmp_path):
 
 def test_shipped_default_metadata():
     entries = load_metadata(default_metadata_path())
+    assert load_metadata(None) == entries
     assert len(entries) == 86_654 and len(set(entries)) == len(entries)
     assert {"dog", "new york", "0", "99"} <= set(entries)
 
@@ -223,3 +224,8 @@ def test_bench_on_real_captions_agrees_and_beats_the_python_loop(realdata):
     # At a t above every count nothing is balanced out: kept share = matched share, as expected.
     last = out["balance"][-1]
     assert last["kept_share_mean"] == last["kept_share_expected"] == out["distribution"]["matched_share"]
+
+
+def test_duplicated_entry_matches_under_its_last_id_as_in_metaclip():
+    # MetaCLIP's automaton.add_word overwrites a key's value: the last id of a duplicate wins.
+    assert MetadataMatcher(["dog", "cat", "dog"]).match(["a dog"]).to_pylist() == [[2]]
