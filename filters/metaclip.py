@@ -36,7 +36,6 @@ import argparse
 import json
 import string
 import sys
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -121,11 +120,6 @@ def spaced_captions(texts: "pa.Array | Sequence[str | None]") -> "pa.Array":
     for c in CHARS_TO_SPACE:
         arr = pc.replace_substring(arr, c, " ")
     return arr
-
-
-@dataclass
-class _Automaton:
-    automaton: object
 
 
 class MetadataMatcher:
