@@ -20,6 +20,7 @@ dropped and counted.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
@@ -422,7 +423,9 @@ def _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_b
     def flush(flags: int) -> None:
         nonlocal link_chars
         if buf:
-            text = _norm_text("".join(buf))
+            # NFC, as trafilatura's output: a page may spell one letter both ways (Bengali U+09DC and
+            # U+09A1 U+09BC), and dedup and search must see one spelling.
+            text = unicodedata.normalize("NFC", _norm_text("".join(buf)))
             buf.clear()
             if text and not flags & _OUTSIDE:
                 blocks.append(Block(text, min(link_chars, len(text)), cur_tag, rooted))

@@ -77,3 +77,9 @@ def test_elements_between_the_body_container_and_its_article_are_never_furniture
             + f"<div class='comment'><p>{MORE * 2}</p></div>" * 3 + "</body></html>")
     text = _text(html)
     assert "committee" in text and "Residents" in text and "Most read" not in text
+
+
+def test_text_is_nfc_whichever_way_the_page_spells_a_letter():
+    decomposed = "Besonders bei Babyschalen sollte gepru\u0308ft werden, ob die Gurtla\u0308nge ausreicht."
+    text = _text(f"<html><body><article><p>{PROSE}</p><p>{decomposed}</p></article></body></html>")
+    assert "geprüft" in text and "Gurtlänge" in text and "\u0308" not in text
