@@ -778,8 +778,6 @@ class ScoreStage(Stage):
     def run(self, ctx: StageContext) -> StageStats:
         cfg: ScoreConfig = ctx.config.score
         if cfg.pretrained == "bootstrap":  # the CLIP this run trained itself (pipelines/bootstrap.py)
-            from dataclasses import replace
-
             from models.resolve import local_model, models_dir_of, resolve_model, source_root_of
 
             models = ctx.inputs.get("models") or models_dir_of(source_root_of(ctx.inputs["pairs"]))
