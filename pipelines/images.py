@@ -47,13 +47,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from curation.config import ImagesConfig, PipelineConfig, SparkConfig
-from curation.layout import cut_positions, drop_images, load_metadata
 from curation.safe_http import FetchPolicy, precheck_url
-from curation.schemas import DOCUMENTS, IMAGE_PAIRS, IMAGES, INTERLEAVED, PAIRS, REJECTS
+from curation.schemas import DOCUMENTS, IMAGES, PAIRS
 from curation.stage import Stage, StageContext, StageError, StageStats
 from filters.blocklists import HashList, takedown_filter, with_takedown_hashes
 from filters.config import ImageFilterConfig
@@ -76,33 +74,15 @@ DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate")
 # --------------------------------------------------------------------------- reading
 
 
-def read_dataset(path: str | None, schema: pa.Schema) -> pa.Table:
-    """A Parquet dataset with ``schema`` (empty table when the path is missing or holds no file)."""
-    if not path:
-        return schema.empty_table()
-    fs, p = url_to_fs(path)
-    if not fs.exists(p):
-        return schema.empty_table()
-    files = sorted(f for f in fs.find(p) if f.endswith(".parquet") and "/." not in f and "/_" not in f[len(p):])
-    if not files:
-        return schema.empty_table()
-    tables = []
-    for f in files:
-        with fs.open(f, "rb") as fh:
-            t = pq.read_table(fh, columns=schema.names)
-        tables.append(t.select(schema.names).cast(schema))
-    return pa.concat_tables(tables)
+def unique_image_urls(docs, pairs) -> list[str]:
+    """Every distinct non-empty image URL of documents and pairs (Spark DataFrames), sorted.
 
+    The URL list is the one list the driver holds: the fetch work directory is keyed on it."""
+    from pyspark.sql import functions as F
 
-def unique_image_urls(docs: pa.Table, pairs: pa.Table) -> list[str]:
-    """Every distinct non-empty image URL of documents and pairs, sorted."""
-    parts = [pc.list_flatten(docs.column("images")), pairs.column("url")]
-    arrays = [c for p in parts for c in (p.chunks if isinstance(p, pa.ChunkedArray) else [p])]
-    if not arrays:
-        return []
-    allurls = pa.chunked_array(arrays, pa.string()).drop_null()
-    allurls = allurls.filter(pc.not_equal(allurls, ""))
-    return sorted(pc.unique(allurls).to_pylist())
+    urls = (docs.select(F.explode("images").alias("url")).unionByName(pairs.select("url"))
+            .where(F.col("url").isNotNull() & (F.col("url") != "")).distinct())
+    return sorted(r[0] for r in urls.toLocalIterator())
 
 
 # --------------------------------------------------------------------------- fetch + filter
@@ -131,18 +111,26 @@ def make_policy(images_cfg: ImagesConfig, filter_cfg: ImageFilterConfig, extra_a
     )
 
 
-def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filter_cfg: ImageFilterConfig,
+@dataclass
+class FetchOutcome:
+    """Refusals and the fetch, without reading a byte back: where the fetch shards are and what was refused."""
+
+    to_fetch: list[str]
+    refused: dict[str, tuple[str, str, str | None]]  # url -> (reason, detail, duplicate_of)
+    work_dir: str
+    shard_ids: list[int]
+    counters: dict[str, Any] = field(default_factory=dict)
+
+
+def refuse_and_fetch(urls: list[str], work_root: str, policy: FetchPolicy, filter_cfg: ImageFilterConfig,
                      images_cfg: ImagesConfig, spark_cfg: SparkConfig | None = None, hash_list=None,
-                     robots=None, extra_filters=(), seen: Callable[[list[str], np.ndarray], list] | None = None
-                     ) -> ImageDecisions:
-    """Steps 2-4 for ``urls``: the stage's whole fetch path (also what ``bench/images.py`` times).
+                     robots=None, extra_filters=()) -> FetchOutcome:
+    """Steps 2-3 for ``urls``: refusals without a request, then img2dataset into ``<work>/shards``.
 
     ``spark_cfg`` picks the distributor (``images.distributor: auto``: pyspark when its master is
-    not local) and is the session img2dataset's pyspark distributor runs on. ``seen``: for the
-    fetched images' (sha256s, pHashes), the earlier snapshot's (snapshot, url, detail) of each, or
-    None (``dedup.state_dir``: :meth:`pipelines.dedup_state.DedupState.image_matches`).
+    not local) and is the session img2dataset's pyspark distributor runs on.
     """
-    from curation.fetch import FetchSettings, read_shards, run_img2dataset, work_dir_for
+    from curation.fetch import FetchSettings, done_shards, run_img2dataset, work_dir_for
 
     rejected: dict[str, tuple[str, str, str | None]] = {}
     pre_filters = []
@@ -183,8 +171,27 @@ def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filte
     t0 = time.perf_counter()
     if to_fetch:
         counters.update(run_img2dataset(to_fetch, work_dir, policy, filter_cfg, settings, hash_list))
-    fetched, summary = read_shards(work_dir) if to_fetch else (None, {})
     counters["fetch_seconds"] = round(time.perf_counter() - t0, 3)
+    shard_ids = sorted(done_shards(f"{work_dir}/shards")) if to_fetch else []
+    return FetchOutcome(to_fetch, rejected, work_dir, shard_ids, counters)
+
+
+def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filter_cfg: ImageFilterConfig,
+                     images_cfg: ImagesConfig, spark_cfg: SparkConfig | None = None, hash_list=None,
+                     robots=None, extra_filters=(), seen: Callable[[list[str], np.ndarray], list] | None = None
+                     ) -> ImageDecisions:
+    """Steps 2-4 for ``urls`` in this process, the fetched bytes read back (``bench/images.py`` times it,
+    and it is the reference the stage's Spark steps are checked against: :mod:`pipelines.images_spark`).
+
+    ``seen``: for the fetched images' (sha256s, pHashes), the earlier snapshot's (snapshot, url,
+    detail) of each, or None (``dedup.state_dir``: :meth:`pipelines.dedup_state.DedupState.image_matches`).
+    """
+    from curation.fetch import read_shards
+
+    outcome = refuse_and_fetch(urls, work_root, policy, filter_cfg, images_cfg, spark_cfg, hash_list, robots,
+                               extra_filters)
+    rejected, to_fetch, counters = dict(outcome.refused), outcome.to_fetch, outcome.counters
+    fetched, summary = read_shards(outcome.work_dir) if to_fetch else (None, {})
     counters["img2dataset"] = summary
 
     kept = IMAGES.empty_table()
@@ -236,58 +243,6 @@ def _deduplicate(ok: pa.Table, filter_cfg: ImageFilterConfig,
     return pa.table({name: kept.column(name) for name in IMAGES.names}).cast(IMAGES)
 
 
-# --------------------------------------------------------------------------- joins
-
-
-def join_pairs(pairs: pa.Table, kept: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """Pairs whose image was kept, with its bytes (IMAGE_PAIRS), and the index of the rejected ones."""
-    idx = pc.index_in(pairs.column("url").combine_chunks(), value_set=kept.column("url").combine_chunks())
-    mask = pc.is_valid(idx)
-    taken = kept.take(idx.filter(mask))
-    out = pairs.filter(mask)
-    cols = {n: out.column(n) for n in PAIRS.names}
-    for n in ("image", "width", "height", "sha256"):
-        cols[n] = taken.column(n)
-    return pa.table(cols).cast(IMAGE_PAIRS), pairs.filter(pc.invert(mask))
-
-
-def join_documents(docs: pa.Table, kept: pa.Table) -> tuple[pa.Table, list[int], dict[str, int]]:
-    """Documents without the images that were not kept, plus ``image_bytes`` aligned with positions.
-
-    Returns (INTERLEAVED table, images left per document, counters).
-    """
-    kept_index = {u: i for i, u in enumerate(kept.column("url").to_pylist())}
-    kept_bytes = kept.column("image").combine_chunks()
-    cols: dict[str, list] = {"texts": [], "images": [], "metadata": []}
-    flat_idx: list[int | None] = []
-    offsets = [0]
-    n_images: list[int] = []
-    removed = touched = 0
-    metas = docs.column("metadata").to_pylist()
-    for texts, images, raw in zip(docs.column("texts").to_pylist(), docs.column("images").to_pylist(), metas):
-        texts, images = texts or [], images or []
-        keep = {p for p, u in enumerate(images) if u is not None and u in kept_index}
-        n_drop = sum(1 for u in images if u is not None) - len(keep)
-        removed += n_drop
-        touched += n_drop > 0
-        t, im, m = cut_positions(texts, images, load_metadata(raw), drop_images(images, keep))
-        cols["texts"].append(t)
-        cols["images"].append(im)
-        cols["metadata"].append(json.dumps(m, ensure_ascii=False) if (n_drop or raw is None) else raw)
-        idx = [kept_index[u] if u is not None else None for u in im]
-        flat_idx += idx
-        offsets.append(len(flat_idx))
-        n_images.append(sum(1 for u in im if u is not None))
-    taken = kept_bytes.take(pa.array(flat_idx, pa.int64())) if flat_idx else pa.array([], pa.binary())
-    out = {name: docs.column(name) for name in DOCUMENTS.names}
-    out["texts"] = pa.array(cols["texts"], pa.list_(pa.string()))
-    out["images"] = pa.array(cols["images"], pa.list_(pa.string()))
-    out["metadata"] = pa.array(cols["metadata"], pa.string())
-    out["image_bytes"] = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), taken)
-    table = pa.table(out).cast(INTERLEAVED) if docs.num_rows else INTERLEAVED.empty_table()
-    return table, n_images, {"image_positions_removed": removed, "documents_touched": touched}
-
-
 # --------------------------------------------------------------------------- sample server
 
 
@@ -332,25 +287,6 @@ def sample_image_server(config: PipelineConfig, source_root: str) -> Iterator[tu
 # --------------------------------------------------------------------------- the stage
 
 
-def _write_parquet(table: pa.Table, directory: str, name: str = "part-00000.parquet") -> None:
-    fs, path = url_to_fs(directory)
-    fs.makedirs(path, exist_ok=True)
-    tmp = f"{path}/.{name}.tmp"
-    with fs.open(tmp, "wb") as fh:
-        pq.write_table(table, fh, row_group_size=1024)
-    fs.mv(tmp, f"{path}/{name}")
-
-
-def _rejects(rows: list[tuple[str, str, str, str, str | None]]) -> pa.Table:
-    cols = list(zip(*rows)) if rows else [[], [], [], [], []]
-    row_id, table, reason, detail, dup = cols
-    return pa.table({
-        "row_id": pa.array(row_id, pa.string()), "table": pa.array(table, pa.string()),
-        "stage": pa.array([STAGE] * len(row_id), pa.string()), "reason": pa.array(reason, pa.string()),
-        "detail": pa.array(detail, pa.string()), "duplicate_of": pa.array(dup, pa.string()),
-    }).cast(REJECTS)
-
-
 def _robots_cache(ctx: StageContext, policy: FetchPolicy, run_root: str):
     """robots.txt verdicts for the run (``safety.honour_robots_txt``), kept in ``<run>/_work/robots.json`` when local."""
     if not ctx.config.safety.honour_robots_txt:
@@ -378,64 +314,44 @@ class ImageStage(Stage):
     config_sections_if_set = ("dedup.state_dir",)
 
     def run(self, ctx: StageContext) -> StageStats:
+        from curation.spark import get_spark
+        from pipelines.images_spark import images_after_fetch, read_fetched, read_table, shard_stats
+
         cfg, fcfg = ctx.config.images, ctx.config.image_filters
-        docs = read_dataset(ctx.inputs["documents"], DOCUMENTS)
-        pairs = read_dataset(ctx.inputs.get("pairs"), PAIRS)
+        spark = get_spark(ctx.config.spark)
+        docs = read_table(spark, ctx.inputs["documents"], DOCUMENTS)
+        pairs = read_table(spark, ctx.inputs.get("pairs"), PAIRS)
         urls = unique_image_urls(docs, pairs)
-        log.info("images: %d documents, %d pairs, %d unique image URLs", docs.num_rows, pairs.num_rows, len(urls))
+        n_docs, n_pairs = docs.count(), pairs.count()
+        log.info("images: %d documents, %d pairs, %d unique image URLs", n_docs, n_pairs, len(urls))
         run_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
         state_dir = ctx.config.dedup.state_dir
         state = DedupState(state_dir, ctx.config.snapshot, ctx.run_id) if state_dir else None
         seen = (lambda d, h: state.image_matches(d, h, fcfg.phash_max_hamming)) if state is not None else None
+        record = ((lambda d, h, u: state.record_images(d, h, u, fcfg.phash_max_hamming))
+                  if state is not None else None)
         with sample_image_server(ctx.config, _source_root(ctx)) as extra_allow:
             policy = make_policy(cfg, fcfg, extra_allow, ctx.config.safety.honour_tdm_reservation)
             hashes = ctx.config.safety.image_hash_blocklist_file
-            decisions = fetch_and_filter(urls, run_root, policy, fcfg, cfg, ctx.config.spark,
-                                         with_takedown_hashes(HashList.load(hashes) if hashes else None, run_root),
-                                         _robots_cache(ctx, policy, run_root),
-                                         [f for f in [takedown_filter(run_root)] if f is not None], seen)
-        kept = decisions.kept
-        rejects: list[tuple[str, str, str, str, str | None]] = [
-            (url, "images", reason, detail, dup) for url, (reason, detail, dup) in sorted(decisions.rejected.items())
-        ]
-
-        image_pairs, lost_pairs = join_pairs(pairs, kept)
-        for key, url in zip(lost_pairs.column("key").to_pylist(), lost_pairs.column("url").to_pylist()):
-            reason, detail, dup = decisions.rejected.get(url, ("no_image_url", "", None))
-            rejects.append((key, "pairs", reason, f"image {url}: {detail}"[:500], dup))
-
-        documents, n_images, doc_counters = join_documents(docs, kept)
-        doc_rejected: Counter = Counter()
-        if cfg.drop_documents_without_images and documents.num_rows:
-            had = [sum(1 for u in (imgs or ()) if u is not None) for imgs in docs.column("images").to_pylist()]
-            empty = np.array([n == 0 for n in n_images], dtype=bool)
-            for doc_id, n_had in zip(documents.filter(pa.array(empty)).column("doc_id").to_pylist(),
-                                     np.array(had)[empty].tolist()):
-                detail = f"{n_had} image(s), none kept" if n_had else "no image in input"
-                rejects.append((doc_id, "documents", "no_images", detail, None))
-                doc_rejected["no_images"] += 1
-            documents = documents.filter(pa.array(~empty))
-
-        formats = dict(zip(kept.column("url").to_pylist(), kept.column("format").to_pylist()))
-        _write_parquet(kept, ctx.output_path("images"))
-        _write_parquet(image_pairs, ctx.output_path("pairs"))
-        _write_parquet(documents, ctx.output_path("documents"))
-        _write_parquet(_rejects(rejects), ctx.rejects_path)
-        wds_sizes: dict[str, int] = {}
-        if cfg.webdataset:
-            from curation.wds_writer import write_webdataset
-
-            wds_sizes = write_webdataset(
-                image_pairs, [formats[u] for u in image_pairs.column("url").to_pylist()],
-                ctx.output_path("webdataset"), cfg.samples_per_tar, cfg.webdataset_image_format,
-            )
-
-        counters = dict(decisions.counters)
-        if state is not None:  # after the outputs: this run's kept images join the cross-snapshot state
-            counters["state_entries"] = state.record_images(
-                kept.column("sha256").to_pylist(),
-                np.array([int(h, 16) for h in kept.column("phash").to_pylist()], dtype=np.uint64),
-                kept.column("url").to_pylist(), fcfg.phash_max_hamming)
+            fetch = refuse_and_fetch(urls, run_root, policy, fcfg, cfg, ctx.config.spark,
+                                     with_takedown_hashes(HashList.load(hashes) if hashes else None, run_root),
+                                     _robots_cache(ctx, policy, run_root),
+                                     [f for f in [takedown_filter(run_root)] if f is not None])
+        refused = spark.createDataFrame([(u, r, d, dup) for u, (r, d, dup) in sorted(fetch.refused.items())],
+                                        "url string, reason string, detail string, duplicate_of string")
+        to_fetch = (spark.read.parquet(f"{fetch.work_dir}/urls.parquet").select("url") if fetch.to_fetch
+                    else spark.createDataFrame([], "url string"))
+        counters = dict(fetch.counters)
+        counters["img2dataset"] = shard_stats(fetch.work_dir, fetch.shard_ids) if fetch.to_fetch else {}
+        wds = ({"dir": ctx.output_path("webdataset"), "samples_per_tar": cfg.samples_per_tar,
+                "image_format": cfg.webdataset_image_format} if cfg.webdataset else None)
+        res = images_after_fetch(
+            spark, fetched=read_fetched(spark, fetch.work_dir, fetch.shard_ids), to_fetch=to_fetch, refused=refused,
+            docs=docs, pairs=pairs,
+            outputs={k: ctx.output_path(k) for k in ("images", "pairs", "documents")}, rejects_path=ctx.rejects_path,
+            max_distance=fcfg.phash_max_hamming, drop_documents_without_images=cfg.drop_documents_without_images,
+            seen=seen, state_record=record, webdataset=wds)
+        counters.update(res.counters)
         if not cfg.keep_fetch_cache and counters.get("fetch_work_dir"):
             fs, wpath = url_to_fs(counters["fetch_work_dir"])
             if fs.exists(wpath):
@@ -444,20 +360,18 @@ class ImageStage(Stage):
             if fs.exists(parent) and not fs.ls(parent):
                 fs.rm(parent, recursive=True)
             counters.pop("fetch_work_dir")
-        counters.update(doc_counters)
-        counters["formats_kept"] = dict(Counter(formats.values()))
-        counters["webdataset_shards"] = len(wds_sizes)
-        pair_rejected = Counter(r[2] for r in rejects if r[1] == "pairs")
+        counters["formats_kept"] = res.formats
+        counters["webdataset_shards"] = len(res.webdataset)
         return StageStats(
             stage=STAGE,
             rows_in=len(urls),
-            rows_out=kept.num_rows,
-            rejected=dict(decisions.reasons()),
-            outputs={"images": kept.num_rows, "pairs": image_pairs.num_rows, "documents": documents.num_rows,
-                     "webdataset": sum(wds_sizes.values())},
+            rows_out=res.kept,
+            rejected=res.reasons,
+            outputs={"images": res.kept, "pairs": res.pairs_out, "documents": res.docs_out,
+                     "webdataset": sum(res.webdataset.values())},
             counters=counters,
             tables={
-                "pairs": {"rows_in": pairs.num_rows, "rows_out": image_pairs.num_rows, "rejected": dict(pair_rejected)},
-                "documents": {"rows_in": docs.num_rows, "rows_out": documents.num_rows, "rejected": dict(doc_rejected)},
+                "pairs": {"rows_in": n_pairs, "rows_out": res.pairs_out, "rejected": res.pair_reasons},
+                "documents": {"rows_in": n_docs, "rows_out": res.docs_out, "rejected": res.doc_reasons},
             },
         )

@@ -1,0 +1,402 @@
+"""The images stage after the fetch, in Spark: duplicates, joins and writes over img2dataset's shards.
+
+The driver never holds an image's bytes: it reads the fetch shards as a Spark DataFrame (column
+pruning keeps the bytes on disk until the writes need them), runs the duplicate steps and the joins
+as Spark jobs, and only collects counts, reason histograms and file names. The same rules as the
+single-process reference (:func:`pipelines.images.fetch_and_filter`, kept for the bench and the
+equality test):
+
+* exact duplicates: one image per sha256, the preferred one (most pixels, then the smallest URL:
+  :func:`filters.image.preference_order`) kept, by a window over the sha256 groups;
+* near duplicates: candidate edges from a banded LSH join (``sql/images_phash_candidates.sql``;
+  ``phash_max_hamming + 1`` bands, pigeonhole: two hashes within the bound share a band; above 16
+  bands, one band, i.e. every pair), verified by Hamming distance, each edge pointing from the
+  preferred image to the other. The keeper rule is the greedy one of
+  :func:`filters.image.near_duplicates` (visit images in preference order, keep one unless it is
+  within the bound of an image already kept: no chaining). It is resolved on the edge graph in
+  rounds: an undecided image with a kept better neighbour is rejected, one whose better neighbours
+  are all rejected is kept; the best undecided image always decides, so the rounds end. A rejected
+  image names its closest kept better neighbour (ties: the preferred one), as the reference does;
+* pairs: joined with the kept images by URL (bytes ride along), the others rejected with the
+  image's reason;
+* documents: image positions exploded, joined with the kept images by URL, gathered back per
+  document, and cut in a ``mapInArrow`` task by :func:`curation.layout.cut_positions` (texts
+  around a removed image joined as extract joins them), ``image_bytes`` aligned with positions;
+* WebDataset tars: one or more per partition, written by the tasks (:mod:`curation.wds_writer`);
+  the driver only renames them to ``NNNNN.tar`` and writes ``sizes.json``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+from fsspec.core import url_to_fs
+
+from curation.schemas import DOCUMENTS, IMAGES, INTERLEAVED, spark_ddl
+from curation.sql import load_sql
+
+STAGE = "images"
+MAX_INDEXED_BANDS = 16  # as filters.image.near_duplicates: narrower bands than 4 bits index nothing
+REJECTS_DDL = "row_id string, table string, stage string, reason string, detail string, duplicate_of string"
+IMAGE_REJECTS_DDL = "url string, reason string, detail string, duplicate_of string"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def parquet_files(path: str | None) -> list[str]:
+    """The data files of a Parquet dataset (none when missing); hidden and ``_`` files skipped."""
+    if not path:
+        return []
+    fs, p = url_to_fs(path)
+    if not fs.exists(p):
+        return []
+    proto = path.split("://", 1)[0] + "://" if "://" in path else ""
+    return sorted(proto + f for f in fs.find(p) if f.endswith(".parquet") and "/." not in f[len(p):]
+                  and "/_" not in f[len(p):])
+
+
+def read_table(spark, path: str | None, schema: pa.Schema):
+    """A Parquet dataset with ``schema``'s columns (an empty frame when the path holds no file)."""
+    files = parquet_files(path)
+    ddl = spark_ddl(schema)
+    if not files:
+        return spark.createDataFrame([], ddl)
+    return spark.read.schema(ddl).parquet(*files).select(*schema.names)
+
+
+FETCH_DDL = ("url string, width int, height int, image binary, format string, phash string, sha256 string, "
+             "reencoded string, reason string, detail string")
+
+
+def read_fetched(spark, work_dir: str, shard_ids: list[int]):
+    """The finished fetch shards (:func:`curation.fetch.read_shards`'s rows) as a DataFrame."""
+    from curation.fetch import SHARD_COUNT_DIGITS
+
+    files = [f"{work_dir.rstrip('/')}/shards/{i:0{SHARD_COUNT_DIGITS}d}.parquet" for i in sorted(shard_ids)]
+    if not files:
+        return spark.createDataFrame([], FETCH_DDL)
+    return spark.read.schema(FETCH_DDL).parquet(*files)
+
+
+def shard_stats(work_dir: str, shard_ids: list[int]) -> dict[str, int]:
+    """img2dataset's per-shard ``*_stats.json`` counts, summed (what :func:`curation.fetch.read_shards` sums)."""
+    from curation.fetch import SHARD_COUNT_DIGITS
+
+    fs, path = url_to_fs(f"{work_dir.rstrip('/')}/shards")
+    summary = {"count": 0, "successes": 0, "failed_to_download": 0, "failed_to_resize": 0}
+    for i in sorted(shard_ids):
+        with fs.open(f"{path}/{i:0{SHARD_COUNT_DIGITS}d}_stats.json", "r") as fh:
+            stats = json.load(fh)
+        for key in summary:
+            summary[key] += int(stats.get(key, 0))
+    return summary
+
+
+# --------------------------------------------------------------------------- duplicates
+
+
+def _bands_fn(n_bands: int):
+    """``mapInArrow``: (url, pixels, phash hex) -> (url, pixels, h: the hash as bigint, bands)."""
+
+    def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from filters.image import phash_band_values
+
+        for b in batches:
+            h = np.array([int(x, 16) for x in b.column("phash").to_pylist()], dtype=np.uint64)
+            if n_bands > MAX_INDEXED_BANDS:  # one band: every pair is a candidate, as the reference compares all
+                bands = np.zeros((len(h), 1), dtype=np.int64)
+            else:
+                bands = phash_band_values(h, n_bands).astype(np.int64)
+            offsets = pa.array(np.arange(0, bands.size + 1, bands.shape[1], dtype=np.int32))
+            yield pa.RecordBatch.from_arrays(
+                [b.column("url"), b.column("pixels"), pa.array(h.view(np.int64)),
+                 pa.ListArray.from_arrays(offsets, pa.array(bands.ravel()))],
+                names=["url", "pixels", "h", "bands"])
+
+    return fn
+
+
+def _cut(df):
+    return df.localCheckpoint()
+
+
+def exact_duplicates(images):
+    """(survivors, rejects): one image per sha256 kept (most pixels, then the smallest URL)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy("sha256").orderBy(F.col("pixels").desc(), F.col("url").asc())
+    ranked = images.withColumn("_rn", F.row_number().over(w)).withColumn("_keeper", F.first("url").over(w))
+    rejects = ranked.where("_rn > 1").select(
+        "url", F.lit("exact_duplicate").alias("reason"),
+        F.concat(F.lit("same sha256 as "), F.col("_keeper")).alias("detail"), F.col("_keeper").alias("duplicate_of"))
+    return ranked.where("_rn = 1").drop("_rn", "_keeper"), rejects
+
+
+@dataclass
+class NearResult:
+    rejects: Any  # DataFrame IMAGE_REJECTS_DDL
+    edges: int = 0
+    rounds: int = 0
+
+
+def near_edges(spark, images, max_distance: int):
+    """Verified near-duplicate edges (src preferred over dst, distance <= bound) among ``images``."""
+    hashed = images.select("url", "pixels", "phash").mapInArrow(
+        _bands_fn(max_distance + 1), "url string, pixels bigint, h bigint, bands array<bigint>")
+    view = f"images_hashes_{id(hashed)}"
+    hashed.createOrReplaceTempView(view)
+    try:
+        return _cut(spark.sql(load_sql("images_phash_candidates", hashes=view, max_distance=int(max_distance))))
+    finally:
+        spark.catalog.dropTempView(view)
+
+
+def near_duplicates(spark, images, max_distance: int) -> NearResult:
+    """The greedy keeper rule of :func:`filters.image.near_duplicates`, resolved on the edge graph in rounds."""
+    from pyspark.sql import functions as F
+
+    empty = spark.createDataFrame([], IMAGE_REJECTS_DDL)
+    if max_distance < 0:
+        return NearResult(empty)
+    edges = near_edges(spark, images, max_distance)
+    n_edges = edges.count()
+    if n_edges == 0:
+        return NearResult(empty)
+    targets = _cut(edges.select(F.col("dst").alias("url")).distinct())
+    # sources nobody is preferred to: kept from the start
+    decided = _cut(edges.select(F.col("src").alias("url")).distinct().join(targets, "url", "left_anti")
+                   .withColumn("kept", F.lit(True)))
+    rounds = 0
+    while True:
+        undecided = targets.join(decided, "url", "left_anti")
+        if undecided.limit(1).count() == 0:
+            break
+        rounds += 1
+        incoming = (edges.join(undecided.withColumnRenamed("url", "dst"), "dst")
+                    .join(decided.withColumnRenamed("url", "src"), "src", "left"))
+        verdict = incoming.groupBy(F.col("dst").alias("url")).agg(
+            F.max(F.coalesce(F.col("kept").cast("int"), F.lit(0))).alias("any_kept"),
+            F.max(F.col("kept").isNull().cast("int")).alias("any_open"))
+        new = verdict.where("any_kept = 1 OR any_open = 0").select("url", (F.col("any_kept") == 0).alias("kept"))
+        decided = _cut(decided.unionByName(new))
+    kept_src = decided.where("kept").select(F.col("url").alias("src"))
+    rejected = decided.where("NOT kept").select(F.col("url").alias("dst"))
+    from pyspark.sql import Window
+
+    w = Window.partitionBy("dst").orderBy(F.col("distance").asc(), F.col("src_pixels").desc(), F.col("src").asc())
+    best = (edges.join(rejected, "dst").join(kept_src, "src")
+            .withColumn("_rn", F.row_number().over(w)).where("_rn = 1"))
+    rejects = best.select(
+        F.col("dst").alias("url"), F.lit("near_duplicate").alias("reason"),
+        F.concat(F.lit("pHash distance "), F.col("distance").cast("string"), F.lit(" to "), F.col("src")).alias("detail"),
+        F.col("src").alias("duplicate_of"))
+    return NearResult(_cut(rejects), n_edges, rounds)
+
+
+# --------------------------------------------------------------------------- joins
+
+
+PAIR_IMAGE_COLUMNS = ("image", "width", "height", "sha256")
+
+
+def join_pairs(pairs, kept, image_rejects):
+    """(IMAGE_PAIRS rows whose image was kept, REJECTS rows of the others with their image's reason)."""
+    from pyspark.sql import functions as F
+
+    from curation.schemas import IMAGE_PAIRS
+
+    joined = pairs.join(kept.select("url", *PAIR_IMAGE_COLUMNS), "url", "left")
+    out = joined.where(F.col("image").isNotNull()).select(*IMAGE_PAIRS.names)
+    lost = (joined.where(F.col("image").isNull()).select("key", "url")
+            .join(image_rejects.select("url", "reason", "detail", "duplicate_of"), "url", "left"))
+    rejects = lost.select(
+        F.col("key").alias("row_id"), F.lit("pairs").alias("table"), F.lit(STAGE).alias("stage"),
+        F.coalesce("reason", F.lit("no_image_url")).alias("reason"),
+        F.substring(F.concat(F.lit("image "), F.coalesce(F.col("url"), F.lit("None")), F.lit(": "),
+                             F.coalesce("detail", F.lit(""))), 1, 500).alias("detail"),
+        F.col("duplicate_of"))
+    return out, rejects
+
+
+DOC_EXTRA_DDL = "n_had int, n_left int"
+
+
+def _cut_documents_fn():
+    """``mapInArrow``: documents with their kept positions -> INTERLEAVED rows plus image counts."""
+
+    def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from curation.layout import cut_positions, drop_images, load_metadata
+
+        for batch in batches:
+            cols: dict[str, list] = {"texts": [], "images": [], "metadata": [], "image_bytes": [],
+                                     "n_had": [], "n_left": []}
+            rows = batch.select(["texts", "images", "metadata", "kept"]).to_pylist()
+            for row in rows:
+                texts, images, raw = row["texts"] or [], row["images"] or [], row["metadata"]
+                blobs = {k["pos"]: k["image"] for k in (row["kept"] or [])}
+                n_had = sum(1 for u in images if u is not None)
+                n_drop = n_had - len(blobs)
+                t, im, m = cut_positions(texts, images, load_metadata(raw), drop_images(images, blobs.keys()))
+                # kept image positions stay in order through the cut: the i-th image left is the i-th kept
+                it = iter(blobs[p] for p in sorted(blobs))
+                cols["texts"].append(t)
+                cols["images"].append(im)
+                cols["metadata"].append(json.dumps(m, ensure_ascii=False) if (n_drop or raw is None) else raw)
+                cols["image_bytes"].append([next(it) if u is not None else None for u in im])
+                cols["n_had"].append(n_had)
+                cols["n_left"].append(sum(1 for u in im if u is not None))
+            arrays = [batch.column(n) for n in DOCUMENTS.names]
+            for n in ("texts", "images", "metadata"):
+                arrays[DOCUMENTS.names.index(n)] = pa.array(cols[n], DOCUMENTS.field(n).type)
+            arrays += [pa.array(cols["image_bytes"], pa.list_(pa.binary())),
+                       pa.array(cols["n_had"], pa.int32()), pa.array(cols["n_left"], pa.int32())]
+            yield pa.RecordBatch.from_arrays(arrays, names=INTERLEAVED.names + ["n_had", "n_left"])
+
+    return fn
+
+
+def join_documents(docs, kept):
+    """INTERLEAVED rows (plus ``n_had``/``n_left``: images per document before and after), positions
+    of images not kept cut out."""
+    from pyspark.sql import functions as F
+
+    positions = (docs.select("doc_id", F.posexplode("images").alias("pos", "url"))
+                 .where(F.col("url").isNotNull()))
+    kept_pos = (positions.join(kept.select("url", "image"), "url")
+                .groupBy("doc_id").agg(F.collect_list(F.struct("pos", "image")).alias("kept")))
+    with_kept = docs.join(kept_pos, "doc_id", "left")
+    return with_kept.mapInArrow(_cut_documents_fn(), f"{spark_ddl(INTERLEAVED)}, {DOC_EXTRA_DDL}")
+
+
+# --------------------------------------------------------------------------- the whole step
+
+
+@dataclass
+class SparkImagesResult:
+    """Counts only: what the driver collects."""
+
+    kept: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
+    pairs_in: int = 0
+    pairs_out: int = 0
+    pair_reasons: dict[str, int] = field(default_factory=dict)
+    docs_in: int = 0
+    docs_out: int = 0
+    doc_reasons: dict[str, int] = field(default_factory=dict)
+    formats: dict[str, int] = field(default_factory=dict)
+    webdataset: dict[str, int] = field(default_factory=dict)
+
+
+def _histogram(df, col: str) -> dict[str, int]:
+    return {r[0]: int(r[1]) for r in df.groupBy(col).count().collect() if r[0] is not None}
+
+
+def images_after_fetch(spark, *, fetched, to_fetch, refused, docs, pairs, outputs: dict[str, str],
+                       rejects_path: str, max_distance: int, drop_documents_without_images: bool,
+                       seen=None, state_record=None, webdataset: dict | None = None) -> SparkImagesResult:
+    """Everything after the fetch: decide each fetched URL, join pairs and documents, write the outputs.
+
+    ``fetched``: the fetch shards' rows; ``to_fetch``: DataFrame (url) of the URLs sent to the fetch;
+    ``refused``: DataFrame IMAGE_REJECTS_DDL of the URLs refused before it. ``seen``/``state_record``:
+    the cross-snapshot state's lookup and recording (:class:`pipelines.dedup_state.DedupState`), given
+    url/sha256/pHash lists, never bytes. ``webdataset``: {"dir", "samples_per_tar", "image_format"}.
+    """
+    from pyspark.sql import functions as F
+
+    res = SparkImagesResult()
+    fetched = fetched.join(to_fetch, "url", "left_semi")
+    ok = fetched.where(F.col("image").isNotNull())
+    bad = fetched.where(F.col("image").isNull()).select(
+        "url", F.coalesce("reason", F.lit("fetch_error:other")).alias("reason"),
+        F.coalesce("detail", F.lit("")).alias("detail"), F.lit(None).cast("string").alias("duplicate_of"))
+    meta = _cut(ok.select("url", "width", "height", "sha256", "phash", "format",
+                          (F.col("width").cast("long") * F.col("height").cast("long")).alias("pixels")))
+    res.counters["reencoded"] = _histogram(ok.where(F.col("reencoded").isNotNull() & (F.col("reencoded") != "")),
+                                           "reencoded")
+    parts = [refused, bad]
+    if seen is not None:  # before the in-run steps: an image seen before never becomes this run's keeper
+        rows = meta.select("url", "sha256", "phash").collect()  # hashes, not bytes
+        hashes = np.array([int(r["phash"], 16) for r in rows], dtype=np.uint64)
+        matches = seen([r["sha256"] for r in rows], hashes)
+        from pipelines.dedup_state import SEEN_IN
+
+        seen_rows = [(r["url"], SEEN_IN + m[0], m[2], m[1]) for r, m in zip(rows, matches) if m is not None]
+        seen_df = spark.createDataFrame(seen_rows, IMAGE_REJECTS_DDL)
+        parts.append(seen_df)
+        meta = _cut(meta.join(seen_df.select("url"), "url", "left_anti"))
+        res.counters["seen_in_earlier_snapshots"] = len(seen_rows)
+    alive, exact_rej = exact_duplicates(meta)
+    alive = _cut(alive)
+    parts.append(exact_rej)
+    near = near_duplicates(spark, alive, max_distance)
+    parts.append(near.rejects)
+    res.counters["near_duplicate_edges"] = near.edges
+    res.counters["near_duplicate_rounds"] = near.rounds
+    kept_meta = _cut(alive.join(near.rejects.select("url"), "url", "left_anti").select("url"))
+    decided = parts[0]
+    for p in parts[1:]:
+        decided = decided.unionByName(p)
+    lost = to_fetch.join(fetched.select("url"), "url", "left_anti").select(
+        "url", F.lit("fetch_error:lost").alias("reason"), F.lit("no result from img2dataset").alias("detail"),
+        F.lit(None).cast("string").alias("duplicate_of"))
+    image_rejects = _cut(decided.unionByName(lost))
+
+    kept = ok.join(kept_meta, "url", "left_semi").select(*IMAGES.names)
+    kept.sortWithinPartitions("url").write.mode("overwrite").parquet(outputs["images"])
+    kept = read_table(spark, outputs["images"], IMAGES)  # the bytes now come from the run's own copy
+    res.kept = kept.count()
+    res.formats = _histogram(kept, "format")
+    res.reasons = _histogram(image_rejects, "reason")
+
+    image_pairs, pair_rejects = join_pairs(pairs, kept, image_rejects)
+    image_pairs.write.mode("overwrite").parquet(outputs["pairs"])
+    image_pairs = spark.read.parquet(outputs["pairs"])
+    res.pairs_out = image_pairs.count()
+    pair_rejects = _cut(pair_rejects)
+    res.pair_reasons = _histogram(pair_rejects, "reason")
+
+    docs_out = _cut(join_documents(docs, kept))
+    stats = docs_out.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("n_had") - F.col("n_left")).alias("removed"),
+                         F.sum((F.col("n_had") > F.col("n_left")).cast("int")).alias("touched")).collect()[0]
+    res.counters["image_positions_removed"] = int(stats["removed"] or 0)
+    res.counters["documents_touched"] = int(stats["touched"] or 0)
+    doc_rejects = spark.createDataFrame([], REJECTS_DDL)
+    if drop_documents_without_images:
+        empty = docs_out.where("n_left = 0")
+        doc_rejects = empty.select(
+            F.col("doc_id").alias("row_id"), F.lit("documents").alias("table"), F.lit(STAGE).alias("stage"),
+            F.lit("no_images").alias("reason"),
+            F.when(F.col("n_had") > 0, F.concat(F.col("n_had").cast("string"), F.lit(" image(s), none kept")))
+            .otherwise(F.lit("no image in input")).alias("detail"),
+            F.lit(None).cast("string").alias("duplicate_of"))
+        docs_out = docs_out.where("n_left > 0")
+    docs_out.select(*INTERLEAVED.names).write.mode("overwrite").parquet(outputs["documents"])
+    res.docs_out = spark.read.parquet(outputs["documents"]).count()
+    res.doc_reasons = _histogram(doc_rejects, "reason")
+
+    image_rows = image_rejects.select(F.col("url").alias("row_id"), F.lit("images").alias("table"),
+                                      F.lit(STAGE).alias("stage"), "reason", "detail", "duplicate_of")
+    rejects = image_rows.unionByName(pair_rejects).unionByName(doc_rejects)
+    rejects.write.mode("overwrite").parquet(rejects_path)
+
+    if webdataset is not None:
+        from curation.wds_writer import publish_shards, write_partition_shards_fn
+
+        fmt = kept.select("url", "format")
+        with_fmt = image_pairs.join(fmt, "url").orderBy("key")
+        parts_written = with_fmt.mapInArrow(
+            write_partition_shards_fn(webdataset["dir"], webdataset["samples_per_tar"], webdataset["image_format"]),
+            "name string, samples long").collect()
+        res.webdataset = publish_shards(webdataset["dir"], [(r["name"], int(r["samples"])) for r in parts_written])
+    if state_record is not None:  # after the outputs: this run's kept images join the cross-snapshot state
+        rows = kept.select("url", "sha256", "phash").collect()  # hashes, not bytes
+        res.counters["state_entries"] = state_record(
+            [r["sha256"] for r in rows], np.array([int(r["phash"], 16) for r in rows], dtype=np.uint64),
+            [r["url"] for r in rows])
+    return res

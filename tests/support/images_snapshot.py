@@ -1,0 +1,57 @@
+"""What the images stage decided on a run, as plain sorted data: the before/after check of the Spark rewrite.
+
+The sample serves its images on a free port, so URLs are written relative to the sample's image base
+URL. Bytes are summarised by their sha256 (the rows must carry the same bytes, not only the same URLs).
+``tests/support/data/images_sample_before.json`` holds this snapshot of the 80-page sample run
+(the ``sample_run`` fixture of tests/pipelines/test_images.py) taken with the single-process stage
+(commit 62bd2a3), before the stage moved to Spark.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+BEFORE = Path(__file__).parent / "data" / "images_sample_before.json"
+
+
+def _rel(value, base: str):
+    if isinstance(value, str):
+        return value.replace(base, "<base>/")
+    if isinstance(value, list):
+        return [_rel(v, base) for v in value]
+    return value
+
+
+def _digest(blob: bytes | None) -> str | None:
+    return None if blob is None else hashlib.sha256(blob).hexdigest()[:16]
+
+
+def images_snapshot(run_root: str | Path) -> dict:
+    """Kept images, rejects, pairs and documents of ``<run_root>/images``, sorted, URLs made port-free."""
+    root = Path(run_root)
+    manifest = root / "_sample" / "manifest.json"
+    base = json.loads(manifest.read_text())["image_base_url"] if manifest.exists() else "\0"
+    out = root / "images"
+    kept = pq.read_table(out / "images").to_pylist()
+    rejects = pq.read_table(out / "rejects").to_pylist()
+    pairs = pq.read_table(out / "pairs").to_pylist()
+    docs = pq.read_table(out / "documents").to_pylist()
+    return {
+        "images": sorted([_rel(r["url"], base), r["sha256"], r["width"], r["height"], r["format"], r["phash"],
+                          _digest(r["image"])] for r in kept),
+        "rejects": sorted([r["table"], _rel(r["row_id"], base), r["reason"], _rel(r["detail"], base),
+                           _rel(r["duplicate_of"], base)] for r in rejects),
+        "pairs": sorted([r["key"], _rel(r["url"], base), r["caption"], r["sha256"], _digest(r["image"])]
+                        for r in pairs),
+        "documents": sorted([d["doc_id"], _rel(d["images"], base), d["texts"], _rel(d["metadata"], base),
+                             [_digest(b) for b in (d["image_bytes"] or [])]] for d in docs),
+    }
+
+
+if __name__ == "__main__":  # python -m tests.support.images_snapshot <run root> <out.json>
+    Path(sys.argv[2]).parent.mkdir(parents=True, exist_ok=True)
+    Path(sys.argv[2]).write_text(json.dumps(images_snapshot(sys.argv[1]), indent=0, ensure_ascii=False) + "\n")
