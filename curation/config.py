@@ -163,7 +163,8 @@ class ImageBasedConfig:
     """DataComp's image-based step (filters/image_based.py): images in a cluster of some target image."""
 
     # Target images: a .npy of unit embeddings from the run's CLIP, or a directory / Parquet
-    # (``image`` column) of images the run's CLIP encodes (ImageNet-1k train for real runs).
+    # (``image`` column) of images the run's CLIP encodes (ImageNet-1k train for real runs), or
+    # ``clean``: the pictures of the run's clean captioned set (bootstrap.clean_data; the sample's own).
     targets: str | None = None
     clusters: int = 100_000  # DataComp's small scale (12.8M pairs); cut to the sample's size on small pools
     sample_size: int = 1_000_000  # pool embeddings the client fits k-means on (bounds its memory)

@@ -718,6 +718,22 @@ def _write_npy(path: str, arr: np.ndarray) -> None:
     fs.mv(p + ".tmp", p)
 
 
+# ``score.image_based.targets: clean``: the pictures of the run's clean human-captioned set
+# (``bootstrap.clean_data``, or a sample run's ``_sample/clean``), the sample's stand-in for ImageNet.
+CLEAN_TARGETS = "clean"
+
+
+def _clean_targets(ctx: StageContext) -> str:
+    from pipelines.bootstrap import clean_data_of
+
+    clean = clean_data_of(ctx.config, ctx.stage_dir.rstrip("/").rsplit("/", 1)[0])
+    if clean is None:
+        raise StageError("score: image_based.targets is 'clean' but the run has no clean set "
+                         "(set bootstrap.clean_data, or run a sample, whose _sample/clean is used)")
+    # A COCO json's folder holds its images/; the directory is encoded image by image.
+    return clean.rsplit("/", 1)[0] if clean.endswith(".json") else clean
+
+
 def _target_embeddings(spec: WorkerSpec, path: str) -> np.ndarray:
     """Unit embeddings of the image-based step's target images, with this run's CLIP (on a worker)."""
     from models.semantic_dedup import load_eval_embeddings
@@ -784,6 +800,8 @@ class ScoreStage(Stage):
             # A checkpoint in a remote run directory is copied to the local model cache (open_clip
             # loads local files); a local one is used where it is.
             cfg = replace(cfg, pretrained=local_model(resolve_model(cfg.pretrained, "clip", models)))
+        if cfg.recipe and "image_based" in cfg.recipe and cfg.image_based.targets == CLEAN_TARGETS:
+            cfg = replace(cfg, image_based=replace(cfg.image_based, targets=_clean_targets(ctx)))
         plans: dict[str, list[Shard]] = {}
         present = []
         for key in ("images", "pairs", "documents"):

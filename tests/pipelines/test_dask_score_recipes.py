@@ -157,3 +157,22 @@ def test_recipe_config_validation():
     ]:
         with pytest.raises(ConfigError, match=msg):
             PipelineConfig.load(overrides={**base, "score.recipe": bad})
+
+
+def test_image_based_targets_clean_is_the_runs_clean_set(tmp_path, coco_dir):
+    """``image_based.targets: clean``: bootstrap.clean_data, else a sample run's _sample/clean; none is an error."""
+    from types import SimpleNamespace
+
+    from curation.errors import StageError
+    from pipelines.dask_score import _clean_targets
+
+    run = tmp_path / "run"
+    cfg = PipelineConfig.load(overrides={"out": str(run)})
+    ctx = SimpleNamespace(config=cfg, stage_dir=str(run / "score"))
+    with pytest.raises(StageError, match="no clean set"):
+        _clean_targets(ctx)
+    (run / "_sample" / "clean").mkdir(parents=True)
+    (run / "_sample" / "clean" / "captions.json").write_text("{}")
+    assert _clean_targets(ctx) == str(run / "_sample" / "clean")
+    cfg = PipelineConfig.load(overrides={"out": str(run), "bootstrap.clean_data": str(coco_dir / "captions_train2017.json")})
+    assert _clean_targets(SimpleNamespace(config=cfg, stage_dir=str(run / "score"))) == str(coco_dir)
