@@ -3,19 +3,25 @@
 Input: ``pairs`` (SCORED_PAIRS, ``score/pairs``) and ``models`` (``bootstrap/models``, used when
 ``capfilt.captioner``/``capfilt.filter`` are ``bootstrap``). Pictures are grouped by sha256 (URL
 when missing): the pair with the smallest key is the picture's *image pair*, its key the picture's
-``image_key``. Two sharded phases (:func:`curation.dask_cluster.run_shards`, models loaded
-once per worker, outputs atomic, finished shards skipped on rerun):
+``image_key``. Three sharded phases (:func:`curation.dask_cluster.run_shards`, models loaded
+once per worker, outputs atomic, finished shards skipped on rerun); the client holds shard plans
+and counts, never rows or picture sets:
 
-1. ``capfilt:caption`` (work dir ``<out>/_work/capfilt-<hash>/``): per shard, chunks of
+0. ``capfilt:by-picture`` (work dir ``<out>/_work/capfilt-<hash>/by_picture/``): each input shard
+   writes its rows ordered by a hash of their picture (one Parquet row group per picture shard),
+   so every caption of a picture meets in one *picture shard* (as many as input shards; a picture
+   shard is the same row group of every input shard's file, rows in input order).
+1. ``capfilt:caption`` (work dir ``<out>/_work/capfilt-<hash>/``): per picture shard, the
+   ``image_key`` of each row (the smallest key of its picture: all are here), then chunks of
    ``batch_size`` pictures are decoded (the next chunk in a thread while the models run), the
-   captioner writes ``num_captions`` synthetic captions for each picture whose image pair is in the
-   shard (batched ``generate``: prompt "a picture of ", nucleus top_p 0.9, 30/10 max/min tokens,
-   repetition penalty 1.1; each picture's sampling noise seeded by the picture itself, so the
-   captions do not depend on shards, batches or row order), and the filter's ITM head scores
-   every web caption and every synthetic caption against its picture, each picture's vision
-   tokens computed once.
-2. On the client: a picture is kept when at least one of its captions (web or synthetic) has
-   p(match) >= ``itm_threshold``; then ``capfilt:write`` writes the outputs per shard.
+   captioner writes ``num_captions`` synthetic captions for each picture (batched ``generate``:
+   prompt "a picture of ", nucleus top_p 0.9, 30/10 max/min tokens, repetition penalty 1.1; each
+   picture's sampling noise seeded by the picture itself, so the captions do not depend on shards,
+   batches or row order), and the filter's ITM head scores every web caption and every synthetic
+   caption against its picture, each picture's vision tokens computed once. Then, in the same
+   task, the per-picture decision: a picture is kept when at least one of its captions (web or
+   synthetic) has p(match) >= ``itm_threshold``, else it is ``no_surviving_caption``.
+2. ``capfilt:write`` writes the outputs per picture shard, and returns the counts the stats sum.
 
 Outputs (``<stage>/``): ``pairs/`` BOOTSTRAPPED_PAIRS: kept web captions (``key`` = the pair key,
 ``caption_source`` alt/figcaption/title as extracted, ``caption_model`` "web") and kept synthetic
@@ -146,6 +152,77 @@ def picture_seed(base: int, picture: str) -> int:
     return int(hashlib.sha256(f"{base}:{picture}".encode()).hexdigest()[:15], 16)
 
 
+def picture_bucket(picture: str, n: int) -> int:
+    """The picture shard of a picture: a hash of its id, the same on any worker and run."""
+    return int(hashlib.sha256(picture.encode()).hexdigest()[:15], 16) % n
+
+
+@dataclass(frozen=True)
+class PictureShard:
+    """Every pair of the pictures hashed to one bucket: row group ``parts[i][1]`` of file ``parts[i][0]``
+    for each input shard holding some, in input order (so rows come in the input's order)."""
+
+    id: str
+    rows: int
+    parts: tuple[tuple[str, int], ...]
+
+
+def read_rows(shard: Shard | PictureShard, columns: list[str], schema: pa.Schema) -> pa.Table:
+    """A shard's rows (an input shard, or a picture shard's parts), cast to ``schema``."""
+    if isinstance(shard, Shard):
+        return cluster.read_shard(shard, columns, schema=schema)
+    tables = []
+    for path, rg in shard.parts:
+        fs, p = url_to_fs(path)
+        with fs.open(p, "rb") as fh:
+            tables.append(pq.ParquetFile(fh).read_row_group(rg, columns=columns))
+    wanted = pa.schema([schema.field(n) for n in columns])
+    return pa.concat_tables([t.select(columns).cast(wanted) for t in tables]) if tables else wanted.empty_table()
+
+
+def by_picture_shard(n_buckets: int, shard: Shard, _payload: Any, out: ShardOutput) -> dict:
+    """Phase 0: the input shard's rows ordered by picture bucket (stable), one row group per bucket."""
+    t = cluster.read_shard(shard, SCORED_PAIRS.names, schema=SCORED_PAIRS)
+    ids = [picture_id(k, u, h) for k, u, h in zip(t.column("key").to_pylist(), t.column("url").to_pylist(),
+                                                  t.column("sha256").to_pylist())]
+    bucket = np.array([picture_bucket(p, n_buckets) for p in ids], dtype=np.int64)
+    order = np.argsort(bucket, kind="stable")
+    t = t.take(pa.array(order, pa.int64()))
+    present, starts, counts = np.unique(bucket[order], return_index=True, return_counts=True)
+    with out._atomic("by_picture", ".parquet") as fh:  # noqa: SLF001 - ShardOutput's atomic writer
+        with pq.ParquetWriter(fh, SCORED_PAIRS) as w:
+            for st, c in zip(starts.tolist(), counts.tolist()):
+                w.write_table(t.slice(st, c))
+            if not present.size:
+                w.write_table(SCORED_PAIRS.empty_table())
+    return {"rows": t.num_rows, "path": out.path("by_picture", ".parquet"), "buckets": present.tolist(),
+            "counts": counts.tolist()}
+
+
+def plan_picture_shards(shards: list[Shard], scattered: dict[str, dict], n_buckets: int) -> list[PictureShard]:
+    """The picture shards of phase 0's files (only buckets with rows), from its summaries (counts only)."""
+    parts: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    rows: Counter = Counter()
+    for s in shards:
+        summ = scattered[s.id]
+        for rg, (b, c) in enumerate(zip(summ["buckets"], summ["counts"])):
+            parts[b].append((summ["path"], rg))
+            rows[b] += c
+    width = max(5, len(str(n_buckets)))
+    return [PictureShard(f"pictures-{b:0{width}d}", int(rows[b]), tuple(parts[b])) for b in sorted(parts)]
+
+
+def image_keys_in(keys: list[str], urls: list[str | None], shas: list[str | None]) -> list[str]:
+    """Each row's ``image_key``: the smallest key among the rows showing the same picture
+    (:func:`picture_id`); exact when every row of a picture is in the list (a picture shard)."""
+    ids = [picture_id(k, u, h) for k, u, h in zip(keys, urls, shas)]
+    smallest: dict[str, str] = {}
+    for pic, key in zip(ids, keys):
+        if pic not in smallest or key < smallest[pic]:
+            smallest[pic] = key
+    return [smallest[p] for p in ids]
+
+
 def _autocast(device: str):
     import contextlib
 
@@ -186,12 +263,15 @@ class ShardPictures:
     own_row: dict[str, int | None]
 
     @classmethod
-    def read(cls, shard: Shard, image_keys: list[str]) -> "ShardPictures":
-        t = cluster.read_shard(shard, ["key", "url", "page_url", "caption", "caption_source", "sha256", "image"],
-                               schema=SCORED_PAIRS)
+    def read(cls, shard: Shard | PictureShard, image_keys: list[str] | None = None) -> "ShardPictures":
+        """A shard's rows; ``image_keys`` computed here when not given (a picture shard holds every
+        row of its pictures)."""
+        t = read_rows(shard, ["key", "url", "page_url", "caption", "caption_source", "sha256", "image"], SCORED_PAIRS)
+        keys = t.column("key").to_pylist()
+        if image_keys is None:
+            image_keys = image_keys_in(keys, t.column("url").to_pylist(), t.column("sha256").to_pylist())
         if len(image_keys) != t.num_rows:
             raise StageError(f"shard {shard.id}: {len(image_keys)} image keys for {t.num_rows} rows")
-        keys = t.column("key").to_pylist()
         rows_of: dict[str, list[int]] = defaultdict(list)
         for i, ik in enumerate(image_keys):
             rows_of[ik].append(i)
@@ -333,12 +413,32 @@ def decide_step(spec: CapfiltSpec, targets: list[tuple[str, int]], scores: list[
                 row["detail"] = f"{detail}: {row['caption']}"
 
 
-def caption_and_filter_shard(spec: CapfiltSpec, shard: Shard, image_keys: list[str], out: ShardOutput) -> dict:
-    """Phase 1: synthetic captions for the shard's image pairs, p(match) for every web and synthetic caption.
+def picture_step(pics: ShardPictures, res: ShardVerdicts) -> Counter:
+    """The per-picture decision, inside the shard that holds all of a picture's captions: a decoded
+    picture with no web or synthetic caption left (reason None) is ``no_surviving_caption``.
+    Returns the picture counts (``in``, ``out`` and one per reason) the stage's stats sum."""
+    kept = {ik for ik, r in zip(pics.image_keys, res.web_reason) if r is None}
+    kept.update(row["image_key"] for row in res.syn if row["reason"] is None)
+    counts: Counter = Counter()
+    for img in res.images:
+        counts["in"] += 1
+        if img["reason"] is None and img["image_key"] not in kept:
+            img["reason"] = NO_CAPTION
+        counts[img["reason"] or "out"] += 1
+    return counts
+
+
+def caption_and_filter_shard(spec: CapfiltSpec, shard: Shard | PictureShard, image_keys: list[str] | None,
+                             out: ShardOutput) -> dict:
+    """Phase 1: synthetic captions for the shard's image pairs, p(match) for every web and synthetic
+    caption, then (a picture shard holding every caption of its pictures) each picture's verdict.
 
     Chunks of ``batch_size`` pictures go decode -> caption -> ITM -> decide; the next chunk is
     decoded in a thread while the models work on this one (:func:`curation.prefetch.prefetch`).
+    ``image_keys`` None: computed from the shard's rows (a picture shard); given, for a shard that
+    holds only some rows of its pictures, the picture verdicts are left to the caller.
     """
+    whole_pictures = image_keys is None
     start = time.perf_counter()
     pics = ShardPictures.read(shard, image_keys)
     cap, filt = spec.bundles()
@@ -355,10 +455,12 @@ def caption_and_filter_shard(spec: CapfiltSpec, shard: Shard, image_keys: list[s
         generated = caption_step(spec, cap, prompt, pics, ok, res)
         targets, scores = itm_step(spec, filt, pics, ok, generated, res)
         decide_step(spec, targets, scores, res)
+    images = picture_step(pics, res) if whole_pictures else Counter()
     write_verdicts(out, pics, res)
     timing = res.timing
     return {
         "rows": pics.table.num_rows, "pictures": len(pictures), "image_pairs_here": len(res.images),
+        "images": dict(images),
         "generated": int(timing["generated"]), "itm_pairs": int(timing["itm_pairs"]),
         "seconds_generate": round(timing["generate"], 3), "seconds_itm": round(timing["itm"], 3),
         "seconds_wait_decode": round(timing["wait_decode"], 3), "seconds": round(time.perf_counter() - start, 3),
@@ -398,9 +500,13 @@ def _read_work(path: str, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(fh, columns=columns)
 
 
-def write_shard(work_dir: str, caption_model: str, shard: Shard, dropped: dict[str, str], out: ShardOutput) -> dict:
-    """Phase 2: BOOTSTRAPPED_PAIRS (kept web rows, then kept synthetic captions) and every reject of the shard."""
-    t = cluster.read_shard(shard, SCORED_PAIRS.names, schema=SCORED_PAIRS)
+def write_shard(work_dir: str, caption_model: str, shard: Shard | PictureShard, dropped: dict[str, str] | None,
+                out: ShardOutput) -> dict:
+    """Phase 2: BOOTSTRAPPED_PAIRS (kept web rows, then kept synthetic captions) and every reject of
+    the shard; returns the counts the stage's stats sum (no rows go to the client). ``dropped``:
+    pictures decided elsewhere (None for a picture shard: phase 1 decided them)."""
+    dropped = dropped or {}
+    t = read_rows(shard, SCORED_PAIRS.names, SCORED_PAIRS)
     web = _read_work(f"{work_dir}/{WEB}/{shard.id}.parquet")
     syn = _read_work(f"{work_dir}/{SYNTHETIC}/{shard.id}.parquet")
     imgs = _read_work(f"{work_dir}/images/{shard.id}.parquet")
@@ -447,27 +553,22 @@ def write_shard(work_dir: str, caption_model: str, shard: Shard, dropped: dict[s
                  [syn_detail[i] for i in syn_rej]),
         _rejects([r[0] for r in img_rej], "images", [r[1] for r in img_rej], [r[2] for r in img_rej]),
     ]))
+    web_p = web.column("itm_score").to_numpy(zero_copy_only=False).astype(np.float64)
+    syn_p = syn.column("itm_score").to_numpy(zero_copy_only=False).astype(np.float64) if syn.num_rows else np.zeros(0)
     return {"rows": t.num_rows, "rows_out": int(keep.sum()), "synthetic_out": int(sum(syn_keep)),
-            "images_rejected": dict(Counter(r[1] for r in img_rej))}
+            "images_rejected": dict(Counter(r[1] for r in img_rej)),
+            "rejected": dict(Counter(r for r in reason if r is not None)),
+            "synthetic_in": syn.num_rows, "synthetic_rejected": dict(Counter(r for r in syn_reason if r is not None)),
+            "itm_sum": {"web": _finite_sum(web_p), "synthetic": _finite_sum(syn_p)}}
+
+
+def _finite_sum(a: np.ndarray) -> list:
+    """[sum, count] of the finite values (means summed over shards on the client)."""
+    f = a[np.isfinite(a)]
+    return [float(f.sum()), int(f.size)]
 
 
 # --------------------------------------------------------------------------- client side
-
-
-def image_keys_of(shards: list[Shard]) -> dict[str, list[str]]:
-    """Per shard, each row's ``image_key``: the smallest key among the pairs showing the same picture
-    (:func:`picture_id`), so the choice does not depend on the order rows come in."""
-    pics: dict[str, list[str]] = {}
-    smallest: dict[str, str] = {}
-    for s in shards:
-        t = cluster.read_shard(s, ["key", "url", "sha256"], schema=SCORED_PAIRS)
-        ids = [picture_id(k, u, h) for k, u, h in zip(t.column("key").to_pylist(), t.column("url").to_pylist(),
-                                                      t.column("sha256").to_pylist())]
-        for pic, key in zip(ids, t.column("key").to_pylist()):
-            if pic not in smallest or key < smallest[pic]:
-                smallest[pic] = key
-        pics[s.id] = ids
-    return {sid: [smallest[p] for p in ids] for sid, ids in pics.items()}
 
 
 class CapFiltStage(Stage):
@@ -493,98 +594,99 @@ class CapFiltStage(Stage):
         work_key = {"capfilt": ctx.config.section("capfilt"), "models": [captioner, filt],
                     "inputs": ctx.input_run_ids}
         work_dir = cluster.work_dir_for(out_root, STAGE, work_key)
-        keys = image_keys_of(shards)
         log.info("capfilt: %d pairs in %d shards, captioner %s, filter %s, work dir %s",
                  sum(s.rows for s in shards), len(shards), captioner, filt, work_dir)
         with cluster.dask_client(ctx.config.dask) as client:
             spec = CapfiltSpec.of(cfg, captioner, filt, caption_model, cfg.threads or cluster.cpu_threads_per_worker(client))
             info = client.submit(_preflight, spec, pure=False).result()  # a bad model fails here, once
-            phase1 = cluster.run_shards(client, partial(caption_and_filter_shard, spec), shards, work_dir, keys,
-                                desc="capfilt:caption")
-            dropped, img_counts = self._pictures(work_dir, shards)
-            payloads = {s.id: {ik: dropped[ik] for ik in set(keys[s.id]) if ik in dropped} for s in shards}
-            written = cluster.run_shards(client, partial(write_shard, work_dir, caption_model), shards, ctx.stage_dir,
-                                 payloads, desc="capfilt:write")
+            n_buckets = max(1, len(shards))
+            scattered = cluster.run_shards(client, partial(by_picture_shard, n_buckets), shards, f"{work_dir}/by_picture",
+                                           desc="capfilt:by-picture")
+            pshards = plan_picture_shards(shards, scattered, n_buckets)
+            phase1 = cluster.run_shards(client, partial(caption_and_filter_shard, spec), pshards, work_dir,
+                                        desc="capfilt:caption")
+            img_counts = self._pictures(phase1)
+            written = cluster.run_shards(client, partial(write_shard, work_dir, caption_model), pshards, ctx.stage_dir,
+                                         desc="capfilt:write")
         for name, schema in (("pairs", BOOTSTRAPPED_PAIRS), ("rejects", REJECTS)):
             d = url_to_fs(ctx.output_path(name))[1]
             if not fs.exists(d) or not fs.ls(d):
                 fs.makedirs(d, exist_ok=True)
                 with fs.open(f"{d}/empty.parquet", "wb") as fh:
                     pq.write_table(schema.empty_table(), fh)
-        stats = self._stats(cfg, spec, info, work_dir, shards, phase1, written, img_counts, root)
+        stats = self._stats(cfg, spec, info, work_dir, shards, pshards, phase1, written, img_counts, root)
         if not cfg.keep_work and stats.conserved():
             wfs, wp = url_to_fs(work_dir)
             if wfs.exists(wp):
                 wfs.rm(wp, recursive=True)
         return stats
 
-    def _pictures(self, work_dir: str, shards: list[Shard]) -> tuple[dict[str, str], Counter]:
-        """Pictures with no surviving caption (image_key -> reason), and the picture counts."""
-        kept: set[str] = set()
-        for s in shards:
-            web = _read_work(f"{work_dir}/{WEB}/{s.id}.parquet", columns=["image_key", "reason"])
-            syn = _read_work(f"{work_dir}/{SYNTHETIC}/{s.id}.parquet", columns=["image_key", "reason"])
-            for t in (web, syn):
-                kept.update(ik for ik, r in zip(t.column("image_key").to_pylist(), t.column("reason").to_pylist())
-                            if r is None)
-        dropped: dict[str, str] = {}
+    def _pictures(self, phase1: dict[str, dict]) -> Counter:
+        """The picture counts (in, out, per reason): summed from phase 1, which decided each picture
+        in the shard holding all its captions (the client sees counts, never picture sets)."""
         counts: Counter = Counter()
-        for s in shards:
-            imgs = _read_work(f"{work_dir}/images/{s.id}.parquet")
-            for ik, reason in zip(imgs.column("image_key").to_pylist(), imgs.column("reason").to_pylist()):
-                counts["in"] += 1
-                if reason is not None:
-                    counts[reason] += 1
-                elif ik in kept:
-                    counts["out"] += 1
-                else:
-                    dropped[ik] = NO_CAPTION
-                    counts[NO_CAPTION] += 1
-        return dropped, counts
+        for summ in phase1.values():
+            counts.update(summ.get("images", {}))
+        return counts
 
     def _stats(self, cfg: CapfiltConfig, spec: CapfiltSpec, info: dict, work_dir: str, shards: list[Shard],
-               phase1: dict, written: dict, img_counts: Counter, root: str) -> StageStats:
-        web = pa.concat_tables([_read_work(f"{work_dir}/{WEB}/{s.id}.parquet") for s in shards]) if shards else None
-        syn = pa.concat_tables([_read_work(f"{work_dir}/{SYNTHETIC}/{s.id}.parquet") for s in shards]) if shards \
-            else _SYN_SCHEMA.empty_table()
+               pshards: list[PictureShard], phase1: dict, written: dict, img_counts: Counter, root: str) -> StageStats:
         rows_in = sum(s.rows for s in shards)
-        reasons = Counter(r for r in (web.column("reason").to_pylist() if web is not None else []) if r is not None)
+        reasons = _sum_counts(w.get("rejected", {}) for w in written.values())
         web_out = sum(w["rows_out"] for w in written.values())
-        syn_reasons = Counter(r for r in syn.column("reason").to_pylist() if r is not None)
-        syn_out = syn.num_rows - sum(syn_reasons.values())
+        syn_in = sum(w.get("synthetic_in", 0) for w in written.values())
+        syn_reasons = _sum_counts(w.get("synthetic_rejected", {}) for w in written.values())
+        syn_out = syn_in - sum(syn_reasons.values())
         stats = StageStats(stage=STAGE, rows_in=rows_in, rows_out=web_out, rejected=dict(reasons))
         stats.tables["images"] = {"rows_in": img_counts["in"], "rows_out": img_counts["out"],
                                   "rejected": {k: v for k, v in img_counts.items() if k not in ("in", "out")}}
-        stats.tables[SYNTHETIC_TABLE] = {"rows_in": syn.num_rows, "rows_out": syn_out, "rejected": dict(syn_reasons)}
+        stats.tables[SYNTHETIC_TABLE] = {"rows_in": syn_in, "rows_out": syn_out, "rejected": dict(syn_reasons)}
         stats.outputs = {"pairs": web_out + syn_out, WEB: web_out, SYNTHETIC: syn_out}
         gen_s = sum(v.get("seconds_generate", 0) for v in phase1.values())
         itm_s = sum(v.get("seconds_itm", 0) for v in phase1.values())
         generated = sum(v.get("generated", 0) for v in phase1.values())
         itm_pairs = sum(v.get("itm_pairs", 0) for v in phase1.values())
-        web_p = web.column("itm_score").to_numpy(zero_copy_only=False) if web is not None else np.zeros(0)
-        syn_p = syn.column("itm_score").to_numpy(zero_copy_only=False).astype(np.float64) if syn.num_rows else np.zeros(0)
+
+        def itm_mean(kind: str) -> float | None:
+            total = sum(w["itm_sum"][kind][0] for w in written.values() if "itm_sum" in w)
+            n = sum(w["itm_sum"][kind][1] for w in written.values() if "itm_sum" in w)
+            return round(total / n, 4) if n else None
+
         c: dict[str, Any] = {
             "captioner": spec.captioner, "filter": spec.filter, "caption_model": spec.caption_model, **info,
             "num_captions": cfg.num_captions, "itm_threshold": cfg.itm_threshold,
             "filter_web": cfg.filter_web, "filter_synthetic": cfg.filter_synthetic,
             "synthetic_share": round(syn_out / (web_out + syn_out), 4) if web_out + syn_out else None,
-            "synthetic_kept_rate": round(syn_out / syn.num_rows, 4) if syn.num_rows else None,
+            "synthetic_kept_rate": round(syn_out / syn_in, 4) if syn_in else None,
             "web_kept_rate": round(web_out / rows_in, 4) if rows_in else None,
-            "itm_mean": {"web": _mean(web_p), "synthetic": _mean(syn_p)},
+            "itm_mean": {"web": itm_mean("web"), "synthetic": itm_mean("synthetic")},
             "captions_per_second": round(generated / gen_s, 2) if gen_s else None,
             "itm_pairs_per_second": round(itm_pairs / itm_s, 2) if itm_s else None,
             "seconds": {"generate": round(gen_s, 3), "itm": round(itm_s, 3)},
-            "shards": len(shards), "shards_skipped": sum(bool(v.get("_resumed")) for v in phase1.values()),
+            "shards": len(pshards), "input_shards": len(shards),
+            "shards_skipped": sum(bool(v.get("_resumed")) for v in phase1.values()),
             "work_dir": work_dir,
         }
-        c.update(truth_counters(root, web, syn, cfg.itm_threshold))
+        if pshards and _is_sample_run(root):  # a sample run: the planted truth needs every web row
+            web = pa.concat_tables([_read_work(f"{work_dir}/{WEB}/{s.id}.parquet") for s in pshards])
+            syn = pa.concat_tables([_read_work(f"{work_dir}/{SYNTHETIC}/{s.id}.parquet") for s in pshards])
+            c.update(truth_counters(root, web, syn, cfg.itm_threshold))
         stats.counters = c
         return stats
 
 
-def _mean(a: np.ndarray) -> float | None:
-    a = a[np.isfinite(a)] if a.size else a
-    return round(float(a.mean()), 4) if a.size else None
+def _sum_counts(parts) -> Counter:
+    total: Counter = Counter()
+    for p in parts:
+        total.update(p)
+    return total
+
+
+def _is_sample_run(run_root: str) -> bool:
+    """Whether ``run_root`` is a sample run with planted truth (pipelines/sample_truth.py)."""
+    from pipelines.sample_truth import SampleTruth
+
+    return SampleTruth.find(run_root) is not None
 
 
 def truth_counters(run_root: str, web: pa.Table | None, syn: pa.Table, threshold: float) -> dict:
