@@ -102,7 +102,11 @@ SHORT_MAX_CHARS = 40          # a block shorter than this is decided by its neig
 MAX_LINK_DENSITY = 0.33       # more linked text than this: navigation, tag lists, related links
 ROOTED_MAX_LINK_DENSITY = 0.5  # a long block inside a content root: prose that links its sources
 SHORT_LINK_DENSITY = 0.5      # an undecided block this linked is furniture
-_SENTENCE_END = re.compile(r"[.!?。！？:;»\"”)]\s|[.!?。！？]$")
+_SENTENCE_END = re.compile(r"[.!?。！？:;»\"”)]\s|[.!?。！？）」』]$")
+# Chinese, Japanese and Korean write a word in one to three characters: for the length thresholds one of
+# their characters counts as CJK_CHAR_WEIGHT (a 31-character Chinese sentence is a sentence, not a label).
+CJK_CHAR_WEIGHT = 3
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 _LETTER = re.compile(r"[^\W\d_]")
 # Short lines that are a date stamp or an image credit: page metadata, not prose.
@@ -197,11 +201,18 @@ def widen_root(root):
     return node if outer <= ROOT_WIDEN_RATIO * inner else root
 
 
+def _length(text: str) -> int:
+    """Characters, CJK ones weighted (``CJK_CHAR_WEIGHT``)."""
+    if text.isascii():
+        return len(text)
+    return len(text) + (CJK_CHAR_WEIGHT - 1) * len(_CJK.findall(text))
+
+
 def _initial_class(block: Block) -> int:
     if block.image >= 0:
         return SHORT
-    n = len(block.text)
-    density = block.link_chars / n if n else 1.0
+    n = _length(block.text)
+    density = block.link_chars / len(block.text) if block.text else 1.0
     max_density = ROOTED_MAX_LINK_DENSITY if block.in_root and n >= GOOD_MIN_CHARS else MAX_LINK_DENSITY
     if density > max_density and (n < 300 or density > 0.6):
         return BAD if density > SHORT_LINK_DENSITY or n >= SHORT_MAX_CHARS else SHORT

@@ -83,3 +83,14 @@ def test_text_is_nfc_whichever_way_the_page_spells_a_letter():
     decomposed = "Besonders bei Babyschalen sollte gepru\u0308ft werden, ob die Gurtla\u0308nge ausreicht."
     text = _text(f"<html><body><article><p>{PROSE}</p><p>{decomposed}</p></article></body></html>")
     assert "geprüft" in text and "Gurtlänge" in text and "\u0308" not in text
+
+
+def test_a_short_cjk_sentence_counts_as_a_sentence():
+    zh = ("越是到疫情防控最为吃劲的时候，越是需要汇聚信心与力量。武汉封城二十七天后，湖北以外地区新冠肺炎每日确诊病例迎来十五连降，"
+          "湖北神农架林区确诊病例全部治愈。疫情虽在持续，但希望就在继续。")
+    last = "正是有了英勇的你们，才有这座英雄的城！（评论员 罗博 萧海川）"
+    html = (f"<html><body><div><a href='/1'>首页</a> <a href='/2'>新闻</a></div><div><p>{zh}</p><p>{zh}</p><p>{last}</p></div>"
+            f"<div><a href='/3'>图集</a></div></body></html>")
+    assert _text(html).endswith(last)  # ends with a full-width bracket: a sentence
+    unpunctuated = "评论员罗博萧海川认为英雄的城市值得我们每一个人尊敬和学习"  # 28 characters, 84 weighted
+    assert _text(html.replace(last, unpunctuated)).endswith(unpunctuated)
