@@ -46,9 +46,12 @@ __all__ = [
 FURNITURE_SUBTOKENS = frozenset(
     """nav navbar navigation menu menubar mainmenu submenu breadcrumb breadcrumbs crumbs cookie cookies consent
     share shares sharing sharebar social socials comment comments commentlist disqus related recommended
-    sidebar sidenav footer masthead advert advertisement advertising ad ads adsense sponsored newsletter
+    sidebar sidenav footer masthead advert advertisement advertising adsense sponsored newsletter
     pagination pager popup shariff addthis outbrain taboola""".split()
 )
+# Sub-tokens that name furniture only at the start of a token ("ad-slot", "ads-top"); at its end they
+# qualify the thing named ("cuerpo-ad" is an article body with ads in it).
+LEADING_SUBTOKENS = frozenset({"ad", "ads"})
 # Whole class/id tokens (lower case) that name furniture; as subtokens these words are too common
 # (Elementor wraps every article in ``elementor-widget-container``).
 FURNITURE_TOKENS = frozenset(
@@ -159,9 +162,9 @@ def _names_furniture(value: str) -> bool:
     for token in tokens:
         if token.startswith(_STATE_PREFIXES):
             continue  # WordPress post_class(): category-social-media, no-share, has-sidebar name the post
-        for sub in _SUBTOKEN_SPLIT.split(token):
-            if sub in FURNITURE_SUBTOKENS:
-                return True
+        subs = _SUBTOKEN_SPLIT.split(token)
+        if any(sub in FURNITURE_SUBTOKENS for sub in subs) or subs[0] in LEADING_SUBTOKENS:
+            return True
     return False
 
 

@@ -94,3 +94,13 @@ def test_a_short_cjk_sentence_counts_as_a_sentence():
     assert _text(html).endswith(last)  # ends with a full-width bracket: a sentence
     unpunctuated = "评论员罗博萧海川认为英雄的城市值得我们每一个人尊敬和学习"  # 28 characters, 84 weighted
     assert _text(html.replace(last, unpunctuated)).endswith(unpunctuated)
+
+
+def test_ad_names_furniture_only_at_the_start_of_a_class():
+    from curation.main_content import is_furniture_container
+
+    assert is_furniture_container({"class": "ad-slot"}) and is_furniture_container({"class": "ads"})
+    assert is_furniture_container({"id": "ads-top"})
+    assert not is_furniture_container({"class": "cuerpo-ad"})  # the article body, with ads in it
+    # An ad slot named this way is not skipped by its class; it holds no prose, so the blocks drop it.
+    assert not is_furniture_container({"class": "header-ad"})
