@@ -94,6 +94,16 @@ SCORED_PAIRS = pa.schema(
     ]
 )
 
+# The score stage's image table (``score/images``): one row per unique image phase 1 decoded, without
+# its bytes (they stay in ``images/images``): the same safety columns the pairs carry, computed once per
+# image, so a release or a report can filter or blur by image without going through the pairs.
+SCORED_IMAGES = pa.schema(
+    [pa.field("url", pa.string(), nullable=False)]
+    + [f for f in _IMAGE_FIELDS if f.name != "image"]
+    + [f for f in SCORED_PAIRS if f.name in ("nsfw_score", "aesthetic_score", "face_count", "face_detections",
+                                             "is_fewer_faces")]
+)
+
 # Pairs after CapFilt: one row per (image, caption) that passed the filter. ``key`` is
 # ``<image pair key>`` for the web caption and ``<image pair key>-syn<k>`` for synthetic
 # captions; ``image_key`` is the pair key the image came from.
@@ -118,6 +128,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "images": IMAGES,
     "image_pairs": IMAGE_PAIRS,
     "scored_pairs": SCORED_PAIRS,
+    "scored_images": SCORED_IMAGES,
     "bootstrapped_pairs": BOOTSTRAPPED_PAIRS,
     "interleaved": INTERLEAVED,
 }

@@ -65,7 +65,7 @@ from curation.dask_cluster import (
     work_dir_for,
     worker_device,
 )
-from curation.schemas import IMAGE_PAIRS, IMAGES, INTERLEAVED, REJECTS, SCORED_PAIRS
+from curation.schemas import IMAGE_PAIRS, IMAGES, INTERLEAVED, REJECTS, SCORED_IMAGES, SCORED_PAIRS
 from curation.errors import StageError
 from curation.stage import Stage, StageContext, StageStats
 from filters.pairs import PairView, basic_filters, find_rejection, recipe_steps
@@ -223,7 +223,7 @@ def _encode_missing(scorer, blobs: list[bytes | None], need: np.ndarray, emb: np
 
 def embed_images_shard(spec: WorkerSpec, shard: Shard, payload: Any, out: ShardOutput) -> dict:
     """Phase 1: encode each unique image once; write its embedding, decode status and size."""
-    t = read_shard(shard, ["url", "image", "width", "height"], schema=IMAGES)
+    t = read_shard(shard, ["url", "image", "width", "height", "sha256"], schema=IMAGES)
     scorer = spec.scorer()
     start = time.perf_counter()
     res = scorer.encode_images(t.column("image").to_pylist())
@@ -235,6 +235,14 @@ def embed_images_shard(spec: WorkerSpec, shard: Shard, payload: Any, out: ShardO
         faces, rows, images = FaceColumns.empty(t.num_rows), np.flatnonzero(res.ok), t.column("image")
         faces.fill(rows, [images[i].as_py() for i in rows.tolist()])
         out.write_table("images_faces", faces.table())
+    # The stage's image table (SCORED_IMAGES): the heads and faces once per decodable image.
+    nsfw, aesthetic = spec.safety_heads().score(res.embeddings, res.ok)
+    f_cols = (faces if spec.faces else FaceColumns.empty(t.num_rows)).arrays()
+    out.write_table("images", pa.table({
+        "url": t.column("url"), "width": width, "height": height, "sha256": t.column("sha256"),
+        "nsfw_score": pa.array(nsfw, pa.float32(), from_pandas=True),
+        "aesthetic_score": pa.array(aesthetic, pa.float32(), from_pandas=True), **f_cols,
+    }).filter(pa.array(res.ok)).cast(SCORED_IMAGES))
     bad = np.flatnonzero(~res.ok).tolist()
     urls = t.column("url").to_pylist()
     out.write_table("rejects", _rejects([urls[i] for i in bad], "images", [res.errors[i][0] for i in bad],
@@ -787,7 +795,7 @@ class ScoreStage(Stage):
     """``curate score``: inputs {"pairs", "documents", "images"} (any subset present on disk)."""
 
     name = STAGE
-    outputs = ("pairs", "mmc4", "embeddings")
+    outputs = ("pairs", "mmc4", "embeddings", "images")
     config_sections = ("score", "safety.heads_dir", "safety.nsfw_head", "safety.aesthetic_head", "safety.max_nsfw",
                        "safety.min_aesthetic", "safety.faces")
 
@@ -829,6 +837,7 @@ class ScoreStage(Stage):
             "mmc4_min_sim": cfg.mmc4_min_sim, "decontaminate": [cfg.decontaminate_eval, cfg.decontaminate_threshold],
             "shard_rows": cfg.shard_rows, "inputs": ctx.input_run_ids,
             "safety": [heads.nsfw, heads.aesthetic, safety.max_nsfw, safety.min_aesthetic, safety.faces],
+            "images_table": 1,  # phase 1 writes score/images (a work dir of an older run lacks it)
         }
         work_dir = work_dir_for(out_root, STAGE, work_key)
         counters: dict[str, Any] = {"model": cfg.model, "pretrained": cfg.pretrained, "filter_mode": cfg.filter_mode,
@@ -875,13 +884,15 @@ class ScoreStage(Stage):
         # Copy phase 1 and 3 outputs (rejects, MMC4 documents) into the stage directory.
         for s in plans["images"] + (plans["documents"] if cfg.mmc4 else []):
             _copy_into(f"{work_dir}/rejects/{s.id}.parquet", f"{ctx.rejects_path}/{s.id}.parquet")
+        for s in plans["images"]:
+            _copy_into(f"{work_dir}/images/{s.id}.parquet", f"{ctx.output_path('images')}/{s.id}.parquet")
         for s in plans["documents"] if cfg.mmc4 else []:
             _copy_into(f"{work_dir}/mmc4/{s.id}.parquet", f"{ctx.output_path('mmc4')}/{s.id}.parquet")
         fs, _ = url_to_fs(ctx.stage_dir)
-        for name in ("pairs", "mmc4", "rejects"):  # an empty dataset is a directory with a valid empty file
+        for name in ("pairs", "mmc4", "rejects", "images"):  # an empty dataset is a directory with a valid empty file
             d = url_to_fs(ctx.output_path(name))[1]
             if not fs.exists(d) or not fs.ls(d):
-                schema = {"pairs": SCORED_PAIRS, "mmc4": MMC4_DOCUMENTS, "rejects": REJECTS}[name]
+                schema = {"pairs": SCORED_PAIRS, "mmc4": MMC4_DOCUMENTS, "rejects": REJECTS, "images": SCORED_IMAGES}[name]
                 fs.makedirs(d, exist_ok=True)
                 with fs.open(f"{d}/empty.parquet", "wb") as fh:
                     pq.write_table(schema.empty_table(), fh)
@@ -1057,6 +1068,7 @@ class ScoreStage(Stage):
             "mmc4": stats.tables.get("documents", {}).get("rows_out", 0),
             "mmc4_core": counters["mmc4_core_documents"],
             "embeddings": rows_in,
+            "images": stats.tables["images"]["rows_out"],
         }
         return stats
 

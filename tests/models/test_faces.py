@@ -14,26 +14,36 @@ from tests.support.realdata import realdata_path
 LABELS = Path(__file__).parent / "fixtures" / "face_labels.json"
 
 
-def test_agreement_with_labels_on_real_coco_photos():
-    labels = json.loads(LABELS.read_text())
-    folder = realdata_path("coco_mini", "images")
-    items = labels["images"]
-    assert len(items) >= 12 and labels["labelled_by"] and labels["how"]
-    dets = detect_faces([(folder / it["file"]).read_bytes() for it in items])
+def _split_scores(items, dets) -> dict:
     truth = np.array([it["has_face"] for it in items])
     pred = face_counts(dets) > 0
-    agree = float((pred == truth).mean())
     tp, fp = int((pred & truth).sum()), int((pred & ~truth).sum())
-    print(f"face agreement {agree:.3f} ({int((pred == truth).sum())}/{len(items)}), "
-          f"recall {tp}/{int(truth.sum())}, false faces {fp}/{int((~truth).sum())}")
-    # Measured 2026-12-02 with the defaults: 12/16 agree, 5 of 9 photos with faces found (profiles,
-    # a face looking down and occluded close-ups missed), no face found in the 7 photos without one.
-    assert agree >= 0.75 and fp == 0 and tp >= 5
-    for d, it in zip(dets, items):  # boxes inside the original picture, MMC4's null when none
-        if d is None:
-            continue
-        w, h = Image.open(folder / it["file"]).size
-        assert all(0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h for x0, y0, x1, y1 in d)
+    return {"photos": len(items), "with_faces": int(truth.sum()), "found": tp, "false_faces": fp,
+            "recall": round(tp / max(1, int(truth.sum())), 3), "precision": round(tp / max(1, tp + fp), 3),
+            "agreement": round(float((pred == truth).mean()), 3)}
+
+
+def test_recall_and_precision_per_split_on_real_coco_photos():
+    """Settings were chosen on ``tune``; ``report`` is the held-out split docs/safety.md quotes."""
+    labels = json.loads(LABELS.read_text())
+    folder = realdata_path("coco_mini", "images")
+    assert labels["labelled_by"] and labels["how"] and labels["split"]
+    scores = {}
+    for split in ("tune", "report"):
+        items = [it for it in labels["images"] if it["split"] == split]
+        dets = detect_faces([(folder / it["file"]).read_bytes() for it in items])
+        scores[split] = _split_scores(items, dets)
+        for d, it in zip(dets, items):  # boxes inside the original picture, MMC4's null when none
+            if d is None:
+                continue
+            w, h = Image.open(folder / it["file"]).size
+            assert all(0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h for x0, y0, x1, y1 in d)
+    print(json.dumps(scores))
+    assert scores["tune"]["photos"] == 48 and scores["report"]["photos"] == 32
+    # Measured 2026-12-02 with the defaults (docs/safety.md): tune 6 of 14 found, 0 false faces in 34;
+    # report 1 of 5 found, 3 false faces in 27. A Haar cascade: most profiles and small faces are missed.
+    assert scores["tune"]["found"] >= 6 and scores["tune"]["false_faces"] == 0
+    assert scores["report"]["found"] >= 1 and scores["report"]["false_faces"] <= 3
 
 
 def test_undecodable_and_missing_bytes_have_no_faces_and_threads_agree():
