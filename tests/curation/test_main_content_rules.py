@@ -104,3 +104,13 @@ def test_ad_names_furniture_only_at_the_start_of_a_class():
     assert not is_furniture_container({"class": "cuerpo-ad"})  # the article body, with ads in it
     # An ad slot named this way is not skipped by its class; it holds no prose, so the blocks drop it.
     assert not is_furniture_container({"class": "header-ad"})
+
+
+def test_author_boxes_are_furniture():
+    from curation.main_content import is_furniture_container
+
+    assert is_furniture_container({"class": "author-description"}) and is_furniture_container({"id": "post-author"})
+    bio = "Jake is the co-founder of a consultancy and writes about systems programming; follow him online."
+    html = (f"<html><body><article><p>{PROSE}</p><p>{MORE}</p><div class='td-author-box'><p>{bio}</p></div></article>"
+            f"</body></html>")
+    assert "co-founder" not in _text(html)
