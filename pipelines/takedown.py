@@ -684,6 +684,8 @@ def takedown(run_root: str, lists: TakedownLists, now: datetime | None = None, c
     applied.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(applied, lambda p: p.write_text(json.dumps(summary, indent=1)))
     shutil.rmtree(work, ignore_errors=True)
+    if work.parent.is_dir() and not any(work.parent.iterdir()):
+        work.parent.rmdir()
     return summary
 
 
