@@ -119,9 +119,11 @@ _CREDIT = re.compile(r"\(?\s*(?:foto|fotos|photo|photos|bild|image|credit|credit
 # A caption written as a plain line under its image (no <figcaption>): short, right after the image, and
 # naming the picture's source somewhere in it ("Roman Prymula, photo: Archives", "... | © AFP").
 CAPTION_MAX_CHARS = 250
+CAPTION_MAX_LINES = 2  # a caption line, then its credit line
 _CREDIT_ANYWHERE = re.compile(
-    r"©|\b(?:foto|fotos|photo|photos|bild|bilder|image|credit|credits|crédito|créditos|quelle|source|abbildung"
-    r"|titelbild|copyright|picture)\s*:", re.I)
+    r"©|\(c\)|credit|\b(?:foto|fotos|photo|photos|bild|bilder|image|crédito|créditos|quelle|source|abbildung"
+    r"|titelbild|copyright|picture)\s*:|\b(?:istock|getty\s?images|shutterstock|depositphotos|imago|unsplash)\b",
+    re.I)
 
 # META: page metadata (date stamps, credits, captions): dropped, and transparent to the smoothing.
 META, BAD, SHORT, NEAR, GOOD = -1, 0, 1, 2, 3
@@ -242,10 +244,16 @@ def classify_blocks(blocks: list[Block], rooted: bool) -> list[bool]:
     """
     cls = [_initial_class(b) for b in blocks]
     for i in range(1, len(blocks)):
-        b = blocks[i]
-        if blocks[i - 1].image >= 0 and b.image < 0 and len(b.text) <= CAPTION_MAX_CHARS \
-                and _CREDIT_ANYWHERE.search(b.text):
-            cls[i] = META  # the image's caption and credit, not the article's text
+        if blocks[i - 1].image < 0:
+            continue
+        # The image's caption and credit, not the article's text: the lines under it up to the credit.
+        for j in range(i, min(i + CAPTION_MAX_LINES, len(blocks))):
+            b = blocks[j]
+            if b.image >= 0 or len(b.text) > CAPTION_MAX_CHARS:
+                break
+            if _CREDIT_ANYWHERE.search(b.text):
+                cls[i:j + 1] = [META] * (j + 1 - i)
+                break
     if GOOD not in cls:
         # No block is long prose on its own (short pages, line-broken layouts): the prose-like ones are.
         cls = [GOOD if c == NEAR else c for c in cls]

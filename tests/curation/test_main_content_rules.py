@@ -24,6 +24,12 @@ def test_credit_line_under_an_image_is_its_caption_not_article_text():
     text = _text(html)
     assert "Archives" not in text and "AFP" not in text
     assert text.count("committee") == 2 and "Residents" in text
+    # A caption line followed by its credit line goes with the image too; stock-agency names are credits.
+    html = (f"<html><body><article><p>{PROSE}</p><img src='/a.jpg'><div>The project area on the river</div>"
+            f"<div>© E. Schwinge</div><p>{MORE}</p><img src='/b.jpg'><p>The ermine in winter (mlharing / iStock.com)</p>"
+            f"<p>{PROSE}</p></article></body></html>")
+    text = _text(html)
+    assert "project area" not in text and "Schwinge" not in text and "ermine" not in text and "Residents" in text
     # The same kind of line that does not sit under an image is text.
     assert "Archives of the council, photo: ours" in _text(
         f"<html><body><article><p>{PROSE}</p><p>Archives of the council, photo: ours</p><p>{MORE}</p></article></body></html>")
