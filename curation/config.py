@@ -533,6 +533,9 @@ class SafetyConfig:
     image_hash_blocklist_file: str | None = None  # sha256 or MD5 hex per line: images ``hash_listed``
     honour_tdm_reservation: bool = True  # ``tdm-reservation: 1`` response header -> ``tdm_reserved``
     honour_robots_txt: bool = True  # robots.txt of each image host, once per host (curation/robots.py): ``robots_disallowed``
+    # DataComp blurred every detected face in the images it released: the release stage blurs the boxes the
+    # score stage stored (needs ``faces``) in the bytes it writes, keeping the original's ``original_sha256``.
+    blur_faces: bool = True
 
     def validate(self) -> None:
         if self.max_nsfw is not None and not 0.0 <= self.max_nsfw <= 1.0:

@@ -62,6 +62,7 @@ from curation.dask_cluster import (
 from curation.errors import InputError, StageError
 from curation.image_decode import NO_IMAGE_BYTES, UNDECODABLE
 from curation.schemas import INTERLEAVED, REJECTS
+from models.faces import blur_boxes
 from curation.stage import Stage, StageContext, StageStats, read_marker
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,9 @@ EMPTY_DOCUMENT = "empty_document"
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}  # open_clip keeps jpg/png/jpeg/webp members
 # Pair columns carried into the tars' json and the HF rows when the final table has them.
 PAIR_METADATA = ("key", "url", "page_url", "doc_id", "caption_source", "caption_model", "image_key",
-                 "clip_score", "itm_score", "nsfw_score", "aesthetic_score", "width", "height", "sha256")
+                 "clip_score", "itm_score", "nsfw_score", "aesthetic_score", "width", "height", "sha256",
+                 "original_sha256", "face_count", "face_detections")
+BLUR_FAILED = "blur_failed"  # a picture with face boxes that could not be re-encoded blurred: never released
 _HASH = "_release_hash"
 HF_ROW_GROUP = 100  # rows per Parquet row group of the HF shards (the Hub's advice for image datasets)
 
@@ -149,6 +152,72 @@ def _json_or_none(text: str | None) -> Any:
         return text
 
 
+# --------------------------------------------------------------------------- faces (DataComp-style blurring)
+
+
+def _sha256(blob: bytes | None) -> str | None:
+    return hashlib.sha256(blob).hexdigest() if blob else None
+
+
+def _blur_pair_faces(table: pa.Table, blur: bool) -> tuple[pa.Table, int, np.ndarray]:
+    """Pairs with their face boxes blurred in ``image`` (when ``blur``), ``sha256`` of the bytes released
+    and ``original_sha256`` of the bytes the pipeline kept (the id takedown lists and earlier stages use).
+
+    Returns (table, pictures blurred, rows whose blur failed). Runs in the pass-1 task of its shard, on the
+    boxes the score stage stored with the pair (``face_detections``, original pixels).
+    """
+    n = table.num_rows
+    names = table.column_names
+    original = table.column("sha256").to_pylist() if "sha256" in names else [None] * n
+    failed = np.zeros(n, dtype=bool)
+    blurred = 0
+    if blur and "face_detections" in names and n:
+        boxes = table.column("face_detections").to_pylist()
+        rows = [i for i, b in enumerate(boxes) if b]
+        if rows:
+            blobs = table.column("image").to_pylist()
+            original = [o or _sha256(b) for o, b in zip(original, blobs)]
+            for i in rows:
+                try:
+                    blobs[i] = blur_boxes(blobs[i], boxes[i])
+                    blurred += 1
+                except Exception:  # noqa: BLE001 (any decoder error: the row is rejected, not released)
+                    failed[i] = True
+            image_type = table.schema.field("image").type
+            table = table.set_column(names.index("image"), "image", pa.array(blobs, image_type))
+            shas = [_sha256(b) for b in blobs]
+            if "sha256" in names:
+                table = table.set_column(names.index("sha256"), "sha256", pa.array(shas, pa.string()))
+            else:
+                table = table.append_column("sha256", pa.array(shas, pa.string()))
+    original_col = pa.array(original, pa.string())
+    if "original_sha256" in table.column_names:
+        table = table.set_column(table.column_names.index("original_sha256"), "original_sha256", original_col)
+    else:
+        table = table.append_column("original_sha256", original_col)
+    return table, blurred, failed
+
+
+def _face_boxes(table_path: str | None, urls: Sequence[str]) -> dict[str, list]:
+    """{image URL: boxes} for the URLs of one documents shard, from the score stage's ``images`` table."""
+    if not table_path or not urls:
+        return {}
+    files = list_parquet_files(table_path)
+    if not files:
+        return {}
+    import pyarrow.compute as pc
+
+    wanted = pa.array(sorted(set(urls)), pa.string())
+    out: dict[str, list] = {}
+    for f in files:
+        t = pq.read_table(f, columns=["url", "face_detections"])
+        t = t.filter(pc.is_in(t.column("url"), value_set=wanted))
+        for u, b in zip(t.column("url").to_pylist(), t.column("face_detections").to_pylist()):
+            if b:
+                out[u] = b
+    return out
+
+
 # --------------------------------------------------------------------------- pairs: pass 1 (per input shard)
 
 
@@ -176,6 +245,14 @@ def _bucket_pairs(shard: Shard, payload: dict, out: ShardOutput) -> dict:
     mask[keep] = True
     kept = table.filter(pa.array(mask)).append_column(_HASH, pa.array(hashes, pa.int64())) \
         .append_column("_ext", pa.array(exts, pa.string()))
+    kept, blurred, failed = _blur_pair_faces(kept, payload.get("blur_faces", False))
+    if failed.any():  # never publish a face that should have been blurred
+        for i in np.flatnonzero(failed).tolist():
+            rej_ids.append(kept.column("key")[i].as_py())
+            rej_reasons.append(BLUR_FAILED)
+            rej_details.append("face boxes but the picture could not be re-encoded")
+        kept = kept.filter(pa.array(~failed))
+        hashes = kept.column(_HASH).to_pylist()
     bucket_of = [h % n_buckets for h in hashes]
     buckets: Counter = Counter(bucket_of)
     if kept.num_rows:
@@ -187,7 +264,7 @@ def _bucket_pairs(shard: Shard, payload: dict, out: ShardOutput) -> dict:
     if rej_ids:
         out.write_table("rejects", _rejects(rej_ids, "pairs", rej_reasons, rej_details))
     return {"rows_in": table.num_rows, "kept": kept.num_rows, "rejected": dict(Counter(rej_reasons)),
-            "buckets_written": len(buckets)}
+            "buckets_written": len(buckets), "faces_blurred": blurred}
 
 
 # --------------------------------------------------------------------------- pairs: pass 2 (per output shard)
@@ -197,9 +274,13 @@ def _hf_features(columns: Sequence[str], schema: pa.Schema) -> list[dict]:
     """``dataset_info.features`` of the README: the ``image`` column is a ``datasets.Image``."""
     dtypes = {pa.string(): "string", pa.float32(): "float32", pa.float64(): "float64", pa.int32(): "int32",
               pa.int64(): "int64"}
+    def feature(typ: pa.DataType) -> Any:  # a list column is a ``sequence`` of its items (face boxes)
+        return {"sequence": feature(typ.value_type)} if pa.types.is_list(typ) else dtypes.get(typ, "string")
+
     feats = []
     for c in columns:
-        feats.append({"name": c, "dtype": "image" if c == "image" else dtypes.get(schema.field(c).type, "string")})
+        f = "image" if c == "image" else feature(schema.field(c).type)
+        feats.append({"name": c, **(f if isinstance(f, dict) else {"dtype": f})})
     return feats
 
 
@@ -284,6 +365,39 @@ def _doc_reason(row: dict) -> str | None:
     return None
 
 
+def _blur_document_faces(rows: list[dict], keep: list[int], boxes: dict[str, list]) -> int:
+    """Blur the face boxes of each kept document's images in place (``image_bytes``); the image's entry in
+    ``metadata`` gains ``face_detections`` and ``original_sha256``. Returns the pictures blurred."""
+    blurred = 0
+    for d in keep:
+        row = rows[d]
+        images, blobs = row["images"] or [], row["image_bytes"] or []
+        hit = [i for i, u in enumerate(images) if u in boxes and i < len(blobs) and blobs[i]]
+        if not hit:
+            continue
+        meta = _json_or_none(row.get("metadata"))
+        meta = meta if isinstance(meta, list) else [None] * len(images)
+        meta += [None] * (len(images) - len(meta))
+        blobs = list(blobs)
+        for i in hit:
+            original = _sha256(blobs[i])
+            blobs[i] = blur_boxes(blobs[i], boxes[images[i]])
+            entry = meta[i] if isinstance(meta[i], dict) else {}
+            meta[i] = {**entry, "face_detections": boxes[images[i]], "original_sha256": original}
+            blurred += 1
+        row["image_bytes"], row["metadata"] = blobs, json.dumps(meta, ensure_ascii=False)
+    return blurred
+
+
+def _replace_columns(table: pa.Table, rows: list[dict], names: tuple[str, ...], chunk: int = 256) -> pa.Table:
+    """``table`` with columns ``names`` rebuilt from ``rows``, in chunks (list<binary> past 2 GB stays valid)."""
+    for name in names:
+        typ = table.schema.field(name).type
+        parts = [pa.array([r[name] for r in rows[k:k + chunk]], typ) for k in range(0, len(rows), chunk)]
+        table = table.set_column(table.schema.get_field_index(name), name, pa.chunked_array(parts, typ))
+    return table
+
+
 def _doc_shard(shard: Shard, payload: dict, out: ShardOutput) -> dict:
     """One row-group shard of documents -> one interleaved tar and one interleaved Parquet file."""
     table = read_shard(shard, schema=INTERLEAVED)
@@ -293,6 +407,11 @@ def _doc_shard(shard: Shard, payload: dict, out: ShardOutput) -> dict:
         reason = _doc_reason(row)
         (rej.append((row["doc_id"], reason)) if reason else keep.append(i))
     result: dict[str, Any] = {"rows_in": len(rows), "kept": len(keep), "rejected": dict(Counter(r for _, r in rej))}
+    if payload.get("blur_faces") and keep:
+        urls = [u for i in keep for u in (rows[i]["images"] or []) if u is not None]
+        result["faces_blurred"] = _blur_document_faces(rows, keep, _face_boxes(payload.get("faces_table"), urls))
+        if result["faces_blurred"]:
+            table = _replace_columns(table, rows, ("image_bytes", "metadata"))
     if "interleaved" in payload["formats"] and keep:
         mask = np.zeros(len(rows), dtype=bool)
         mask[keep] = True  # filter, not take: keeps the row groups' chunks (list<binary> past 2 GB)
@@ -316,6 +435,15 @@ def _doc_shard(shard: Shard, payload: dict, out: ShardOutput) -> dict:
 
 
 # --------------------------------------------------------------------------- the stage
+
+
+def score_images_table(inputs: dict[str, str]) -> str | None:
+    """The score stage's ``images`` table (face boxes per image URL) beside ``score/pairs``, if there."""
+    path = inputs.get("scored_pairs")
+    if not path:
+        return None
+    table = path.rstrip("/").rsplit("/", 1)[0] + "/images"
+    return table if list_parquet_files(table) else None
 
 
 def final_pairs_input(inputs: dict[str, str]) -> tuple[str, str]:
@@ -381,7 +509,7 @@ def hf_readme(features: list[dict], license_id: str, rows: int, shards: int, pre
 class ReleaseStage(Stage):
     name = "release"
     outputs = FORMATS
-    config_sections = ("release",)
+    config_sections = ("release", "safety.blur_faces")
 
     def run(self, ctx: StageContext) -> StageStats:
         cfg: PipelineConfig = ctx.config
@@ -391,7 +519,7 @@ class ReleaseStage(Stage):
         docs_path = ctx.inputs.get("documents")
         out_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
         work = work_dir_for(out_root, "release", {"release": cfg.section("release"), "pairs": pairs_path,
-                                                  "inputs": ctx.input_run_ids})
+                                                  "inputs": ctx.input_run_ids, "blur_faces": cfg.safety.blur_faces})
         pair_shards = plan_shards(pairs_path, rel.shard_rows, prefix="pairs-")
         total = sum(s.rows for s in pair_shards)
         n_buckets = max(1, math.ceil(total / rel.samples_per_shard))
@@ -399,7 +527,10 @@ class ReleaseStage(Stage):
             if docs_path and {"interleaved", "interleaved_wds"} & set(formats) else []
         log.info("release: %d final pairs from %s/pairs in %d shards -> %d output shards; %d document shards",
                  total, pairs_from, len(pair_shards), n_buckets, len(doc_shards))
-        common = {"seed": rel.seed, "buckets": n_buckets, "formats": formats, "work": work}
+        # Faces: pairs carry their boxes; documents look theirs up in the score stage's image table.
+        faces_table = score_images_table(ctx.inputs) if cfg.safety.blur_faces else None
+        common = {"seed": rel.seed, "buckets": n_buckets, "formats": formats, "work": work,
+                  "blur_faces": cfg.safety.blur_faces, "faces_table": faces_table}
         with dask_client(cfg.dask) as client:
             def run(fn, shards, desc):
                 return _run_complete(client, fn, shards, work, {s.id: common for s in shards}, desc)
@@ -411,6 +542,12 @@ class ReleaseStage(Stage):
             p2 = run(_pair_shard, buckets, "release:shards") if {"pairs_wds", "hf"} & set(formats) else {}
             p3 = run(_doc_shard, doc_shards, "release:documents")
         stats = self._accounting(p1, p2, p3, buckets, pairs_from)
+        stats.counters["faces_blurred"] = {
+            "enabled": cfg.safety.blur_faces,
+            "pairs": sum(s.get("faces_blurred", 0) for s in p1.values()),
+            "document_images": sum(s.get("faces_blurred", 0) for s in p3.values()),
+            "boxes_from": f"{pairs_from}/pairs face_detections; {faces_table or 'no score/images table: documents not blurred'}",
+        }
         self._publish(ctx, cfg, work, buckets, p2, doc_shards, p3, formats, stats, pairs_from)
         if not rel.keep_work:
             fs, wp = url_to_fs(work)
