@@ -198,6 +198,16 @@ def near_duplicates(spark, images, max_distance: int) -> NearResult:
     return NearResult(_cut(rejects), n_edges, rounds)
 
 
+def decide_duplicates(spark, meta, max_distance: int):
+    """(kept urls, exact + near duplicate rejects, the near step's :class:`NearResult`) among ``meta``
+    (url, sha256, phash, pixels): exact duplicates first, then near duplicates among the survivors."""
+    alive, exact_rej = exact_duplicates(meta)
+    alive = _cut(alive)
+    near = near_duplicates(spark, alive, max_distance)
+    kept = _cut(alive.join(near.rejects.select("url"), "url", "left_anti").select("url"))
+    return kept, exact_rej.unionByName(near.rejects), near
+
+
 # --------------------------------------------------------------------------- joins
 
 
@@ -331,14 +341,10 @@ def images_after_fetch(spark, *, fetched, to_fetch, refused, docs, pairs, output
         parts.append(seen_df)
         meta = _cut(meta.join(seen_df.select("url"), "url", "left_anti"))
         res.counters["seen_in_earlier_snapshots"] = len(seen_rows)
-    alive, exact_rej = exact_duplicates(meta)
-    alive = _cut(alive)
-    parts.append(exact_rej)
-    near = near_duplicates(spark, alive, max_distance)
-    parts.append(near.rejects)
+    kept_meta, dup_rejects, near = decide_duplicates(spark, meta, max_distance)
+    parts.append(dup_rejects)
     res.counters["near_duplicate_edges"] = near.edges
     res.counters["near_duplicate_rounds"] = near.rounds
-    kept_meta = _cut(alive.join(near.rejects.select("url"), "url", "left_anti").select("url"))
     decided = parts[0]
     for p in parts[1:]:
         decided = decided.unionByName(p)
