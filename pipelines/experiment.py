@@ -14,7 +14,16 @@ captioner only      web + synthetic captions, nothing filtered (``filter_web/fil
 CapFilt             the run's ``capfilt`` stage: web + synthetic captions, both filtered
 CapFilt round 2     ``curate bootstrap --rounds 2``: a new BLIP pretrained on CapFilt's pairs and
                     fine-tuned on the clean set again rewrites the basic-filtered pairs
+text-based          ``score.recipe: [basic, text_based]``: captions naming an ImageNet-21k synset word
+image-based         ``[basic, image_based]``: images in the k-means cluster of some target picture
+                    (targets: the run's clean human-captioned pictures, the sample's ImageNet)
+image ∩ CLIP 30%    ``[basic, image_based, clip_top_fraction]``: DataComp-1B's recipe
+MetaCLIP            ``[basic, metaclip]``: WordNet metadata matched in captions, balanced with ``t``
+MetaCLIP + CapFilt  the run's CapFilt on the MetaCLIP-balanced pairs
 ==================  ===========================================================================
+
+The recipe rows rerun only the score stage's decision pass (``score_variant``) on the run's kept
+per-shard CLIP work, so they cost seconds, not a second scoring.
 
 Same model (``--model``, default ``vlc-micro-clip``), same budget (``--steps`` x ``--batch-size``
 samples, whatever the dataset's size: DataComp's fixed compute), same held-out evaluation, three
@@ -64,7 +73,25 @@ ROWS = [
     ("captioner_only", "captioner only"),
     ("capfilt", "captioner + filter (CapFilt)"),
     ("capfilt_r2", "CapFilt, second round"),
+    ("text_based", "text-based (DataComp)"),
+    ("image_based", "image-based (DataComp)"),
+    ("image_clip30", "image-based ∩ CLIP top 30% (DataComp-1B)"),
+    ("metaclip", "MetaCLIP-balanced"),
+    ("metaclip_capfilt", "MetaCLIP-balanced + CapFilt"),
 ]
+# The recipe rows (issue 16), each a score-stage recipe on the same run (docs/recipes.md). The
+# image-based targets are the run's clean human-captioned pictures (the sample's stand-in for
+# ImageNet). MetaCLIP's t is set from the entry counts alone, before any model is trained:
+# METACLIP_T keeps about half of the matched pairs on the 300-page sample (docs/benchmarks.md).
+METACLIP_T = 20
+SCORE_RECIPES: dict[str, dict[str, Any]] = {
+    "text_based": {"score.recipe": ["basic", "text_based"]},
+    "image_based": {"score.recipe": ["basic", "image_based"], "score.image_based.targets": "clean"},
+    "image_clip30": {"score.recipe": ["basic", "image_based", "clip_top_fraction"],
+                     "score.image_based.targets": "clean", "score.top_fraction": 0.3},
+    "metaclip": {"score.recipe": ["basic", "metaclip"], "score.metaclip.t": METACLIP_T},
+}
+RECIPE_ROWS = (*SCORE_RECIPES, "metaclip_capfilt")
 HELD_OUT_PERCENT = 20
 CLIP_TOP_FRACTION = 0.3
 
@@ -100,8 +127,11 @@ def curate(out: Path, pages: int, overrides: dict[str, Any]):
     out.mkdir(parents=True, exist_ok=True)
     if not port_file.is_file():  # the port is written into the sample's image URLs: keep it across reruns
         port_file.write_text(str(_free_port()))
-    cfg = PipelineConfig.load(overrides={"snapshot": "sample", "out": str(run), "sample_pages": pages,
-                                         "sample_image_port": int(port_file.read_text()), **overrides})
+    # score keeps its per-shard work (embeddings, scores) so the recipe variants below redo only
+    # their decision pass, not the CLIP.
+    base = {"snapshot": "sample", "out": str(run), "sample_pages": pages,
+            "sample_image_port": int(port_file.read_text()), "score.keep_work": True, **overrides}
+    cfg = PipelineConfig.load(overrides=base)
     run_all(cfg)
     inputs = {"pairs": f"{run}/score/pairs", "models": models_dir_of(str(run))}
     variants = {
@@ -112,9 +142,36 @@ def curate(out: Path, pages: int, overrides: dict[str, Any]):
     for name, cc in variants.items():
         StageRunner(str(out / "variants" / name), replace(cfg, capfilt=cc)).run(CapFiltStage(), inputs)
         paths[name] = out / "variants" / name / "capfilt" / "pairs"
+    for name, recipe in SCORE_RECIPES.items():
+        paths[name] = score_variant(out / "variants" / name, run, PipelineConfig.load(overrides={**base, **recipe}))
+    # MetaCLIP's balanced pool, then the run's CapFilt on it (same models, same settings).
+    mc = out / "variants" / "metaclip_capfilt"
+    StageRunner(str(mc), cfg).run(CapFiltStage(), {**inputs, "pairs": str(paths["metaclip"])})
+    paths["metaclip_capfilt"] = mc / "capfilt" / "pairs"
     summary = run_loop(cfg, str(run), str(run), rounds=2)
     paths["capfilt_r2"] = Path(summary["final_pairs"])
     return cfg, run, paths
+
+
+def score_variant(variant: Path, run: Path, cfg) -> Path:
+    """The score stage again with another recipe, on the run's images-stage outputs.
+
+    The run's per-shard score work (``<run>/_work/score-*``: CLIP embeddings and scores, kept by
+    ``score.keep_work``) is copied in first; its key does not depend on the recipe, so only the
+    decision pass and the writes run again. Returns the variant's kept pairs.
+    """
+    import shutil
+
+    from curation.registry import spec as stage_spec
+    from curation.stage import StageRunner
+
+    work = variant / "_work"
+    for src in sorted((run / "_work").glob("score-*")):
+        if not (work / src.name).exists():
+            shutil.copytree(src, work / src.name)
+    spec = stage_spec("score")
+    StageRunner(str(variant), cfg).run(spec.build(), spec.resolve_inputs(str(run)))
+    return variant / "score" / "pairs"
 
 
 def _read(path: Path) -> pa.Table:
@@ -241,7 +298,8 @@ def summarise(datasets: dict[str, dict], results: dict[str, list[dict]]) -> list
 
 # The comparisons the report makes: every row against raw pairs, and CapFilt against the CLIP filter.
 BASELINE = "raw"
-EXTRA_COMPARISONS = [("capfilt", "clip30"), ("capfilt_r2", "capfilt")]
+EXTRA_COMPARISONS = [("capfilt", "clip30"), ("capfilt_r2", "capfilt"), ("image_clip30", "clip30"),
+                     ("metaclip_capfilt", "capfilt")]
 
 
 def compare(results: dict[str, list[dict]]) -> list[dict]:
@@ -305,6 +363,10 @@ def verdict(comparisons: list[dict]) -> str:
     for c in comparisons:
         if c["a"] == "capfilt" and c["b"] in (BASELINE, "clip30"):
             out.append(describe(PairedEffect(**c), labels[c["a"]], labels[c["b"]]))
+    recipes = [c for c in comparisons if c["a"] in RECIPE_ROWS and c["b"] == BASELINE and c["effect"] == c["effect"]]
+    if recipes:
+        best = max(recipes, key=lambda c: c["effect"])
+        out.append("Best new recipe: " + describe(PairedEffect(**best), labels[best["a"]], labels[best["b"]]))
     return " ".join(out) if out else "No CapFilt comparison was made."
 
 

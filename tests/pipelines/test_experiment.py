@@ -106,3 +106,11 @@ def test_table_has_a_row_per_dataset_and_an_honest_verdict():
     noisy = _results({n: base for n, _ in ROWS} | {"capfilt": [[0.0] * 28 + [1.0] * 12, [0.0] * 32 + [1.0] * 8,
                                                                 [0.0] * 30 + [1.0] * 10]})
     assert "vs raw pairs" in verdict(compare(noisy)) and "not separated" in verdict(compare(noisy))
+
+
+def test_verdict_names_the_best_new_recipe_against_raw_pairs():
+    base = [[0.0] * 30 + [1.0] * 10] * 3
+    res = _results({n: base for n, _ in ROWS} | {"image_based": [[0.0] * 20 + [1.0] * 20] * 3,
+                                                   "metaclip": [[0.0] * 25 + [1.0] * 15] * 3})
+    v = verdict(compare(res))
+    assert "Best new recipe: image-based (DataComp) beats raw pairs: +25.0 points" in v
