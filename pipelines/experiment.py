@@ -205,10 +205,19 @@ def split_datasets(run: Path, paths: dict[str, Path], data_dir: Path) -> tuple[d
         cols = [c for c in IMAGE_PAIRS.names]
         pq.write_table(train.select(cols).cast(IMAGE_PAIRS), d / "part-00000.parquet", row_group_size=256)
         out[name] = {"path": str(d), "pairs": train.num_rows, "pairs_before_split": t.num_rows,
-                     "noise": noise_rate(train, truth)}
+                     "noise": noise_rate(train, truth), **coverage(train, truth)}
     gt = true_pairs(run / "_sample")
     held = gt.filter(pa.array([held_out(u) for u in gt.column("url").to_pylist()]))
     return out, held
+
+
+def coverage(t: pa.Table, truth) -> dict:
+    """How much of the sample's world a training set shows: distinct pictures (srcset variants count
+    once) and distinct true (shape, colour) classes among them. A small clean subset can lose on
+    the held-out pictures because it misses classes, not because its captions are worse."""
+    pictures = {truth.base_url.get(u, u) for u in t.column("url").to_pylist()} if t.num_rows else set()
+    scenes = {truth.scene_of(p) for p in pictures}
+    return {"pictures": len(pictures), "classes": len({(s.shape, s.colour) for s in scenes if s is not None})}
 
 
 def noise_rate(t: pa.Table, truth) -> dict:
@@ -288,6 +297,7 @@ def summarise(datasets: dict[str, dict], results: dict[str, list[dict]]) -> list
         ret = [r["clip"]["retrieval"] for r in runs]
         rows.append({
             "dataset": name, "label": label, "pairs": datasets[name]["pairs"], "noise": datasets[name]["noise"],
+            "pictures": datasets[name].get("pictures"), "classes": datasets[name].get("classes"),
             "i2t_r@1": _stat([r["i2t_r@1"] for r in ret]), "i2t_r@5": _stat([r["i2t_r@5"] for r in ret]),
             "t2i_r@1": _stat([r["t2i_r@1"] for r in ret]), "t2i_r@5": _stat([r["t2i_r@5"] for r in ret]),
             "zero_shot": _stat([r["clip"].get("zero_shot_mean_accuracy", float("nan")) for r in runs]),
@@ -325,14 +335,16 @@ def markdown(rows: list[dict], comparisons: list[dict], meta: dict) -> str:
         f"the same pictures for every row (chance R@1 i2t {100 * meta['chance_i2t']:.1f}%, "
         f"t2i {100 * meta['chance_t2i']:.1f}%). Numbers in %, mean ± std over seeds.",
         "",
-        "| dataset | pairs | noise (web / synthetic) | i→t R@1 | i→t R@5 | t→i R@1 | t→i R@5 | zero-shot |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| dataset | pairs | pictures / classes | noise (web / synthetic) | i→t R@1 | i→t R@5 | t→i R@1 | t→i R@5 "
+        "| zero-shot |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         n = r["noise"]
         web = f"{n['web_noisy']}/{n['web_judged']}"
         syn = f"{n['synthetic_noisy']}/{n['synthetic_judged']}" if n["synthetic_judged"] else "-"
-        lines.append(f"| {r['label']} | {r['pairs']} | {100 * n['rate']:.1f}% ({web} / {syn}) | {pm(r['i2t_r@1'])} | "
+        lines.append(f"| {r['label']} | {r['pairs']} | {r.get('pictures', '-')} / {r.get('classes', '-')} | "
+                     f"{100 * n['rate']:.1f}% ({web} / {syn}) | {pm(r['i2t_r@1'])} | "
                      f"{pm(r['i2t_r@5'])} | {pm(r['t2i_r@1'])} | {pm(r['t2i_r@5'])} | {pm(r['zero_shot'])} |")
     lines += ["", "Paired comparisons (mean R@1 of both directions, picture by picture and seed by seed on the "
               "common held-out pictures; 95% interval from a bootstrap over seeds and pictures; separated = the "

@@ -114,3 +114,14 @@ def test_verdict_names_the_best_new_recipe_against_raw_pairs():
                                                    "metaclip": [[0.0] * 25 + [1.0] * 15] * 3})
     v = verdict(compare(res))
     assert "Best new recipe: image-based (DataComp) beats raw pairs: +25.0 points" in v
+
+
+def test_coverage_counts_pictures_once_and_their_true_classes(truth):
+    from pipelines.experiment import coverage
+
+    variant = next(u for u, b in truth.base_url.items() if b != u and truth.scene_of(b))
+    base = truth.base_url[variant]
+    other = next(u for u, s in truth.scenes.items() if s != truth.scene_of(base) and truth.base_url[u] == u)
+    t = pa.table({"url": [variant, base, other]})
+    assert coverage(t, truth) == {"pictures": 2, "classes": 2}
+    assert coverage(pa.table({"url": pa.array([], pa.string())}), truth) == {"pictures": 0, "classes": 0}
