@@ -13,26 +13,31 @@ Input: dedup's ``documents/`` (DOCUMENTS) and ``pairs/`` (PAIRS). Steps:
    checked in the worker (:mod:`curation.image_check`): ``empty_body``, ``format``,
    ``decompression_bomb``, ``too_small``/``too_big``, ``bad_aspect``, ``animated``,
    ``undecodable``; failed fetches are ``fetch_error:<status|timeout|dns|connection|...>``.
-4. With ``dedup.state_dir`` set, images an earlier snapshot kept (same sha256, or pHash
-   within ``image_filters.phash_max_hamming``) are ``seen_in:<snapshot>``
-   (:meth:`pipelines.dedup_state.DedupState.image_matches`); then exact duplicates by
-   sha256 (``exact_duplicate``), then near duplicates by pHash Hamming distance
-   (``near_duplicate``), keeping the image with most pixels, then the smallest URL;
-   ``duplicate_of`` names the kept URL. After the outputs are written the kept images
-   join the state (:meth:`~pipelines.dedup_state.DedupState.record_images`).
-5. Joins: pairs get their image (``pairs/``, IMAGE_PAIRS) or are rejected with the
+4. After the fetch everything runs in Spark over the fetch shards (:mod:`pipelines.images_spark`;
+   the driver holds the URL list, counts and file names, never an image's bytes). With
+   ``dedup.state_dir`` set, images an earlier snapshot kept (same sha256, or pHash within
+   ``image_filters.phash_max_hamming``) are ``seen_in:<snapshot>``
+   (:meth:`pipelines.dedup_state.DedupState.image_matches`, given url/sha256/pHash, no bytes);
+   then exact duplicates by sha256 (``exact_duplicate``), then near duplicates by pHash Hamming
+   distance (``near_duplicate``, a banded LSH join), keeping the image with most pixels, then the
+   smallest URL; ``duplicate_of`` names the kept URL. After the outputs are written the kept
+   images join the state (:meth:`~pipelines.dedup_state.DedupState.record_images`).
+5. Joins (Spark): pairs get their image (``pairs/``, IMAGE_PAIRS) or are rejected with the
    image's reason; documents lose the positions of images not kept (texts, images and
    metadata stay aligned: :func:`curation.layout.cut_positions`) and get ``image_bytes``
    aligned with the positions (``documents/``, INTERLEAVED); a document left without
    images is dropped (``no_images``) unless ``images.drop_documents_without_images`` is false.
-6. ``webdataset/``: the pairs as tar shards open_clip's loader reads (:mod:`curation.wds_writer`).
+6. ``webdataset/``: the pairs as tar shards open_clip's loader reads, written by the Spark
+   tasks (:mod:`curation.wds_writer`).
+
+:func:`fetch_and_filter` is the same decision path in one process (bytes read back into it): what
+``bench/images.py`` times and the reference the Spark duplicate steps are tested against.
 
 On a sample run (``snapshot: sample``) the stage serves ``<run>/_sample/images`` on
 ``127.0.0.1:<sample_image_port>`` for the duration of the fetch and allowlists exactly
 that address and port.
 
 Main table of ``stats.json``: unique image URLs; ``tables``: ``pairs`` and ``documents``.
-The kept images are held in the driver's memory for the joins.
 """
 from __future__ import annotations
 
