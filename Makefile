@@ -32,7 +32,7 @@ CURATE_ARGS = $(if $(or $(if $(CONFIG),,x),$(call given,SNAPSHOT)),--snapshot $(
 	$(if $(MASTER),--master $(MASTER)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
 	$(if $(CONFIG),--config $(CONFIG)) $(foreach s,$(FORCE),--force $(s)) $(foreach s,$(SET),--set $(s))
 
-.PHONY: curate test venv check-java bench clean report airflow-venv test-browser experiment
+.PHONY: curate test venv check-java bench bench-scale clean report airflow-venv test-browser experiment
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+ or run make PYTHON=python3.x"; exit 1; }
@@ -76,8 +76,15 @@ test-browser:
 	  echo "warning: could not install chromium (apt-get install chromium, as root)"
 
 # Every bench/*.py, one after another; each prints one JSON object on stdout (names go to stderr).
+# The scale run is its own target (it takes hours at 16x).
 bench: check-java venv
-	@set -e; for b in bench/*.py; do echo "# $$b" >&2; $(BIN)/python $$b; done
+	@set -e; for b in $(filter-out bench/scale.py bench/scale_corpus.py,$(wildcard bench/*.py)); do echo "# $$b" >&2; $(BIN)/python $$b; done
+
+# Issue 13's scale run: real pages multiplied + COCO photos on loopback, curate run at each scale,
+# peak RSS of driver/workers/JVM and seconds per stage as one JSON object (docs/benchmarks.md).
+SCALES ?= 1 4 16
+bench-scale: check-java venv
+	$(BIN)/python bench/scale.py --scales $(SCALES)
 
 # What each curation step buys (raw, basic, CLIP score, filter, captioner, CapFilt, CapFilt round 2):
 # the same CLIP trained on each, three seeds; table in $(EXPERIMENT_OUT)/experiment.md (pipelines/experiment.py).
