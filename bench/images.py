@@ -12,6 +12,12 @@ the same processes, threads and shard size, alternating, ``--rounds`` times each
   with the checked opener, header checks before decoding, a full PIL decode, pHash,
   sha256, then exact and near duplicates in the driver.
 
+* ``stage_robots``: the same with ``safety.honour_robots_txt`` (:class:`curation.robots.RobotsCache`,
+  a fresh cache each round: every host's ``/robots.txt`` is requested, 16 threads, before the fetch).
+  The URLs are spread over ``--hosts`` loopback servers (one origin each, as many image hosts as a
+  crawl slice has); each answers ``/robots.txt`` after ``--robots-delay`` seconds (a network round
+  trip a loopback server does not have) with rules that allow every image path.
+
 Prints one JSON object: images/s (URLs fetched, decoded and filtered per second of wall
 time, median of the rounds) for each, and their ratio (target >= 0.9); also the rate inside
 the worker processes from img2dataset's per-shard stats (no process start-up, no driver
@@ -19,11 +25,13 @@ work), the like-for-like cost of the per-image work. ``img2dataset.download`` al
 logger process, which the stage does not start. The stage has no GPU path; ``--device`` is
 accepted for uniformity and recorded.
 
-Usage: python bench/images.py [--urls 1500] [--rounds 3] [--processes 2] [--threads 16]
+Usage: python bench/images.py [--urls 1500] [--rounds 3] [--processes 2] [--threads 16] [--hosts 1]
+       [--robots-delay 0.1] [--contenders img2dataset,stage,stage_robots]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -83,8 +91,9 @@ def run_img2dataset(url_parquet: str, out: str, args) -> float:
     return time.perf_counter() - start
 
 
-def run_stage(urls: list[str], out: str, allow: str, args) -> tuple[float, dict]:
+def run_stage(urls: list[str], out: str, allow: tuple[str, ...], args, robots: bool = False) -> tuple[float, dict]:
     from curation.config import ImagesConfig
+    from curation.robots import RobotsCache
     from filters.config import ImageFilterConfig
     from pipelines.images import fetch_and_filter, make_policy
 
@@ -92,9 +101,12 @@ def run_stage(urls: list[str], out: str, allow: str, args) -> tuple[float, dict]
                               timeout=10.0, distributor="multiprocessing")
     filter_cfg = ImageFilterConfig()
     start = time.perf_counter()
-    decisions = fetch_and_filter(urls, out, make_policy(images_cfg, filter_cfg, (allow,)), filter_cfg, images_cfg)
+    policy = make_policy(images_cfg, filter_cfg, allow)
+    cache = RobotsCache(policy, images_cfg.user_agent_token or "img2dataset", images_cfg.timeout) if robots else None
+    decisions = fetch_and_filter(urls, out, policy, filter_cfg, images_cfg, robots=cache)
     elapsed = time.perf_counter() - start
-    return elapsed, {"kept": decisions.kept.num_rows, "rejected": dict(decisions.reasons())}
+    return elapsed, {"kept": decisions.kept.num_rows, "rejected": dict(decisions.reasons()),
+                     **({"robots_txt_fetched": len(cache.rules)} if cache is not None else {})}
 
 
 def main() -> None:
@@ -106,6 +118,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--shard", type=int, default=250, help="URLs per shard")
     ap.add_argument("--device", default="cpu", help="recorded only: the images stage does not use a GPU")
+    ap.add_argument("--hosts", type=int, default=1, help="loopback servers (origins) the URLs are spread over")
+    ap.add_argument("--robots-delay", type=float, default=0.1, help="seconds each /robots.txt answer waits")
+    ap.add_argument("--warmup", type=int, default=1, help="1: one untimed stage run on 50 URLs first")
+    ap.add_argument("--contenders", default="img2dataset,stage", help="add stage_robots for the robots.txt overhead")
     args = ap.parse_args()
 
     import pyarrow as pa
@@ -120,26 +136,36 @@ def main() -> None:
     os.dup2(2, 1)
     bodies, source = payloads(Path(args.realdata))
     work = Path(tempfile.mkdtemp(prefix="bench-images-"))
-    times: dict[str, list[float]] = {"img2dataset": [], "stage": []}
-    worker: dict[str, list[float]] = {"img2dataset": [], "stage": []}
-    outcome = {}
+    contenders = [c for c in args.contenders.split(",") if c]
+    times: dict[str, list[float]] = {c: [] for c in contenders}
+    worker: dict[str, list[float]] = {c: [] for c in contenders}
+    outcome: dict[str, dict] = {}
+    robots_txt = Route(b"User-agent: *\nDisallow: /private/\n", delay=args.robots_delay, content_type="text/plain")
+    servers = [ScriptedServer({"/robots.txt": robots_txt}) for _ in range(max(1, args.hosts))]
     try:
-        with ScriptedServer() as server:
+        with contextlib.ExitStack() as stack:
+            for server in servers:
+                stack.enter_context(server)
             urls = []
             for i in range(args.urls):
                 path = f"/img/{i:06d}.jpg"
+                server = servers[i % len(servers)]
                 server.routes[path] = Route(bodies[i % len(bodies)])
                 urls.append(server.url(path))
             urls.sort()
+            allow = tuple(s.allow for s in servers)
             url_parquet = str(work / "urls.parquet")
             pq.write_table(pa.table({"url": urls}), url_parquet)
+            if args.warmup and any(c != "img2dataset" for c in contenders):  # imports, first pool start: untimed
+                run_stage(urls[: min(len(urls), 50)], str(work / "warmup"), allow, args)
+                shutil.rmtree(work / "warmup", ignore_errors=True)
             for r in range(args.rounds):
-                for name in (("img2dataset", "stage") if r % 2 == 0 else ("stage", "img2dataset")):
+                for name in (contenders if r % 2 == 0 else contenders[::-1]):
                     out = str(work / f"{name}-{r}")
                     if name == "img2dataset":
                         times[name].append(run_img2dataset(url_parquet, out, args))
                     else:
-                        elapsed, outcome = run_stage(urls, out, server.allow, args)
+                        elapsed, outcome[name] = run_stage(urls, out, allow, args, robots=name == "stage_robots")
                         times[name].append(elapsed)
                     n, secs = shard_rate(Path(out))
                     worker[name].append(n / secs if secs else 0.0)
@@ -152,6 +178,24 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in times.items()}
     rate = {k: round(args.urls / v, 1) for k, v in med.items()}
+    result: dict = {}
+    if "img2dataset" in rate and "stage" in rate:
+        result = {
+            "img2dataset_images_per_s": rate["img2dataset"],
+            "stage_images_per_s": rate["stage"],
+            "ratio_stage_vs_img2dataset": round(rate["stage"] / rate["img2dataset"], 3),
+            # per worker process, from img2dataset's per-shard stats (no start-up, no driver work)
+            "img2dataset_worker_images_per_s": round(statistics.median(worker["img2dataset"]), 1),
+            "stage_worker_images_per_s": round(statistics.median(worker["stage"]), 1),
+            "target_ratio": 0.9,
+        }
+    if "stage" in rate and "stage_robots" in rate:  # safety.honour_robots_txt on vs off, same run
+        result["robots_txt"] = {
+            "stage_images_per_s_off": rate["stage"], "stage_images_per_s_on": rate["stage_robots"],
+            "overhead_fraction": round(med["stage_robots"] / med["stage"] - 1, 3),
+            "overhead_per_round_s": [round(a - b, 2) for a, b in zip(times["stage_robots"], times["stage"])],
+            "hosts": len(servers), "robots_delay_s": args.robots_delay,
+        }
     print(json.dumps({
         "bench": "images",
         "urls": args.urls,
@@ -161,13 +205,8 @@ def main() -> None:
         "threads_per_process": args.threads,
         "urls_per_shard": args.shard,
         "rounds": args.rounds,
-        "img2dataset_images_per_s": rate["img2dataset"],
-        "stage_images_per_s": rate["stage"],
-        "ratio_stage_vs_img2dataset": round(rate["stage"] / rate["img2dataset"], 3),
-        # per worker process, from img2dataset's per-shard stats (no start-up, no driver work)
-        "img2dataset_worker_images_per_s": round(statistics.median(worker["img2dataset"]), 1),
-        "stage_worker_images_per_s": round(statistics.median(worker["stage"]), 1),
-        "target_ratio": 0.9,
+        "hosts": len(servers),
+        **result,
         "seconds": {k: [round(x, 2) for x in v] for k, v in times.items()},
         "stage_outcome": outcome,
         "device": args.device,
