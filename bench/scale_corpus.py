@@ -6,9 +6,9 @@ multiplies the real pages without making them duplicates of each other, and give
 real photos behind loopback URLs, so that ``curate run`` does the work it would do on a crawl
 (extraction, dedup, image fetch, pHash, CLIP, BLIP) on N pages:
 
-- **Pages.** The templates are the HTML responses of the real WARCs (``warc/``), then
-  trafilatura's 945 evaluation pages (``html_eval/``). Page ``i`` is template ``i % T``; copy 0 is the
-  page as crawled, copy ``k > 0`` has the words of each text node shuffled with a seeded RNG
+- **Pages.** The templates are trafilatura's 945 evaluation pages (``html_eval/``) and the
+  HTML responses of the real WARCs (``warc/``), ordered by a hash of the URL. Page ``i`` is
+  template ``i % T``; copy 0 is the page as crawled, copy ``k > 0`` has the words of each text node shuffled with a seeded RNG
   (same words, so language ID and stopword ratios stay those of the real page; different word
   5-grams, so MinHash does not call copies of one template duplicates) and a distinct URL
   (``?scale_copy=k``).
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import html
 import io
 import json
@@ -117,33 +118,33 @@ class Corpus:
 
 
 def load_templates(realdata: str | Path, limit: int | None = None) -> list[Template]:
-    """The real pages, in a fixed order: the WARCs' HTML responses, then html_eval (sorted by URL).
+    """The real pages (the WARCs' HTML responses and html_eval), in an order fixed by a SHA-1 of the URL.
 
-    ``limit``: only the first ``limit`` (a small corpus reads only the files it uses).
+    The order mixes the two sources, so a small corpus (``limit``: the first ``limit``) looks like
+    a large one: mostly articles, some of the WARCs' spam and wiki pages.
     """
     from curation.warc_reader import ResponseRecord, iter_warc
 
     rd = Path(realdata)
-    out: list[Template] = []
-    seen: set[str] = set()  # a body crawled at two URLs is one template (the copies must be distinct)
+    found: list[Template] = []
     for warc in sorted((rd / "warc").glob("*.warc.gz")):
         for rec in iter_warc(str(warc)):
             if (isinstance(rec, ResponseRecord) and rec.http_status == 200 and rec.payload
                     and "html" in (rec.content_type or "")):
-                page = rec.payload.decode("utf-8", "surrogateescape")
-                if page not in seen:
-                    seen.add(page)
-                    out.append(Template(rec.target_uri, page, rec.content_type or "text/html"))
+                found.append(Template(rec.target_uri, rec.payload.decode("utf-8", "surrogateescape"),
+                                      rec.content_type or "text/html"))
     evaldata = json.loads((rd / "html_eval" / "evaldata.json").read_text())
     for url in sorted(evaldata):
-        if limit is not None and len(out) >= limit:
-            break
         path = rd / "html_eval" / "html" / (evaldata[url]["file"] + ".gz")
         if path.is_file():
-            page = gzip.decompress(path.read_bytes()).decode("utf-8", "surrogateescape")
-            if page not in seen:
-                seen.add(page)
-                out.append(Template(url, page, "text/html"))
+            found.append(Template(url, gzip.decompress(path.read_bytes()).decode("utf-8", "surrogateescape"),
+                                  "text/html"))
+    out: list[Template] = []
+    seen: set[str] = set()  # a body crawled at two URLs is one template (the copies must be distinct)
+    for t in sorted(found, key=lambda t: hashlib.sha1(t.url.encode()).hexdigest()):
+        if t.html not in seen:
+            seen.add(t.html)
+            out.append(t)
     if not out:
         raise FileNotFoundError(f"no real pages under {rd}/html_eval or {rd}/warc")
     return out[:limit] if limit is not None else out
