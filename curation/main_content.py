@@ -264,19 +264,23 @@ def classify_blocks(blocks: list[Block], rooted: bool) -> list[bool]:
     else:
         # NEAR blocks next to a GOOD one are content (jusText's near-good rule).
         # Left to right, so a run of them after a GOOD block follows it.
+        following = _next_decided(cls)
+        prev = None
         for i, c in enumerate(cls):
-            if c != NEAR:
-                continue
-            prev = _neighbour(cls, i, -1, (GOOD, BAD))
-            nxt = _neighbour(cls, i, 1, (GOOD, BAD))
-            cls[i] = GOOD if GOOD in (prev, nxt) else BAD
+            if c == NEAR:
+                cls[i] = c = GOOD if GOOD in (prev, following[i]) else BAD
+            if c == GOOD or c == BAD:
+                prev = c
     # SHORT blocks (and images) take their neighbours' class; at the edge, the one neighbour's.
     out = list(cls)
+    following = _next_decided(cls)
+    prev = None
     for i, c in enumerate(cls):
+        if c == GOOD or c == BAD:
+            prev = c
         if c != SHORT:
             continue
-        prev = _neighbour(cls, i, -1, (GOOD, BAD))
-        nxt = _neighbour(cls, i, 1, (GOOD, BAD))
+        nxt = following[i]
         if prev == GOOD and nxt == GOOD:
             out[i] = GOOD
         elif prev == BAD and nxt == BAD:
@@ -318,13 +322,16 @@ def _signoff(block: Block, rooted: bool, prev: int | None) -> bool:
     return rooted and prev == GOOD and block.tag in SIGNOFF_TAGS and not block.text.endswith(":")
 
 
-def _neighbour(cls: list[int], i: int, step: int, decided: tuple[int, ...]) -> int | None:
-    j = i + step
-    while 0 <= j < len(cls):
-        if cls[j] in decided:
-            return cls[j]
-        j += step
-    return None
+def _next_decided(cls: list[int]) -> list[int | None]:
+    """For each position, the class of the nearest GOOD or BAD block after it (one pass from the right, so a
+    long run of undecided blocks, a data table's cells, costs linear time, not quadratic)."""
+    out: list[int | None] = [None] * len(cls)
+    nxt = None
+    for i in range(len(cls) - 1, -1, -1):
+        out[i] = nxt
+        if cls[i] == GOOD or cls[i] == BAD:
+            nxt = cls[i]
+    return out
 
 
 def counter_of_dropped(blocks: list[Block], keep: list[bool]) -> Counter:
