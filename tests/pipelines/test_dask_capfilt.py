@@ -415,6 +415,54 @@ def test_coco_images_every_input_image_accounted_for(boot, tmp_path):
     assert "filter_vs_ground_truth" not in stats.counters  # not a sample run: no planted truth
 
 
+# ------------------------------------------------------------------------- picture shards (no models)
+
+
+def test_picture_shards_hold_every_row_once_and_every_picture_whole(tmp_path):
+    """Phase 0 repartitions by picture: each row lands in one picture shard, each picture (sha256,
+    else URL, else key) in one shard, rows in input order, and the image keys computed inside a
+    shard are the smallest key of the picture over the whole input."""
+    from curation import dask_cluster as cluster
+    from pipelines.dask_capfilt import (
+        by_picture_shard, image_keys_in, picture_id, plan_picture_shards, read_rows)
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(300):
+        pic = int(rng.integers(60))
+        sha = None if pic % 7 == 0 else f"h{pic}"
+        url = None if pic % 21 == 0 else f"http://x/{pic}.jpg"
+        rows.append(dict(key=f"k{rng.integers(10**6):06d}-{i}", url=url, sha256=sha, caption=f"c{i}", image=b"x"))
+    t = pa.Table.from_pylist(rows).select(["key", "url", "sha256", "caption", "image"])
+    src = tmp_path / "pairs"
+    src.mkdir()
+    for j in range(3):
+        part = t.slice(j * 100, 100)
+        full = pa.table({f.name: part.column(f.name).cast(f.type) if f.name in part.column_names
+                         else pa.nulls(part.num_rows, f.type) for f in SCORED_PAIRS}, schema=SCORED_PAIRS)
+        pq.write_table(full, src / f"part-{j}.parquet", row_group_size=30)
+    shards = cluster.plan_shards(str(src), 60, prefix="pairs-")
+    n = len(shards)
+    scattered = cluster.run_shards(None, lambda s, p, out: by_picture_shard(n, s, p, out), shards,
+                                   str(tmp_path / "work"), progress=False)
+    pshards = plan_picture_shards(shards, scattered, n)
+    assert sum(p.rows for p in pshards) == 300 and len(pshards) > 1
+    seen_keys, pic_home = [], {}
+    want_ik = dict(zip(t.column("key").to_pylist(), image_keys_in(t.column("key").to_pylist(), t.column("url").to_pylist(),
+                                                                  t.column("sha256").to_pylist())))
+    order = {k: i for i, k in enumerate(t.column("key").to_pylist())}
+    for p in pshards:
+        got = read_rows(p, ["key", "url", "sha256"], SCORED_PAIRS)
+        keys = got.column("key").to_pylist()
+        assert [order[k] for k in keys] == sorted(order[k] for k in keys)  # input order inside a shard
+        for k, u, h in zip(keys, got.column("url").to_pylist(), got.column("sha256").to_pylist()):
+            assert pic_home.setdefault(picture_id(k, u, h), p.id) == p.id
+        assert image_keys_in(keys, got.column("url").to_pylist(), got.column("sha256").to_pylist()) == \
+            [want_ik[k] for k in keys]
+        seen_keys += keys
+    assert sorted(seen_keys) == sorted(t.column("key").to_pylist())
+
+
 # ------------------------------------------------------------------------- the loop
 
 
