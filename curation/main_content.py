@@ -164,7 +164,7 @@ def _names_furniture(value: str) -> bool:
     for token in tokens:
         if token.startswith(_STATE_PREFIXES):
             continue  # WordPress post_class(): category-social-media, no-share, has-sidebar name the post
-        subs = _SUBTOKEN_SPLIT.split(token)
+        subs = [sub.rstrip("0123456789") for sub in _SUBTOKEN_SPLIT.split(token)]  # footer2, sidebar1
         if any(sub in FURNITURE_SUBTOKENS for sub in subs) or subs[0] in LEADING_SUBTOKENS:
             return True
     return False

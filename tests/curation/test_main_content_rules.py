@@ -132,3 +132,10 @@ def test_a_large_data_table_is_classified_in_linear_time():
     # Scanning for each undecided block to its nearest decided ones was quadratic in a run of them (60,000
     # cells here: about 1.8e9 steps).
     assert time.perf_counter() - start < 10
+
+
+def test_numbered_furniture_names_are_furniture():
+    from curation.main_content import is_furniture_container
+
+    assert is_furniture_container({"id": "footer2"}) and is_furniture_container({"class": "sidebar-1 col"})
+    assert not is_furniture_container({"class": "h2 col-12"})
