@@ -47,7 +47,7 @@ FURNITURE_SUBTOKENS = frozenset(
     """nav navbar navigation menu menubar mainmenu submenu breadcrumb breadcrumbs crumbs cookie cookies consent
     share shares sharing sharebar social socials comment comments commentlist disqus related recommended
     sidebar sidenav footer masthead advert advertisement advertising adsense sponsored newsletter
-    pagination pager popup shariff addthis outbrain taboola author""".split()
+    pagination pager popup shariff addthis outbrain taboola author donation donations donate""".split()
 )
 # Sub-tokens that name furniture only at the start of a token ("ad-slot", "ads-top"); at its end they
 # qualify the thing named ("cuerpo-ad" is an article body with ads in it).

@@ -139,3 +139,10 @@ def test_numbered_furniture_names_are_furniture():
 
     assert is_furniture_container({"id": "footer2"}) and is_furniture_container({"class": "sidebar-1 col"})
     assert not is_furniture_container({"class": "h2 col-12"})
+
+
+def test_donation_boxes_are_furniture():
+    from curation.main_content import is_furniture_container
+
+    assert is_furniture_container({"id": "donation", "class": "mollie-donation-form-holder"})
+    assert is_furniture_container({"class": "donate-box"})
