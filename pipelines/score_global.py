@@ -22,7 +22,14 @@ sample and centroids; rows stay on the workers and in files under the stage's wo
   The difference with one range search over the whole pool: two near duplicates assigned to
   different clusters are not linked (SemDeDup accepts that; :func:`split_links` measures it), and
   a chain A~B~C split across clusters is cut the same way. With one cluster (small runs:
-  ``candidates <= cluster_rows``) the result is the global one exactly.
+  ``candidates <= cluster_rows``) the result is the global one exactly. Rows SemDeDup removes are
+  always a subset of those the global search removes (a row that loses in its cluster's component
+  loses in the larger global one). Measured (no tuning, cosine 0.95): on the sample run's 480
+  image embeddings (tiny CLIP) with k forced to 2/4/8, 6.6%/6.6%/0.8% of links split and 456/457/459
+  rows removed against 464 globally; on synthetic 24k rows (200 topics, 20% near copies) with
+  k = 10/50/200, 2.2%/0.18%/0.03% of links split; on 60k synthetic rows in 12 shards with
+  ``cluster_rows=10_000`` (k = 6, one process): 2,844 removed against 3,000 (5.2% of the
+  duplicates kept), 12.7 s against 59.4 s for the global search.
 
 Decisions land in ``<dir>/decisions/<shard id>/<group>.parquet`` (row, duplicate_of key); the
 write step reads a shard's with :func:`read_duplicates`.
