@@ -1,7 +1,8 @@
 """The safety layer end to end on a tiny hand-made crawl (extract -> dedup -> images -> score):
 a page on a blocked domain, an image on the hash list, an image its host's robots.txt disallows, an image
 served with ``tdm-reservation: 1`` and a caption with an e-mail address are each handled with their reason;
-nothing else is lost."""
+nothing else is lost. Each reason reaches the stats, the rejects, the report's funnel and the card. Then, on
+the finished run, ``curate takedown`` of one page URL and one image SHA-256 (issue 15's must-show)."""
 from __future__ import annotations
 
 import hashlib
@@ -57,7 +58,7 @@ def test_blocked_page_listed_image_tdm_image_and_email_caption(tmp_path):
     listed, ok1 = jpeg(seed=41), jpeg(seed=40)
     routes = {"/ok1.jpg": Route(ok1), "/listed.jpg": Route(listed),
               "/tdm.jpg": Route(jpeg(seed=42), headers={"tdm-reservation": "1"}),
-              "/ok2.jpg": Route(jpeg(seed=43)), "/b.jpg": Route(jpeg(seed=44)),
+              "/ok2.jpg": Route(jpeg(seed=43)), "/b.jpg": Route(jpeg(seed=44)), "/ok3.jpg": Route(jpeg(seed=46)),
               "/private/p.jpg": Route(jpeg(seed=45)),
               "/robots.txt": Route(b"User-agent: img2dataset\nDisallow: /private/\n", content_type="text/plain")}
     (tmp_path / "blocked.txt").write_text("# UT1-style\nblocked.example\n")
@@ -70,7 +71,8 @@ def test_blocked_page_listed_image_tdm_image_and_email_caption(tmp_path):
                 (img("/ok1.jpg"), "the stone bridge at dusk, photo by anna.berg@photos-example.com"),
                 (img("/listed.jpg"), "a picture that is on the hash list"),
                 (img("/tdm.jpg"), "a picture whose server reserves text and data mining"),
-                (img("/private/p.jpg"), "a picture in a folder robots.txt closes to img2dataset")])),
+                (img("/private/p.jpg"), "a picture in a folder robots.txt closes to img2dataset"),
+                (img("/ok3.jpg"), "the river below the mill at noon")])),
             ("https://www.blocked.example/b.html", _page(BLOCKED_TEXT, PARAGRAPHS[2], [(img("/b.jpg"), "a picture on a blocked page")])),
             ("https://village.example/c.html", _page(PARAGRAPHS[2], PARAGRAPHS[0], [(img("/ok2.jpg"), "the station clock in the morning")])),
         ]
@@ -102,16 +104,16 @@ def test_blocked_page_listed_image_tdm_image_and_email_caption(tmp_path):
     img_rej = {r["row_id"].rsplit("/", 1)[1]: r["reason"] for r in pq.read_table(run / "images" / "rejects").to_pylist()
                if r["table"] == "images"}
     assert img_rej == {"listed.jpg": "hash_listed", "tdm.jpg": "tdm_reserved", "p.jpg": "robots_disallowed"}
-    assert im.rejected == {"hash_listed": 1, "tdm_reserved": 1, "robots_disallowed": 1} and im.rows_out == 2
+    assert im.rejected == {"hash_listed": 1, "tdm_reserved": 1, "robots_disallowed": 1} and im.rows_out == 3
     assert "/private/p.jpg" not in requested and requested.count("/robots.txt") == 1
     assert im.counters["robots_txt_fetched"] == 1
     kept = sorted(u.rsplit("/", 1)[1] for u in pq.read_table(run / "images" / "images").column("url").to_pylist())
-    assert kept == ["ok1.jpg", "ok2.jpg"]
+    assert kept == ["ok1.jpg", "ok2.jpg", "ok3.jpg"]
 
-    # score: the two kept pairs, the e-mail replaced in the caption; every stage conserved its rows.
+    # score: the three kept pairs, the e-mail replaced in the caption; every stage conserved its rows.
     pairs = pq.read_table(run / "score" / "pairs").to_pylist()
     captions = {p["url"].rsplit("/", 1)[1]: p["caption"] for p in pairs}
-    assert set(captions) == {"ok1.jpg", "ok2.jpg"} and sc.rows_out == 2 and not sc.rejected
+    assert set(captions) == {"ok1.jpg", "ok2.jpg", "ok3.jpg"} and sc.rows_out == 3 and not sc.rejected
     assert "anna.berg" not in captions["ok1.jpg"] and "@example." in captions["ok1.jpg"]
     assert captions["ok2.jpg"] == "the station clock in the morning"
     for s in stats.values():
@@ -129,3 +131,96 @@ def test_blocked_page_listed_image_tdm_image_and_email_caption(tmp_path):
     card = (run / "DATASET_CARD.md").read_text()
     assert "blocked_domain" in card and "hash_listed" in card and "tdm_reserved" in card and "email" in card
     assert "robots_disallowed" in card
+    safety = card.split("## Safety", 1)[1].split("\n## ", 1)[0]
+    for reason in ("blocked_domain", "hash_listed", "robots_disallowed", "tdm_reserved"):
+        assert f"`{reason}`" in safety, reason
+
+    # The report's funnel (data and HTML) shows each reason with the stats' count, and the PII and robots.txt counters.
+    from curation.report import RunCatalog, funnel
+    from curation.report_html import _funnel_section
+
+    rows = funnel(RunCatalog.scan(str(run)))
+    main = {r["stage"]: r for r in rows if r["table"] is None and r.get("complete")}
+    assert main["extract"]["rejected"]["blocked_domain"] == 1
+    assert {k: main["images"]["rejected"][k] for k in ("hash_listed", "tdm_reserved", "robots_disallowed")} == \
+        {"hash_listed": 1, "tdm_reserved": 1, "robots_disallowed": 1}
+    assert main["extract"]["safety"]["pii_email"] == ex.counters["pii_email"]
+    assert main["images"]["safety"]["robots_txt_fetched"] == 1
+    html = _funnel_section({"funnel": rows})
+    assert all(k in html for k in ("blocked_domain", "hash_listed", "tdm_reserved", "robots_disallowed", "pii_email"))
+
+    _takedown_on_the_finished_run(run, "https://village.example/c.html", ok1, tmp_path)
+
+
+def _rows(run: Path) -> dict[str, list[dict]]:
+    return {str(f.relative_to(run)): pq.read_table(f).to_pylist() for f in sorted(run.rglob("*.parquet"))
+            if not any(p.startswith(("_", ".")) or p == "takedowns" for p in f.relative_to(run).parts)}
+
+
+def _takedown_on_the_finished_run(run: Path, page: str, picture: bytes, tmp_path: Path) -> None:
+    """Issue 15's must-show on a real finished run (extract, dedup, images, score: Parquet, tars, embeddings,
+    MMC4): one page URL and one image SHA-256 leave every output; every other row is as it was; the
+    counts in stats.json and the card add up."""
+    import json
+
+    import numpy as np
+
+    from curation.card import build_card
+    from pipelines.dask_score import load_embeddings
+    from pipelines.takedown import TakedownLists, takedown
+
+    digest = hashlib.sha256(picture).hexdigest()
+    images = pq.read_table(run / "images" / "images").to_pylist()
+    image_url = next(r["url"] for r in images if r["sha256"] == digest)
+    ipairs = pq.read_table(run / "images" / "pairs").to_pylist()
+    gone_keys = {p["key"] for p in ipairs if p["page_url"] == page or p["sha256"] == digest}
+    gone_rows = [j for j, p in enumerate(ipairs) if p["key"] in gone_keys]
+    assert gone_keys and len(gone_keys) < len(ipairs)
+    before, emb_before = _rows(run), load_embeddings(str(run / "score"))
+    (tmp_path / "u.txt").write_text(page + "\n")
+    (tmp_path / "s.txt").write_text(digest + "\n")
+    summary = takedown(str(run), TakedownLists.load(str(tmp_path / "u.txt"), None, str(tmp_path / "s.txt")))
+    assert summary["rows_removed"] > 0 and summary["embedding_rows_of_rejected_pairs"]
+
+    needles = (page, image_url, digest)
+
+    def names(row: dict) -> bool:
+        text = repr(row)
+        return any(n in text for n in needles) or any(picture == v for v in row.values() if isinstance(v, bytes)) \
+            or any(picture == v for v in (row.get("image_bytes") or []))
+
+    def holds_the_image(row: dict) -> bool:  # a document (or MMC4 document) that stays, less the image
+        return row.get("url") != page and (image_url in (row.get("images") or [])
+                                           or image_url in [i.get("raw_url") for i in (row.get("image_info") or [])])
+
+    after = _rows(run)
+    for rel, rows in after.items():
+        assert not any(names(r) for r in rows), rel
+        kept = [r for r in before[rel] if r.get("key") not in gone_keys and r.get("row_id") not in gone_keys
+                and (not names(r) or holds_the_image(r))]
+        assert len(kept) == len(rows), (rel, len(kept), len(rows))
+        for o, n in zip(kept, rows):  # every other row as it was; a document only lost the image's position
+            if o != n:
+                assert holds_the_image(o) and o.get("doc_id") == n.get("doc_id"), rel
+    for f in run.rglob("*"):  # tars, JSON, .npy: read raw
+        rel = f.relative_to(run)
+        if f.is_file() and f.suffix != ".parquet" and not rel.parts[0].startswith(("_", "takedowns")):
+            data = f.read_bytes()
+            assert picture not in data and not any(n.encode() in data for n in needles), rel
+    emb = load_embeddings(str(run / "score"))
+    assert not emb[gone_rows].any()
+    others = [j for j in range(len(ipairs)) if j not in gone_rows]
+    assert np.array_equal(emb[others], emb_before[others])
+    for stage in ("extract", "dedup", "images", "score"):
+        st = json.loads((run / stage / "stats.json").read_text())
+        for t in [st, *(st.get("tables") or {}).values()]:
+            assert t["rows_in"] == t["rows_out"] + sum(t["rejected"].values()), stage
+        for out, n in st["outputs"].items():
+            d = run / stage / out
+            if d.is_dir() and list(d.glob("*.parquet")) and out != "mmc4":
+                assert n == sum(len(r) for k, r in after.items() if k.startswith(f"{stage}/{out}/")), (stage, out)
+    assert json.loads((run / "score" / "stats.json").read_text())["rows_out"] == len(pq.read_table(run / "score" / "pairs"))
+    from curation.config import PipelineConfig
+
+    card = build_card(str(run), PipelineConfig.load())
+    assert "`takedown`" in card.split("## Safety", 1)[1].split("\n## ", 1)[0]
