@@ -166,14 +166,17 @@ class ImageBasedConfig:
     # (``image`` column) of images the run's CLIP encodes (ImageNet-1k train for real runs), or
     # ``clean``: the pictures of the run's clean captioned set (bootstrap.clean_data; the sample's own).
     targets: str | None = None
-    clusters: int = 100_000  # DataComp's small scale (12.8M pairs); cut to the sample's size on small pools
+    clusters: int = 100_000  # DataComp's small scale (12.8M pairs)
+    # k = min(clusters, ceil(pool / rows_per_cluster)): DataComp's small scale has 12.8M / 100k = 128
+    # pool images a cluster; without it a small pool (the sample) would get one cluster per image.
+    rows_per_cluster: int = 128
     sample_size: int = 1_000_000  # pool embeddings the client fits k-means on (bounds its memory)
     niter: int = 20
     seed: int = 0
 
     def validate(self) -> None:
-        if self.clusters < 1 or self.sample_size < 1 or self.niter < 1:
-            raise ValueError("clusters, sample_size and niter must be >= 1")
+        if min(self.clusters, self.rows_per_cluster, self.sample_size, self.niter) < 1:
+            raise ValueError("clusters, rows_per_cluster, sample_size and niter must be >= 1")
 
 
 @dataclass

@@ -967,7 +967,9 @@ class ScoreStage(Stage):
         """k-means centroids of a bounded sample of the pool's image embeddings and the target ids, saved for the workers.
 
         The pool is every scored pair (finite clip_score), as DataComp clusters the whole pool;
-        the sample takes each shard's share (filters.image_based.sample_quota), seeded per shard.
+        the sample takes each shard's share (filters.image_based.sample_quota), seeded per shard;
+        k = min(clusters, ceil(pool / rows_per_cluster)). The client holds one shard's scores at a
+        time, the sample (at most sample_size rows) and the centroids.
         """
         from filters.image_based import sample_quota, sample_rows, target_cluster_ids
         from models.kmeans import fit_kmeans
@@ -977,27 +979,29 @@ class ScoreStage(Stage):
         fs, p = url_to_fs(path)
         if not fs.exists(p):
             quota = sample_quota([s.rows for s in shards], ib.sample_size)
-            parts = []
-            for i, (s, q) in enumerate(zip(shards, quota)):
+            parts, pool = [], 0
+            for i, (s, q) in enumerate(zip(shards, quota)):  # one shard's scores in memory at a time
                 score = pq.read_table(f"{work_dir}/pairs_scores/{s.id}.parquet", columns=["clip_score"])
                 ok = np.isfinite(score.column("clip_score").to_numpy(zero_copy_only=False))
+                pool += int(ok.sum())
                 rows = sample_rows(ok, q, ib.seed, i)
                 if rows.size:
                     parts.append(np.asarray(_load_npy(f"{work_dir}/pairs_img/{s.id}.npy")[rows], dtype=np.float32))
-            if not parts:
+            if not pool:
                 raise StageError("score: recipe image_based: no decodable pair image to cluster")
             sample = np.concatenate(parts)
-            centroids = fit_kmeans(sample, ib.clusters, ib.seed, ib.niter)
+            k = min(ib.clusters, -(-pool // ib.rows_per_cluster))
+            centroids = fit_kmeans(sample, k, ib.seed, ib.niter)
             targets = client.submit(_target_embeddings, spec, ib.targets, pure=False).result()
             target_ids = target_cluster_ids(targets, centroids)
             fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
             with fs.open(p + ".tmp", "wb") as fh:
                 np.savez(fh, centroids=centroids, target_ids=target_ids, sample_rows=np.int64(sample.shape[0]),
-                         targets=np.int64(targets.shape[0]))
+                         targets=np.int64(targets.shape[0]), pool=np.int64(pool))
             fs.mv(p + ".tmp", p)
         with np.load(_local_or_fetch(path)) as z:
             return {"clusters": int(z["centroids"].shape[0]), "target_clusters": int(z["target_ids"].size),
-                    "sample_rows": int(z["sample_rows"]), "target_images": int(z["targets"])}
+                    "pool": int(z["pool"]), "sample_rows": int(z["sample_rows"]), "target_images": int(z["targets"])}
 
     def _semantic_dedup(self, client, cfg: ScoreConfig, work_dir: str, decide_dir: str,
                         shards: list[Shard]) -> tuple[str, dict]:

@@ -76,7 +76,8 @@ def test_datacomp_1b_recipe_is_the_intersection(coco_dir, tiny_ckpt, tmp_path):
     np.save(tmp_path / "targets.npy", targets.astype(np.float32))
     cfg = config(run, model="vlc-tiny-clip", pretrained=tiny_ckpt, semantic_dedup=False, mmc4=False, keep_work=True,
                  recipe=["basic", "image_based", "clip_top_fraction"], top_fraction=0.3,
-                 **{"image_based.targets": str(tmp_path / "targets.npy"), "image_based.clusters": 8})
+                 **{"image_based.targets": str(tmp_path / "targets.npy"), "image_based.clusters": 8,
+                    "image_based.rows_per_cluster": 40})  # k = min(8, 400 / 40)
     stats = run_stage(run, cfg)
     got = _verdicts(run)
 
@@ -103,7 +104,7 @@ def test_datacomp_1b_recipe_is_the_intersection(coco_dir, tiny_ckpt, tmp_path):
     _check_counts(stats, got, ["image_based", "clip_top_fraction"])
     assert stats.counters["clip_score_cutoff"] == pytest.approx(cutoff, abs=1e-6)
     ib = stats.counters["image_based"]
-    assert ib["clusters"] == 8 and ib["target_images"] == len(targets) and ib["sample_rows"] == 400
+    assert ib["clusters"] == 8 and ib["target_images"] == len(targets) and ib["sample_rows"] == ib["pool"] == 400
     assert stats.counters["recipe"] == ["basic", "image_based", "clip_top_fraction"]
 
 
