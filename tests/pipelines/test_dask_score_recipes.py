@@ -177,3 +177,19 @@ def test_image_based_targets_clean_is_the_runs_clean_set(tmp_path, coco_dir):
     assert _clean_targets(ctx) == str(run / "_sample" / "clean")
     cfg = PipelineConfig.load(overrides={"out": str(run), "bootstrap.clean_data": str(coco_dir / "captions_train2017.json")})
     assert _clean_targets(SimpleNamespace(config=cfg, stage_dir=str(run / "score"))) == str(coco_dir)
+
+
+def test_score_summary_from_shard_histograms_matches_numpy():
+    """stats' clip_score mean (exact) and p10/p50/p90 (to the 0.001 bin) from per-shard sparse histograms."""
+    from pipelines.dask_score import _score_summary, _scores_from_histograms
+
+    rng = np.random.default_rng(3)
+    shards = [np.clip(rng.normal(0.2, 0.1, n), -1, 1) for n in (500, 1, 0, 2000)]
+    shards[1][0] = np.nan  # undecodable: not counted
+    got = _scores_from_histograms([_score_summary(s) for s in shards])
+    allv = np.concatenate(shards)
+    allv = allv[np.isfinite(allv)]
+    assert got["mean"] == pytest.approx(allv.mean(), abs=1e-4)
+    for q in (10, 50, 90):
+        assert got[f"p{q}"] == pytest.approx(np.percentile(allv, q), abs=2e-3)
+    assert _scores_from_histograms([_score_summary(np.array([np.nan]))]) is None
