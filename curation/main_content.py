@@ -139,6 +139,7 @@ class Block:
     in_root: bool
     image: int = -1
     cls: int = SHORT
+    node: object = None  # the block element (selectolax node), for the densest-region step
 
 
 def _subtokens(value: str) -> list[str]:

@@ -146,3 +146,16 @@ def test_donation_boxes_are_furniture():
 
     assert is_furniture_container({"id": "donation", "class": "mollie-donation-form-holder"})
     assert is_furniture_container({"class": "donate-box"})
+
+
+def test_without_a_root_prose_outside_the_densest_element_is_dropped():
+    cookie = ("Wir verwenden Cookies, um Inhalte und Anzeigen zu personalisieren und die Zugriffe auf unsere "
+              "Website zu analysieren. Mit der weiteren Nutzung stimmen Sie dem zu.")
+    html = (f"<html><body><div class='x1'><div class='x2'><p>{PROSE}</p><p>{MORE}</p><p>{PROSE}</p><p>{MORE}</p>"
+            f"<p>{PROSE}</p></div></div><div class='x3'><p>{cookie}</p></div></body></html>")
+    text = _text(html)
+    assert "Cookies" not in text and text.count("committee") == 3
+    # Prose in two sibling containers, neither holding most of it: both kept.
+    html = (f"<html><body><div class='x1'><p>{PROSE}</p><p>{MORE}</p></div><div class='x3'><p>{PROSE}</p>"
+            f"<p>{cookie}</p></div></body></html>")
+    assert "Cookies" in _text(html)
