@@ -9,19 +9,23 @@ jusText/boilerpipe-style classifier with context smoothing decides which blocks 
 1. **Content root.** A page that marks its article (``itemprop=articleBody``, ``<article>``, ``<main>``,
    ``role=main``, the ``entry-content``/``post-body``/... classes of the common CMSs) is narrowed to that
    subtree, as trafilatura does with its ``BODY_XPATH`` list; the candidate must hold enough of the
-   page's text, else the whole ``<body>`` is used.
+   page's text, else the whole ``<body>`` is used. An article-body container is widened to its
+   ``<article>`` when that adds little text: the headline and lead sit beside the body field.
 2. **Furniture subtrees.** Elements whose class/id/role names furniture (comments, related, share,
    sidebar, breadcrumb, cookie, newsletter, ...) are skipped whole, with their images counted as
    ``boilerplate``, unless they hold most of the page's text (a ``<div class="page has-sidebar">``
    wrapping everything is layout, not furniture).
 3. **Blocks.** Per block: characters, link characters (text inside ``<a>``), tag (heading, list item,
    table cell, caption), sentence punctuation. Initial class: *bad* (mostly links, or no letter at all),
-   *meta* (figcaptions, which travel with their image, and short date/credit lines: dropped and
-   invisible to the smoothing), *good* (long, little linked text), *near* (prose-like), *short*.
+   *meta* (figcaptions, which travel with their image, short date/credit lines, and caption lines under
+   an image up to its credit: dropped and invisible to the smoothing), *good* (long, little linked
+   text), *near* (prose-like), *short*. A CJK character counts three for the lengths.
 4. **Smoothing.** Near blocks are content inside a root, or next to good ones. Short blocks (and
    images) take the class of their neighbours: between two good blocks they are content; a heading
-   belongs to what follows it; a short line before furniture introduces it. Images inside a root, or
-   between the first and the last content block, are the article's.
+   belongs to what follows it; a short line before furniture introduces it, unless it is a sign-off
+   right after the article. Images inside a root, or between the first and the last content block, are
+   the article's. Without a root, the deepest element holding most of the kept text bounds the article
+   (``html_extract._densest_region``).
 5. **A wrong root** (one that keeps almost nothing of a long page) is checked against the whole body.
 
 The thresholds were tuned on the dev split of ``bench/extract_quality.py`` only; docs/extraction.md
