@@ -308,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     for s in args.scales:
         label = f"{s}x"
         result["scales"][label] = run_scale(label, args.base_pages * s, work, args)
+        (work / "scale.partial.json").write_text(json.dumps(result, indent=1) + "\n")  # hours at 16x: keep what is done
     done = [b for b in result["scales"].values() if b["returncode"] == 0]
     if len(done) >= 2:
         result["growth"] = growth(done[0], done[-1], fixed)
