@@ -36,7 +36,7 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -45,6 +45,9 @@ from curation.config import PipelineConfig
 from curation.snapshot import RunSource
 from curation.errors import InputError, StageError
 from curation.stage_files import damaged_files, list_files
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +120,41 @@ class StageContext:
         return f"{self.stage_dir.rstrip('/')}/{name}"
 
     @property
+    def run_root(self) -> str:
+        """The run directory holding this stage's directory (``<out>`` of ``<out>/<stage>``): where
+        ``_work/`` and the other stages live. Computed here once, not by each stage."""
+        stage_dir = self.stage_dir.rstrip("/")
+        return stage_dir.rsplit("/", 1)[0] if "/" in stage_dir else "."
+
+    @property
     def input_run_ids(self) -> dict[str, str]:
         return input_run_ids(self.inputs)
 
     @property
     def rejects_path(self) -> str:
         return self.output_path(REJECTS_DIR)
+
+    def write_empty_outputs(self, schemas: "dict[str, pa.Schema]") -> list[str]:
+        """Give every output in ``schemas`` (name -> schema, ``rejects`` included) that has no file yet
+        a valid empty Parquet file of its schema; returns the names filled.
+
+        An empty dataset is a directory with one empty file, not a missing directory: readers
+        (Spark, ``pq.read_table``, the next stage's ``check_inputs``) then see zero rows with the
+        right columns instead of failing on a path that is not there.
+        """
+        import pyarrow.parquet as pq
+
+        fs, _ = url_to_fs(self.stage_dir)
+        filled = []
+        for name, schema in schemas.items():
+            d = url_to_fs(self.output_path(name))[1]
+            if fs.exists(d) and fs.ls(d):
+                continue
+            fs.makedirs(d, exist_ok=True)
+            with fs.open(f"{d}/empty.parquet", "wb") as fh:
+                pq.write_table(schema.empty_table(), fh)
+            filled.append(name)
+        return filled
 
 
 class Stage(ABC):
