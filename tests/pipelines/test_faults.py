@@ -9,7 +9,8 @@ subprocess in its own process group, waits for its first output (Spark's part fi
 fetch shards, Dask's per-shard done markers), SIGKILLs the whole group (JVM, fetch processes and
 Dask workers included), runs the stage again and compares every Parquet output row for row.
 
-Always covered by kill -9: extract (Spark: the partial directory is discarded and redone), images
+Always covered by kill -9: extract (Spark tasks, one per WARC file, resumed from their done-markers
+in ``_work``; the log says how many files were finished), images
 (img2dataset shards resumed from ``_work``) and score (Dask shards resumed from ``_work``); score
 runs with seeded random CLIP weights (``score.pretrained=null``) so it needs no bootstrap stage.
 With ``CURATE_FAULTS_ALL=1`` also dedup (Spark, killed between its output writes) and capfilt
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -132,7 +134,7 @@ def _kill_when(proc: subprocess.Popen, run: Path, pattern: str, log: Path, timeo
 
 # Where each stage's first output shows up while it runs.
 FIRST_OUTPUT = {
-    "extract": "extract/documents/**/part-*",  # Spark task output (under _temporary until committed)
+    "extract": "_work/extract-*/_done/*",  # one Spark task (one WARC file) finished
     "dedup": "dedup/documents/**/part-*",  # dedup's first output being written (pairs, rejects not yet)
     "images": "_work/images-*/shards/*_stats.json",  # one img2dataset fetch shard finished
     "score": "_work/score-*/_done/*",  # one Dask shard finished
@@ -161,8 +163,13 @@ def _kill_rerun_compare(reference: Path, run: Path, stage: str, args: list[str],
 
     rerun = _curate(args, rerun_log)
     assert rerun.wait(timeout=900) == 0, rerun_log.read_text()[-6000:]
-    if stage not in ("extract", "dedup"):  # shard-level resume: the rerun did not redo the shard finished before the kill
+    if stage != "dedup":  # task/shard-level resume: the rerun did not redo the work finished before the kill
         assert "resumed" in rerun_log.read_text() or "already finished" in rerun_log.read_text()
+    if stage == "extract":  # how many WARC files were resumed, and only the others were run
+        found = re.search(r"extract: (\d+) of (\d+) WARC files already finished, resuming", rerun_log.read_text())
+        assert found and 1 <= int(found[1]) <= int(found[2]), rerun_log.read_text()[-3000:]
+        resumed = json.loads((run / stage / "stats.json").read_text())["counters"]["warc_files_resumed"]
+        assert resumed == int(found[1])
     want, got = _rows(reference / stage), _rows(run / stage)
     assert set(got) == set(want)
     for name in want:
