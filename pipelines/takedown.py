@@ -308,8 +308,9 @@ def clean_parquet(path: Path, rel: str, lists: TakedownLists) -> tuple[pa.Table 
         for c in ("url", "page_url"):
             if c in names:
                 mark(url_mask(table.column(c), lists), c)
-        if "sha256" in names:
-            mark(sha_mask(table.column("sha256"), lists), "sha256")
+        for c in ("sha256", "original_sha256"):  # the release keeps the fetched digest beside a blurred copy's
+            if c in names:
+                mark(sha_mask(table.column(c), lists), c)
         if "key" in names and lists.keys:
             mark(_is_in(_strings(table.column("key")), lists.keys), "key")
     drop = why != None  # noqa: E711
@@ -370,7 +371,8 @@ def clean_tar(path: Path, rel: str, lists: TakedownLists) -> tuple[list | None, 
                 continue
             meta = json.loads(tf.extractfile(m).read())
             if lists.url_hit(meta.get("url")) or lists.url_hit(meta.get("page_url")) \
-                    or (meta.get("sha256") or "").lower() in lists.sha256 or (meta.get("key") or "") in lists.keys:
+                    or (meta.get("sha256") or "").lower() in lists.sha256 or (meta.get("key") or "") in lists.keys \
+                    or (meta.get("original_sha256") or "").lower() in lists.sha256:
                 drop.add(key)
             elif meta.get("image_urls"):  # one document per sample (release interleaved_wds)
                 hits = [i for i, u in enumerate(meta["image_urls"]) if u is not None and lists.url_hit(u)]
