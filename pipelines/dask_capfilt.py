@@ -46,7 +46,7 @@ import hashlib
 import logging
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -58,10 +58,12 @@ from fsspec.core import url_to_fs
 from curation import dask_cluster as cluster
 from curation.config import CapfiltConfig
 from curation.dask_cluster import Shard, ShardOutput
+from curation.dask_stage import DaskRun, DaskStage, Resources
 from curation.errors import StageError
 from curation.prefetch import prefetch
-from curation.schemas import BOOTSTRAPPED_PAIRS, REJECTS, SCORED_PAIRS
-from curation.stage import Stage, StageContext, StageStats
+from curation.rejects import concat_rejects, rejects_table
+from curation.schemas import BOOTSTRAPPED_PAIRS, SCORED_PAIRS
+from curation.stage import StageContext, StageStats
 from models.resolve import local_model, model_label, models_dir_of, resolve_model, source_root_of
 
 log = logging.getLogger(__name__)
@@ -485,14 +487,6 @@ _SYN_SCHEMA = pa.schema([("image_key", pa.string()), ("k", pa.int32()), ("captio
 _IMG_SCHEMA = pa.schema([("image_key", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
 
-def _rejects(row_ids: list[str], table: str, reasons: list[str], details: list[str | None]) -> pa.Table:
-    n = len(row_ids)
-    return pa.table({"row_id": pa.array(row_ids, pa.string()), "table": pa.array([table] * n, pa.string()),
-                     "stage": pa.array([STAGE] * n, pa.string()), "reason": pa.array(reasons, pa.string()),
-                     "detail": pa.array(details, pa.string()), "duplicate_of": pa.array([None] * n, pa.string())},
-                    schema=REJECTS)
-
-
 def _read_work(path: str, columns: list[str] | None = None) -> pa.Table:
     """A per-shard intermediate of the work dir, local or remote (``OUT=s3://...``)."""
     fs, p = url_to_fs(path)
@@ -547,11 +541,12 @@ def write_shard(work_dir: str, caption_model: str, shard: Shard | PictureShard, 
     img_rej = [(r["image_key"], r["reason"], r["detail"]) for r in img_rows if r["reason"] is not None]
     img_rej += [(r["image_key"], dropped[r["image_key"]], None) for r in img_rows
                 if r["reason"] is None and r["image_key"] in dropped]
-    out.write_table("rejects", pa.concat_tables([
-        _rejects([web_keys[i] for i in rej_rows], "pairs", [reason[i] for i in rej_rows], [details[i] for i in rej_rows]),
-        _rejects([f"{syn_ik[i]}-syn{syn_k[i]}" for i in syn_rej], SYNTHETIC_TABLE, [syn_reason[i] for i in syn_rej],
-                 [syn_detail[i] for i in syn_rej]),
-        _rejects([r[0] for r in img_rej], "images", [r[1] for r in img_rej], [r[2] for r in img_rej]),
+    out.write_table("rejects", concat_rejects([
+        rejects_table([web_keys[i] for i in rej_rows], "pairs", STAGE, [reason[i] for i in rej_rows],
+                      [details[i] for i in rej_rows]),
+        rejects_table([f"{syn_ik[i]}-syn{syn_k[i]}" for i in syn_rej], SYNTHETIC_TABLE, STAGE,
+                      [syn_reason[i] for i in syn_rej], [syn_detail[i] for i in syn_rej]),
+        rejects_table([r[0] for r in img_rej], "images", STAGE, [r[1] for r in img_rej], [r[2] for r in img_rej]),
     ]))
     web_p = web.column("itm_score").to_numpy(zero_copy_only=False).astype(np.float64)
     syn_p = syn.column("itm_score").to_numpy(zero_copy_only=False).astype(np.float64) if syn.num_rows else np.zeros(0)
@@ -571,14 +566,38 @@ def _finite_sum(a: np.ndarray) -> list:
 # --------------------------------------------------------------------------- client side
 
 
-class CapFiltStage(Stage):
-    """``curate capfilt``: inputs {"pairs": score/pairs, "models": bootstrap/models (when models are ``bootstrap``)}."""
+@dataclass(frozen=True)
+class CapfiltPlan:
+    """What CapFilt decides before its client opens: the input, the resolved models, the shards."""
+
+    pairs: str
+    root: str  # the run directory the pairs came from (its bootstrap models, its planted truth)
+    captioner: str
+    filter: str
+    caption_model: str
+    shards: tuple[Shard, ...]
+
+
+class CapFiltStage(DaskStage):
+    """``curate capfilt``: inputs {"pairs": score/pairs, "models": bootstrap/models (when models are ``bootstrap``)}.
+
+    Its phases on :class:`curation.dask_stage.DaskStage` (client, preflight, setup on every worker,
+    work dir and its clean-up, empty outputs are the base's): by-picture, caption (+ decide), write.
+    """
 
     name = STAGE
     outputs = ("pairs",)
     config_sections = ("capfilt",)
+    output_schemas = {"pairs": BOOTSTRAPPED_PAIRS}
+    # Two BLIP-base models (captioner, filter: ~0.9 GB each in fp32) plus a batch's activations.
+    resources = Resources(cpus=1.0, memory_gb=3.0)
 
-    def run(self, ctx: StageContext) -> StageStats:
+    def resources_for(self, ctx: StageContext) -> Resources:
+        """A GPU per task when the config asks for CUDA; ``auto`` and ``cpu`` run anywhere."""
+        cfg: CapfiltConfig = ctx.config.capfilt
+        return replace(self.resources, gpus=1.0) if cfg.device.startswith("cuda") else self.resources
+
+    def plan(self, ctx: StageContext) -> CapfiltPlan:
         cfg: CapfiltConfig = ctx.config.capfilt
         pairs = ctx.inputs["pairs"]
         fs, p = url_to_fs(pairs)
@@ -586,40 +605,41 @@ class CapFiltStage(Stage):
             raise StageError(f"capfilt: input pairs not found at {pairs}; run the score stage first")
         root = source_root_of(pairs)
         models_dir = ctx.inputs.get("models") or models_dir_of(root)
-        captioner = resolve_model(cfg.captioner, "captioner", models_dir)
-        filt = resolve_model(cfg.filter, "filter", models_dir)
-        caption_model = model_label(cfg.captioner, "captioner", models_dir)
-        shards = cluster.plan_shards(pairs, cfg.shard_rows, prefix="pairs-")
-        out_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
-        work_key = {"capfilt": ctx.config.section("capfilt"), "models": [captioner, filt],
-                    "inputs": ctx.input_run_ids}
-        work_dir = cluster.work_dir_for(out_root, STAGE, work_key)
-        log.info("capfilt: %d pairs in %d shards, captioner %s, filter %s, work dir %s",
-                 sum(s.rows for s in shards), len(shards), captioner, filt, work_dir)
-        with cluster.dask_client(ctx.config.dask) as client:
-            spec = CapfiltSpec.of(cfg, captioner, filt, caption_model, cfg.threads or cluster.cpu_threads_per_worker(client))
-            info = client.submit(_preflight, spec, pure=False).result()  # a bad model fails here, once
-            n_buckets = max(1, len(shards))
-            scattered = cluster.run_shards(client, partial(by_picture_shard, n_buckets), shards, f"{work_dir}/by_picture",
-                                           desc="capfilt:by-picture")
-            pshards = plan_picture_shards(shards, scattered, n_buckets)
-            phase1 = cluster.run_shards(client, partial(caption_and_filter_shard, spec), pshards, work_dir,
-                                        desc="capfilt:caption")
-            img_counts = self._pictures(phase1)
-            written = cluster.run_shards(client, partial(write_shard, work_dir, caption_model), pshards, ctx.stage_dir,
-                                         desc="capfilt:write")
-        for name, schema in (("pairs", BOOTSTRAPPED_PAIRS), ("rejects", REJECTS)):
-            d = url_to_fs(ctx.output_path(name))[1]
-            if not fs.exists(d) or not fs.ls(d):
-                fs.makedirs(d, exist_ok=True)
-                with fs.open(f"{d}/empty.parquet", "wb") as fh:
-                    pq.write_table(schema.empty_table(), fh)
-        stats = self._stats(cfg, spec, info, work_dir, shards, pshards, phase1, written, img_counts, root)
-        if not cfg.keep_work and stats.conserved():
-            wfs, wp = url_to_fs(work_dir)
-            if wfs.exists(wp):
-                wfs.rm(wp, recursive=True)
-        return stats
+        plan = CapfiltPlan(pairs, root, resolve_model(cfg.captioner, "captioner", models_dir),
+                           resolve_model(cfg.filter, "filter", models_dir),
+                           model_label(cfg.captioner, "captioner", models_dir),
+                           tuple(cluster.plan_shards(pairs, cfg.shard_rows, prefix="pairs-")))
+        log.info("capfilt: %d pairs in %d shards, captioner %s, filter %s",
+                 sum(s.rows for s in plan.shards), len(plan.shards), plan.captioner, plan.filter)
+        return plan
+
+    def work_key(self, ctx: StageContext, plan: CapfiltPlan) -> dict[str, Any]:
+        return {"capfilt": ctx.config.section("capfilt"), "models": [plan.captioner, plan.filter],
+                "inputs": ctx.input_run_ids}
+
+    def worker_spec(self, ctx: StageContext, plan: CapfiltPlan, client: Any) -> CapfiltSpec:
+        cfg: CapfiltConfig = ctx.config.capfilt
+        return CapfiltSpec.of(cfg, plan.captioner, plan.filter, plan.caption_model,
+                              cfg.threads or cluster.cpu_threads_per_worker(client))
+
+    def setup(self, spec: CapfiltSpec):
+        return spec.bundles()
+
+    def preflight_info(self, spec: CapfiltSpec, models) -> dict:
+        return _preflight(spec)
+
+    def phases(self, run: DaskRun, plan: CapfiltPlan) -> StageStats:
+        shards, spec = list(plan.shards), run.spec
+        n_buckets = max(1, len(shards))
+        scattered = run.map("by-picture", partial(by_picture_shard, n_buckets), shards, f"{run.work_dir}/by_picture",
+                            uses_model=False)
+        pshards = plan_picture_shards(shards, scattered, n_buckets)
+        phase1 = run.map("caption", partial(caption_and_filter_shard, spec), pshards)
+        img_counts = self._pictures(phase1)
+        written = run.map("write", partial(write_shard, run.work_dir, plan.caption_model), pshards, run.ctx.stage_dir,
+                          uses_model=False)
+        return self._stats(run.ctx.config.capfilt, spec, run.info, run.work_dir, shards, pshards, phase1, written,
+                           img_counts, plan.root)
 
     def _pictures(self, phase1: dict[str, dict]) -> Counter:
         """The picture counts (in, out, per reason): summed from phase 1, which decided each picture
