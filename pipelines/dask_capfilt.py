@@ -3,9 +3,10 @@
 Input: ``pairs`` (SCORED_PAIRS, ``score/pairs``) and ``models`` (``bootstrap/models``, used when
 ``capfilt.captioner``/``capfilt.filter`` are ``bootstrap``). Pictures are grouped by sha256 (URL
 when missing): the pair with the smallest key is the picture's *image pair*, its key the picture's
-``image_key``. Three sharded phases (:func:`curation.dask_cluster.run_shards`, models loaded
-once per worker, outputs atomic, finished shards skipped on rerun); the client holds shard plans
-and counts, never rows or picture sets:
+``image_key``. Three sharded phases on :class:`curation.dask_stage.DaskStage` (which owns the
+client, the preflight, models loaded once per worker, the work dir and its clean-up; outputs
+atomic, finished shards skipped on rerun); the client holds shard plans and counts, never rows
+or picture sets:
 
 0. ``capfilt:by-picture`` (work dir ``<out>/_work/capfilt-<hash>/by_picture/``): each input shard
    writes its rows ordered by a hash of their picture (one Parquet row group per picture shard),
