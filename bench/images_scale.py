@@ -83,13 +83,13 @@ class Sampler(threading.Thread):
     def __init__(self):
         super().__init__(daemon=True)
         self.peak = {"jvm": 0, "workers": 0}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         import psutil
 
         me = psutil.Process()
-        while not self._stop.wait(0.1):
+        while not self._halt.wait(0.1):
             jvm = workers = 0
             for child in me.children(recursive=True):
                 try:
@@ -104,7 +104,7 @@ class Sampler(threading.Thread):
             self.peak["workers"] = max(self.peak["workers"], workers)
 
     def stop(self) -> dict[str, int]:
-        self._stop.set()
+        self._halt.set()
         self.join()
         return self.peak
 

@@ -279,6 +279,19 @@ def test_sample_images_come_from_the_loopback_server(sample_run):
         s.listen()
 
 
+def test_sample_rows_equal_the_single_process_stage(sample_run):
+    """The Spark stage keeps and rejects exactly what the single-process stage did on this sample
+    (kept images, every reject with its reason/detail/duplicate_of, pairs, documents, the bytes).
+    The snapshot was taken before the rewrite (tests/support/images_snapshot.py)."""
+    from tests.support.images_snapshot import BEFORE, images_snapshot
+
+    out, port, cfg = sample_run
+    before = json.loads(BEFORE.read_text())
+    after = json.loads(json.dumps(images_snapshot(out)))  # tuples -> lists, as the stored JSON
+    for table in ("images", "rejects", "pairs", "documents"):
+        assert after[table] == before[table], table
+
+
 def test_every_planted_image_gets_the_right_verdict(sample_run, tmp_path):
     """All images of the sample (logos, icons, pixels, sponsors, srcset variants; most never reach this
     stage because extract and dedup drop them) through the stage's fetch path."""

@@ -1,10 +1,11 @@
 """What the images stage decided on a run, as plain sorted data: the before/after check of the Spark rewrite.
 
 The sample serves its images on a free port, so URLs are written relative to the sample's image base
-URL. Bytes are summarised by their sha256 (the rows must carry the same bytes, not only the same URLs).
+URL. Bytes, a document's texts and its metadata are summarised by a sha256 prefix (the rows must carry
+the same bytes and texts, not only the same URLs).
 ``tests/support/data/images_sample_before.json`` holds this snapshot of the 80-page sample run
 (the ``sample_run`` fixture of tests/pipelines/test_images.py) taken with the single-process stage
-(commit 62bd2a3), before the stage moved to Spark.
+(commit 62bd2a3, the images stage alone on that run's dedup output), before the stage moved to Spark.
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def images_snapshot(run_root: str | Path) -> dict:
                            _rel(r["duplicate_of"], base)] for r in rejects),
         "pairs": sorted([r["key"], _rel(r["url"], base), r["caption"], r["sha256"], _digest(r["image"])]
                         for r in pairs),
-        "documents": sorted([d["doc_id"], _rel(d["images"], base), d["texts"], _rel(d["metadata"], base),
+        "documents": sorted([d["doc_id"], _rel(d["images"], base), _digest(json.dumps(d["texts"]).encode()),
+                             _digest((_rel(d["metadata"], base) or "").encode()),
                              [_digest(b) for b in (d["image_bytes"] or [])]] for d in docs),
     }
 
