@@ -4,6 +4,13 @@ Embedded ``local[*]`` by default; ``spark://host:port`` (standalone), ``yarn`` o
 ``k8s://`` by configuration. On a non-local master the project's packages are
 zipped and shipped with ``addPyFile`` so executors import the same code the
 driver runs, with nothing installed on the workers beyond the dependencies.
+
+One session per process: ``curate run`` starts the JVM once and every Spark stage after the
+first (extract, dedup, images' fetch, the report) gets the same session back without a new
+builder, master check or project zip (a stage's runtime SQL settings are applied to it). Python
+workers are reused across tasks and stages (``spark.python.worker.reuse``), so what a task
+caches at module level (:func:`curation.dask_cluster.setup_once`: the extract record processor)
+is built once per worker for the whole run.
 """
 from __future__ import annotations
 
@@ -39,8 +46,33 @@ def _zip_project() -> str:
     return path
 
 
+# The session this process started, by master: reused by every later stage of the run.
+_SESSIONS: dict[str, object] = {}
+
+
+def _running(master: str):
+    """The session this process started for ``master``, when it is still running."""
+    spark = _SESSIONS.get(master)
+    if spark is None:
+        return None
+    if getattr(spark.sparkContext, "_jsc", None) is None:  # stopped (spark.stop())
+        _SESSIONS.pop(master, None)
+        return None
+    return spark
+
+
 def get_spark(cfg: SparkConfig):
     """Return a SparkSession configured from ``cfg`` (reuses one already running with the same master)."""
+    spark = _running(cfg.master)
+    if spark is not None:
+        # Runtime SQL settings are per stage; the JVM, the master and the shipped code are the run's.
+        spark.conf.set("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
+        for key, value in cfg.conf.items():
+            if key.startswith("spark.sql."):
+                spark.conf.set(key, value)
+        if cfg.checkpoint_dir:
+            spark.sparkContext.setCheckpointDir(cfg.checkpoint_dir)
+        return spark
     if not java_available():
         raise RuntimeError(
             "Spark needs Java 17: install it (Debian/Ubuntu: `apt-get install openjdk-17-jre-headless`, "
@@ -79,4 +111,5 @@ def get_spark(cfg: SparkConfig):
         log.info("shipped project packages to executors on %s", cfg.master)
     if cfg.checkpoint_dir:
         spark.sparkContext.setCheckpointDir(cfg.checkpoint_dir)
+    _SESSIONS[cfg.master] = spark
     return spark

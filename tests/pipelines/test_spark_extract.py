@@ -185,3 +185,21 @@ def test_one_output_file_per_task_named_in_input_order(extracted):
         stems |= {f.name.removesuffix(".parquet") for f in files}
     assert len(stems) == stats.counters["warc_files"] == len(list(warcs.iterdir()))
     assert [s.split("-", 1)[1] for s in sorted(stems)] == sorted(p.name for p in warcs.iterdir())
+
+
+def test_every_stage_of_a_run_gets_the_one_session(spark):
+    """get_spark for the same master returns the session already running (no new builder, master
+    check or project zip); the stage's runtime SQL settings are applied to it."""
+    from curation.config import SparkConfig
+    from curation.spark import get_spark
+
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    try:
+        again = get_spark(SparkConfig(master="local[2]", shuffle_partitions=3, show_progress=False,
+                                      conf={"spark.sql.files.maxRecordsPerFile": "1000"}))
+        assert again is spark
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "3"
+        assert spark.conf.get("spark.sql.files.maxRecordsPerFile") == "1000"
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", before)
+        spark.conf.unset("spark.sql.files.maxRecordsPerFile")
