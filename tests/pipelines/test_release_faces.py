@@ -112,6 +112,11 @@ def test_release_blurs_planted_face_boxes_and_nothing_else(tmp_path):
             assert s["image"] == original[k] and s["json"]["face_detections"] is None
     hf = pq.read_table(root / "release" / "hf" / "data").to_pylist()
     assert {r["key"]: r["image"]["bytes"] for r in hf} == {k: s["image"] for k, s in samples.items()}
+    import datasets  # the README types the boxes as a sequence of int32 sequences
+
+    ds = datasets.load_dataset(str(root / "release" / "hf"), split="train", cache_dir=str(tmp_path / "hf-cache"))
+    boxes = dict(zip(ds["key"], ds["face_detections"]))
+    assert all(boxes[k] == [BOX] for k in planted) and sum(1 for b in boxes.values() if b) == len(planted)
 
     # The document image: blurred in the Parquet and the tar, its metadata entry names the box and the original.
     docs = {d["doc_id"]: d for d in pq.read_table(root / "release" / "interleaved").to_pylist()}
