@@ -81,14 +81,19 @@ ROWS = [
 ]
 # The recipe rows (issue 16), each a score-stage recipe on the same run (docs/recipes.md). The
 # image-based targets are the run's clean human-captioned pictures (the sample's stand-in for
-# ImageNet). MetaCLIP's t is set from the entry counts alone, before any model is trained:
-# METACLIP_T keeps about half of the matched pairs on the 300-page sample (docs/benchmarks.md).
+# ImageNet). Two settings are fixed here from the pool's size and counts alone, before any model
+# is trained on a row (docs/benchmarks.md): DataComp's 128 pool rows per cluster gives the ~480
+# sample pairs 4 clusters, which the clean pictures all hit (the step would keep everything), so
+# the experiment uses 16 rows per cluster (~30 clusters); METACLIP_T sub-samples only the head
+# entries of the sample's WordNet matches (function words and colour words).
+IMAGE_BASED_ROWS_PER_CLUSTER = 16
 METACLIP_T = 20
+_IMAGE_BASED = {"score.image_based.targets": "clean", "score.image_based.rows_per_cluster": IMAGE_BASED_ROWS_PER_CLUSTER}
 SCORE_RECIPES: dict[str, dict[str, Any]] = {
     "text_based": {"score.recipe": ["basic", "text_based"]},
-    "image_based": {"score.recipe": ["basic", "image_based"], "score.image_based.targets": "clean"},
-    "image_clip30": {"score.recipe": ["basic", "image_based", "clip_top_fraction"],
-                     "score.image_based.targets": "clean", "score.top_fraction": 0.3},
+    "image_based": {"score.recipe": ["basic", "image_based"], **_IMAGE_BASED},
+    "image_clip30": {"score.recipe": ["basic", "image_based", "clip_top_fraction"], **_IMAGE_BASED,
+                     "score.top_fraction": 0.3},
     "metaclip": {"score.recipe": ["basic", "metaclip"], "score.metaclip.t": METACLIP_T},
 }
 RECIPE_ROWS = (*SCORE_RECIPES, "metaclip_capfilt")
@@ -103,16 +108,27 @@ def held_out(url: str) -> bool:
     return int(hashlib.sha256(urlsplit(url).path.encode()).hexdigest()[:8], 16) % 100 < HELD_OUT_PERCENT
 
 
-def _free_port() -> int:
+# The sample's image URLs (and so its pages' bytes, WARC offsets, pair keys and every hash-seeded
+# decision downstream) contain the image server's port: a run on another port curates other
+# datasets. A fixed default makes two fresh runs of ``make experiment`` curate the same data.
+DEFAULT_PORT = 18417
+
+
+def _check_port_free(port: int) -> None:
+    from curation.errors import ConfigError
+
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ConfigError(f"experiment: port {port} for the sample's images is busy ({exc}); stop the other run or "
+                              "pass --port N (a different port curates different data: compare runs on one port)") from None
 
 
 # --------------------------------------------------------------------------- the curated datasets
 
 
-def curate(out: Path, pages: int, overrides: dict[str, Any]):
+def curate(out: Path, pages: int, overrides: dict[str, Any], port: int = DEFAULT_PORT):
     """The sample curated by ``curate run`` (skipped stage by stage when complete), the two CapFilt
     variants and the second CapFilt round."""
     from curation.config import PipelineConfig
@@ -126,7 +142,9 @@ def curate(out: Path, pages: int, overrides: dict[str, Any]):
     port_file = out / "sample_image_port"
     out.mkdir(parents=True, exist_ok=True)
     if not port_file.is_file():  # the port is written into the sample's image URLs: keep it across reruns
-        port_file.write_text(str(_free_port()))
+        port_file.write_text(str(port))
+    if not (run / "images" / "_STAGE_COMPLETE").exists():  # the fetch still needs the port
+        _check_port_free(int(port_file.read_text()))
     # score keeps its per-shard work (embeddings, scores) so the recipe variants below redo only
     # their decision pass, not the CLIP.
     base = {"snapshot": "sample", "out": str(run), "sample_pages": pages,
@@ -390,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="vlc-micro-clip", help="the CLIP trained on every dataset")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--port", type=int, default=DEFAULT_PORT,
+                    help="the sample image server's port (part of every image URL: keep it fixed to compare runs)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for the curation run (e.g. --set bootstrap.max_steps=120)")
     args = ap.parse_args(argv)
@@ -399,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     out = Path(args.out)
     overrides = dict(parse_override(o) for o in args.overrides)
-    cfg, run, paths = curate(out, args.pages, overrides)
+    cfg, run, paths = curate(out, args.pages, overrides, args.port)
     t_curate = time.perf_counter() - start
     datasets, held = split_datasets(run, paths, out / "data")
     es = common_eval_set(datasets, held)

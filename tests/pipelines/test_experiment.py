@@ -125,3 +125,25 @@ def test_coverage_counts_pictures_once_and_their_true_classes(truth):
     t = pa.table({"url": [variant, base, other]})
     assert coverage(t, truth) == {"pictures": 2, "classes": 2}
     assert coverage(pa.table({"url": pa.array([], pa.string())}), truth) == {"pictures": 0, "classes": 0}
+
+
+def test_every_recipe_row_is_a_valid_score_config():
+    from curation.config import PipelineConfig
+    from pipelines.experiment import SCORE_RECIPES
+
+    for name, overrides in SCORE_RECIPES.items():
+        cfg = PipelineConfig.load(overrides={"snapshot": "sample", **overrides})
+        assert cfg.score.recipe == overrides["score.recipe"], name
+
+
+def test_a_busy_port_is_a_clear_error_not_other_data():
+    import socket
+
+    from curation.errors import ConfigError
+    from pipelines.experiment import _check_port_free
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        with pytest.raises(ConfigError, match="--port"):
+            _check_port_free(s.getsockname()[1])
