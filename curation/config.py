@@ -538,7 +538,9 @@ class SafetyConfig:
     honour_robots_txt: bool = True  # robots.txt of each image host, once per host (curation/robots.py): ``robots_disallowed``
     # DataComp blurred every detected face in the images it released: the release stage blurs the boxes the
     # score stage stored (needs ``faces``) in the bytes it writes, keeping the original's ``original_sha256``.
-    blur_faces: bool = True
+    # Off by default (issue 15): the Haar detector misses many faces (docs/safety.md), so blurring is a
+    # choice the publisher makes knowingly, not a guarantee the defaults imply.
+    blur_faces: bool = False
 
     def validate(self) -> None:
         if self.max_nsfw is not None and not 0.0 <= self.max_nsfw <= 1.0:

@@ -94,7 +94,7 @@ def test_release_blurs_planted_face_boxes_and_nothing_else(tmp_path):
     root = tmp_path / "run"
     truth = make_run(root)
     image_key, doc_id, doc_url, photo = _plant(root)
-    stats = _release(root)
+    stats = _release(root, **{"safety.blur_faces": True})
     original = {r["key"]: r["image"] for r in pq.read_table(root / "capfilt" / "pairs").to_pylist()}
 
     samples = _tar_samples(root / "release" / "pairs_wds")
