@@ -203,3 +203,17 @@ def test_every_stage_of_a_run_gets_the_one_session(spark):
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", before)
         spark.conf.unset("spark.sql.files.maxRecordsPerFile")
+
+
+def test_the_driver_jvm_uses_the_class_data_archive_once_built(tmp_path, monkeypatch):
+    from curation.config import SparkConfig
+    from curation.spark import CDS_ENV, _driver_java_options, cds_archive
+
+    cfg = SparkConfig(conf={"spark.driver.extraJavaOptions": "-Dmine=1"})
+    monkeypatch.setenv(CDS_ENV, str(tmp_path))
+    assert _driver_java_options(cfg) == "-Dmine=1"  # not built yet: the user's options only
+    cds_archive().write_bytes(b"x")
+    opts = _driver_java_options(cfg)
+    assert opts.startswith(f"-XX:SharedArchiveFile={cds_archive()} -Xshare:auto") and opts.endswith("-Dmine=1")
+    monkeypatch.setenv(CDS_ENV, "off")
+    assert cds_archive() is None and _driver_java_options(SparkConfig()) is None
