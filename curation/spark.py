@@ -47,7 +47,7 @@ def _zip_project() -> str:
 
 
 # Class-data sharing (CDS) for the driver JVM: an archive of the classes Spark loads at start
-# (~160 MB, built once per machine by ``python -m curation.spark --build-cds``) halves the CPU of
+# (~170 MB, built once per machine by ``python -m curation.spark --build-cds``) halves the CPU of
 # starting a session (measured 13-14 -> 7 CPU s on 2 cores, docs/benchmarks.md) and, unlike a
 # C1-only JIT (-XX:TieredStopAtLevel=1: also ~6 s, but Spark SQL then ran 4x slower), costs no
 # throughput. Used when present; a stale one (another JVM or Spark) is refused by the JVM itself.
