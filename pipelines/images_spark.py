@@ -121,7 +121,24 @@ def _bands_fn(n_bands: int):
 
 
 def _cut(df):
+    """Materialise ``df`` once, lineage cut (the resolution rounds: each builds on the last)."""
     return df.localCheckpoint()
+
+
+_KEPT: list = []  # persisted frames, released at the end of images_after_fetch
+
+
+def _keep(df):
+    """Reuse ``df`` without recomputing it; lazy (no job of its own, unlike :func:`_cut`)."""
+    from pyspark import StorageLevel
+
+    _KEPT.append(df)
+    return df.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def _release() -> None:
+    while _KEPT:
+        _KEPT.pop().unpersist()
 
 
 def exact_duplicates(images):
@@ -151,7 +168,7 @@ def near_edges(spark, images, max_distance: int):
     view = f"images_hashes_{id(hashed)}"
     hashed.createOrReplaceTempView(view)
     try:
-        return _cut(spark.sql(load_sql("images_phash_candidates", hashes=view, max_distance=int(max_distance))))
+        return _keep(spark.sql(load_sql("images_phash_candidates", hashes=view, max_distance=int(max_distance))))
     finally:
         spark.catalog.dropTempView(view)
 
@@ -195,16 +212,16 @@ def near_duplicates(spark, images, max_distance: int) -> NearResult:
         F.col("dst").alias("url"), F.lit("near_duplicate").alias("reason"),
         F.concat(F.lit("pHash distance "), F.col("distance").cast("string"), F.lit(" to "), F.col("src")).alias("detail"),
         F.col("src").alias("duplicate_of"))
-    return NearResult(_cut(rejects), n_edges, rounds)
+    return NearResult(_keep(rejects), n_edges, rounds)
 
 
 def decide_duplicates(spark, meta, max_distance: int):
     """(kept urls, exact + near duplicate rejects, the near step's :class:`NearResult`) among ``meta``
     (url, sha256, phash, pixels): exact duplicates first, then near duplicates among the survivors."""
     alive, exact_rej = exact_duplicates(meta)
-    alive = _cut(alive)
+    alive = _keep(alive)
     near = near_duplicates(spark, alive, max_distance)
-    kept = _cut(alive.join(near.rejects.select("url"), "url", "left_anti").select("url"))
+    kept = _keep(alive.join(near.rejects.select("url"), "url", "left_anti").select("url"))
     return kept, exact_rej.unionByName(near.rejects), near
 
 
@@ -325,7 +342,7 @@ def images_after_fetch(spark, *, fetched, to_fetch, refused, docs, pairs, output
     bad = fetched.where(F.col("image").isNull()).select(
         "url", F.coalesce("reason", F.lit("fetch_error:other")).alias("reason"),
         F.coalesce("detail", F.lit("")).alias("detail"), F.lit(None).cast("string").alias("duplicate_of"))
-    meta = _cut(ok.select("url", "width", "height", "sha256", "phash", "format",
+    meta = _keep(ok.select("url", "width", "height", "sha256", "phash", "format",
                           (F.col("width").cast("long") * F.col("height").cast("long")).alias("pixels")))
     res.counters["reencoded"] = _histogram(ok.where(F.col("reencoded").isNotNull() & (F.col("reencoded") != "")),
                                            "reencoded")
@@ -339,7 +356,7 @@ def images_after_fetch(spark, *, fetched, to_fetch, refused, docs, pairs, output
         seen_rows = [(r["url"], SEEN_IN + m[0], m[2], m[1]) for r, m in zip(rows, matches) if m is not None]
         seen_df = spark.createDataFrame(seen_rows, IMAGE_REJECTS_DDL)
         parts.append(seen_df)
-        meta = _cut(meta.join(seen_df.select("url"), "url", "left_anti"))
+        meta = _keep(meta.join(seen_df.select("url"), "url", "left_anti"))
         res.counters["seen_in_earlier_snapshots"] = len(seen_rows)
     kept_meta, dup_rejects, near = decide_duplicates(spark, meta, max_distance)
     parts.append(dup_rejects)
@@ -351,7 +368,7 @@ def images_after_fetch(spark, *, fetched, to_fetch, refused, docs, pairs, output
     lost = to_fetch.join(fetched.select("url"), "url", "left_anti").select(
         "url", F.lit("fetch_error:lost").alias("reason"), F.lit("no result from img2dataset").alias("detail"),
         F.lit(None).cast("string").alias("duplicate_of"))
-    image_rejects = _cut(decided.unionByName(lost))
+    image_rejects = _keep(decided.unionByName(lost))
 
     kept = ok.join(kept_meta, "url", "left_semi").select(*IMAGES.names)
     kept.sortWithinPartitions("url").write.mode("overwrite").parquet(outputs["images"])
@@ -364,10 +381,10 @@ def images_after_fetch(spark, *, fetched, to_fetch, refused, docs, pairs, output
     image_pairs.write.mode("overwrite").parquet(outputs["pairs"])
     image_pairs = spark.read.parquet(outputs["pairs"])
     res.pairs_out = image_pairs.count()
-    pair_rejects = _cut(pair_rejects)
+    pair_rejects = _keep(pair_rejects)
     res.pair_reasons = _histogram(pair_rejects, "reason")
 
-    docs_out = _cut(join_documents(docs, kept))
+    docs_out = _keep(join_documents(docs, kept))
     stats = docs_out.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("n_had") - F.col("n_left")).alias("removed"),
                          F.sum((F.col("n_had") > F.col("n_left")).cast("int")).alias("touched")).collect()[0]
     res.counters["image_positions_removed"] = int(stats["removed"] or 0)
@@ -405,4 +422,5 @@ def images_after_fetch(spark, *, fetched, to_fetch, refused, docs, pairs, output
         res.counters["state_entries"] = state_record(
             [r["sha256"] for r in rows], np.array([int(r["phash"], 16) for r in rows], dtype=np.uint64),
             [r["url"] for r in rows])
+    _release()
     return res
