@@ -121,7 +121,7 @@ def test_a_toy_stage_conserves_rows_loads_once_and_cleans_its_work_dir(tmp_path)
     stats = _run(tmp_path, ToyStage(ToySpec(divisor=3)))
     assert stats.conserved() and stats.rows_in == 35 and stats.rows_out == 23 and stats.rejected == {"divisible": 12}
     assert stats.counters["divisor_loaded"] == 3
-    # preflight, the plugin on the one worker and 4 shards: one build
+    # the preflight and 4 shards on the one worker: one build
     assert cluster.SETUP_COUNTS[("dask-stage", "toy", ToySpec(3))] == 1
     run = tmp_path / "run"
     assert pq.read_table(run / "toy" / "items").num_rows == 23
