@@ -732,9 +732,14 @@ CLEAN_TARGETS = "clean"
 
 
 def _clean_targets(ctx: StageContext) -> str:
+    """The clean set of the run the inputs come from (a score run into another folder, e.g. the
+    experiment's recipe variants, reads a sample run's images and its ``_sample/clean``)."""
+    from models.resolve import source_root_of
     from pipelines.bootstrap import clean_data_of
 
-    clean = clean_data_of(ctx.config, ctx.stage_dir.rstrip("/").rsplit("/", 1)[0])
+    roots = [source_root_of(ctx.inputs["pairs"])] if ctx.inputs.get("pairs") else []
+    roots.append(ctx.stage_dir.rstrip("/").rsplit("/", 1)[0])
+    clean = next((c for c in (clean_data_of(ctx.config, r) for r in roots) if c is not None), None)
     if clean is None:
         raise StageError("score: image_based.targets is 'clean' but the run has no clean set "
                          "(set bootstrap.clean_data, or run a sample, whose _sample/clean is used)")
