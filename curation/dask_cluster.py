@@ -337,6 +337,20 @@ class ShardOutput:
             pq.write_table(table, fh)
         return self.path(name, ".parquet")
 
+    def write_grouped(self, name: str, table: pa.Table, groups, schema: pa.Schema):
+        """``table`` (rows already sorted by ``groups``, an int array) as one row group per group,
+        so a later task reads only its groups' rows; returns (groups present, rows per group)."""
+        import numpy as np
+
+        present, starts, counts = np.unique(np.asarray(groups), return_index=True, return_counts=True)
+        with self._atomic(name, ".parquet") as fh:
+            with pq.ParquetWriter(fh, schema) as w:
+                for st, c in zip(starts.tolist(), counts.tolist()):
+                    w.write_table(table.slice(st, c))
+                if not present.size:
+                    w.write_table(schema.empty_table())
+        return present, counts
+
     def write_array(self, name: str, array, suffix: str = ".npy") -> str:
         import numpy as np
 

@@ -23,8 +23,9 @@ from contextlib import contextmanager
 import numpy as np
 
 
-def _unit_f32(x: np.ndarray) -> np.ndarray:
-    """float32, contiguous, rows of norm 1 (zero rows stay zero)."""
+def unit_f32(x: np.ndarray) -> np.ndarray:
+    """float32, contiguous, rows of norm 1 (zero rows stay zero; float16 storage leaves norms ~1e-3
+    off 1, so stored embeddings are re-normalised too). Shared with models/semantic_dedup.py."""
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     if x.ndim != 2:
         raise ValueError(f"embeddings must be (n, dim), got shape {x.shape}")
@@ -77,7 +78,7 @@ def fit_kmeans(sample: np.ndarray, k: int, seed: int, niter: int = 20) -> np.nda
     """
     import faiss
 
-    emb = _unit_f32(sample)
+    emb = unit_f32(sample)
     n, d = emb.shape
     if n == 0:
         raise ValueError("fit_kmeans: empty sample")
@@ -86,12 +87,12 @@ def fit_kmeans(sample: np.ndarray, k: int, seed: int, niter: int = 20) -> np.nda
     k = min(int(k), n)
     if k == 1:
         c = emb.mean(axis=0, keepdims=True)
-        return _unit_f32(c)
+        return unit_f32(c)
     km = faiss.Kmeans(d, k, niter=int(niter), seed=int(seed), spherical=True, verbose=False,
                       min_points_per_centroid=1, max_points_per_centroid=max(256, -(-n // k)))
     with _one_thread():
         km.train(emb, init_centroids=_kmeanspp(emb, k, seed))
-    return _unit_f32(km.centroids.reshape(k, d))
+    return unit_f32(km.centroids.reshape(k, d))
 
 
 def assign(emb: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +101,8 @@ def assign(emb: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarr
     Exact brute force in numpy (rows x k matrix product, in chunks so memory stays bounded): an
     approximate index could put a row in a different cluster on another machine.
     """
-    x = _unit_f32(emb)
-    c = _unit_f32(centroids)
+    x = unit_f32(emb)
+    c = unit_f32(centroids)
     n = x.shape[0]
     if x.shape[1] != c.shape[1]:
         raise ValueError(f"assign: dim {x.shape[1]} != centroid dim {c.shape[1]}")

@@ -22,18 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from models.kmeans import unit_f32
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-
-
-def _as_f32(x: np.ndarray) -> np.ndarray:
-    """float32, contiguous, rows re-normalised (float16 storage leaves norms ~1e-3 off 1)."""
-    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-    if x.ndim != 2:
-        raise ValueError(f"embeddings must be (n, dim), got shape {x.shape}")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(np.divide(x, norms, out=np.zeros_like(x), where=norms > 0))
 
 
 def _range_index(emb: np.ndarray, exact_max: int):
@@ -56,7 +49,7 @@ def _range_index(emb: np.ndarray, exact_max: int):
 
 def similar_pairs(emb: np.ndarray, threshold: float, exact_max: int = 200_000, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs ``(i, j)``, ``i < j``, whose cosine is at least ``threshold`` (rows are unit vectors)."""
-    emb = _as_f32(emb)
+    emb = unit_f32(emb)
     n = emb.shape[0]
     if n < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -104,7 +97,7 @@ class DedupResult:
 def semantic_dedup(emb: np.ndarray, threshold: float, priority: np.ndarray | None = None,
                    exact_max: int = 200_000) -> DedupResult:
     """Keep one row per component of near-duplicate images (cosine >= ``threshold``)."""
-    emb = _as_f32(emb)
+    emb = unit_f32(emb)
     n = emb.shape[0]
     prio = np.zeros(n) if priority is None else np.nan_to_num(np.asarray(priority, dtype=np.float64), nan=-np.inf)
     a, b = similar_pairs(emb, threshold, exact_max)
@@ -127,7 +120,7 @@ class EvalIndex:
     def __init__(self, eval_embeddings: np.ndarray):
         import faiss
 
-        emb = _as_f32(eval_embeddings)
+        emb = unit_f32(eval_embeddings)
         self.size = emb.shape[0]
         self.index = faiss.IndexFlatIP(emb.shape[1])
         if self.size:
@@ -135,7 +128,7 @@ class EvalIndex:
 
     def nearest(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(cosine to the nearest eval image, its index); (-inf, -1) when the eval set is empty."""
-        emb = _as_f32(emb)
+        emb = unit_f32(emb)
         if not self.size or not emb.shape[0]:
             return np.full(emb.shape[0], -np.inf, dtype=np.float32), np.full(emb.shape[0], -1, dtype=np.int64)
         sims, ids = self.index.search(emb, 1)

@@ -191,13 +191,7 @@ def by_picture_shard(n_buckets: int, shard: Shard, _payload: Any, out: ShardOutp
     bucket = np.array([picture_bucket(p, n_buckets) for p in ids], dtype=np.int64)
     order = np.argsort(bucket, kind="stable")
     t = t.take(pa.array(order, pa.int64()))
-    present, starts, counts = np.unique(bucket[order], return_index=True, return_counts=True)
-    with out._atomic("by_picture", ".parquet") as fh:  # noqa: SLF001 - ShardOutput's atomic writer
-        with pq.ParquetWriter(fh, SCORED_PAIRS) as w:
-            for st, c in zip(starts.tolist(), counts.tolist()):
-                w.write_table(t.slice(st, c))
-            if not present.size:
-                w.write_table(SCORED_PAIRS.empty_table())
+    present, counts = out.write_grouped("by_picture", t, bucket[order], SCORED_PAIRS)
     return {"rows": t.num_rows, "path": out.path("by_picture", ".parquet"), "buckets": present.tolist(),
             "counts": counts.tolist()}
 

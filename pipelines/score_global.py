@@ -259,13 +259,7 @@ def _assign_shard(scores_dir: str, emb_dir: str, score_column: str, centroids_pa
     table = pa.Table.from_arrays([pa.array(ids, pa.int32()), pa.array(rows, pa.int32()), pa.array(scores, pa.float64()),
                                   keys.cast(pa.string())], schema=_ASSIGN_SCHEMA)
     # One row group per cluster, so a decision task reads its clusters' rows only.
-    present, starts, counts = np.unique(ids, return_index=True, return_counts=True)
-    with out._atomic("assign", ".parquet") as fh:  # noqa: SLF001 - ShardOutput's atomic writer
-        with pq.ParquetWriter(fh, _ASSIGN_SCHEMA) as w:
-            for s, c in zip(starts.tolist(), counts.tolist()):
-                w.write_table(table.slice(s, c))
-            if not present.size:
-                w.write_table(_ASSIGN_SCHEMA.empty_table())
+    present, counts = out.write_grouped("assign", table, ids, _ASSIGN_SCHEMA)
     out.write_array("emb", emb.astype(np.float16))
     return {"rows": int(rows.size), "clusters": present.tolist(), "counts": counts.tolist()}
 
