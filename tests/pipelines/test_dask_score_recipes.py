@@ -169,14 +169,18 @@ def test_image_based_targets_clean_is_the_runs_clean_set(tmp_path, coco_dir):
 
     run = tmp_path / "run"
     cfg = PipelineConfig.load(overrides={"out": str(run)})
-    ctx = SimpleNamespace(config=cfg, stage_dir=str(run / "score"))
+    ctx = SimpleNamespace(config=cfg, stage_dir=str(run / "score"), inputs={})
     with pytest.raises(StageError, match="no clean set"):
         _clean_targets(ctx)
     (run / "_sample" / "clean").mkdir(parents=True)
     (run / "_sample" / "clean" / "captions.json").write_text("{}")
     assert _clean_targets(ctx) == str(run / "_sample" / "clean")
+    # A score run into another folder (the experiment's recipe variants) uses its inputs' run.
+    variant = SimpleNamespace(config=cfg, stage_dir=str(tmp_path / "variant" / "score"),
+                              inputs={"pairs": str(run / "images" / "pairs")})
+    assert _clean_targets(variant) == str(run / "_sample" / "clean")
     cfg = PipelineConfig.load(overrides={"out": str(run), "bootstrap.clean_data": str(coco_dir / "captions_train2017.json")})
-    assert _clean_targets(SimpleNamespace(config=cfg, stage_dir=str(run / "score"))) == str(coco_dir)
+    assert _clean_targets(SimpleNamespace(config=cfg, stage_dir=str(run / "score"), inputs={})) == str(coco_dir)
 
 
 def test_score_summary_from_shard_histograms_matches_numpy():
