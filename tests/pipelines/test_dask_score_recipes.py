@@ -23,19 +23,8 @@ from models.clip import load_clip
 from models.kmeans import fit_kmeans
 from pipelines.dask_score import load_embeddings
 
-from tests.pipelines.test_dask_score import all_rows, coco_inputs, config, run_stage
-from tests.support.models import tiny_clip_checkpoint
-from tests.support.realdata import realdata_path
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    return tiny_clip_checkpoint(tmp_path_factory.mktemp("ckpt"), seed=321)
-
-
-@pytest.fixture(scope="module")
-def coco_dir():
-    return realdata_path("coco_mini")
+# The score tests' fixtures (the same tiny CLIP checkpoint and coco_mini), not a second copy of them.
+from tests.pipelines.test_dask_score import all_rows, coco_dir, coco_inputs, config, run_stage, tiny_ckpt  # noqa: F401
 
 
 def _verdicts(run: Path) -> dict[str, str | None]:
