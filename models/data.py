@@ -335,7 +335,8 @@ class PairStream:
 
     def __init__(self, data, batch_size: int, image_transform: Callable, text_transform: Callable | None = None,
                  *, seed: int = 0, shuffle_buffer: int = 0, rows_per_unit: int = 256, num_workers: int = 0,
-                 infinite: bool = True, draft_size: int | None = None, rank: int = 0, world_size: int = 1):
+                 infinite: bool = True, draft_size: int | None = None, rank: int = 0, world_size: int = 1,
+                 decode_cache_mb: float = 0):
         self.sources = data if isinstance(data, list) and data and isinstance(data[0], PairSource) else open_sources(data)
         self.batch_size = batch_size
         self.image_transform = image_transform
@@ -353,6 +354,14 @@ class PairStream:
         self.num_workers = min(num_workers, per_rank)
         self.streams_per_rank = max(1, self.num_workers)
         self.total_rows = sum(u.rows for u in self._units)
+        # Decoded, transformed pictures by their bytes' digest (or the reason they were skipped).
+        # The transform has no randomness, so a cached tensor equals a fresh decode: a small
+        # dataset trained for many epochs (the fixed-budget experiment) decodes each picture once
+        # per stream instead of once per epoch. Filled first come, never evicted, up to the bound;
+        # each DataLoader worker holds its own.
+        self.decode_cache_bytes = int(decode_cache_mb * 2**20)
+        self._decoded: dict[bytes, Any] = {}
+        self._decoded_bytes = 0
 
     # ---------------------------------------------------------------- epochs
 
@@ -385,15 +394,9 @@ class PairStream:
                 if not caption:
                     skipped["empty_caption"] += 1
                     continue
-                try:
-                    im = decode_image(raw.image, self.draft_size)
-                    px = self.image_transform(im)
-                except ImageDecodeError as exc:
-                    skipped[exc.reason] += 1
-                    continue
-                except Exception as exc:  # noqa: BLE001 - a transform failing on one image skips it
-                    log.debug("image transform failed for %s: %s", raw.key, exc)
-                    skipped["image_transform_failed"] += 1
+                px = self._pixels(raw)
+                if isinstance(px, str):
+                    skipped[px] += 1
                     continue
                 pixels.append(px)
                 texts.append(caption)
@@ -412,6 +415,28 @@ class PairStream:
             if good_in_epoch == 0 and whole_epoch:
                 raise DataError(f"stream {stream} found no usable row in epoch {epoch} (skipped: {dict(skipped)})")
             epoch += 1
+
+    def _pixels(self, raw: RawPair):
+        """The row's image tensor, or the reason it is skipped (a str); from the cache when it holds it."""
+        digest = None
+        if self.decode_cache_bytes > 0:
+            digest = hashlib.blake2b(raw.image or b"", digest_size=16).digest()
+            hit = self._decoded.get(digest)
+            if hit is not None:
+                return hit
+        try:
+            px = self.image_transform(decode_image(raw.image, self.draft_size))
+        except ImageDecodeError as exc:
+            px = exc.reason
+        except Exception as exc:  # noqa: BLE001 - a transform failing on one image skips it
+            log.debug("image transform failed for %s: %s", raw.key, exc)
+            px = "image_transform_failed"
+        if digest is not None:
+            size = 64 if isinstance(px, str) else int(px.element_size() * px.nelement())
+            if self._decoded_bytes + size <= self.decode_cache_bytes:
+                self._decoded[digest] = px
+                self._decoded_bytes += size
+        return px
 
     def _collate(self, pixels, texts, ids, keys, stream, epoch, offset, skipped) -> dict:
         import torch

@@ -91,6 +91,9 @@ class TrainConfig:
     # Parquet row groups / tar shards are split into units of at most this many rows; units are
     # what workers are handed, so small units spread small datasets over workers.
     rows_per_unit: int = 256
+    # Decoded pictures kept in memory per loader worker (MiB; 0 disables): a dataset smaller than
+    # this is decoded once per worker instead of once per epoch. Exact (no random augmentation).
+    decode_cache_mb: float = 1024
     checkpoint_every: int = 100  # steps; a final checkpoint is always written
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -115,6 +118,8 @@ class TrainConfig:
             raise ValueError("warmup_steps, weight_decay and grad_clip must be >= 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.decode_cache_mb < 0:
+            raise ValueError("decode_cache_mb must be >= 0")
         if self.num_workers < 0 or self.shuffle_buffer < 0 or self.rows_per_unit < 1:
             raise ValueError("num_workers >= 0, shuffle_buffer >= 0 and rows_per_unit >= 1 are required")
         if self.checkpoint_every < 1 or self.keep_checkpoints < 1 or self.log_every < 1:

