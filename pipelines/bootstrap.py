@@ -48,7 +48,7 @@ from curation.config import BOOTSTRAP_MODELS, PipelineConfig, uses_bootstrap_mod
 from curation.dask_cluster import cpu_threads_per_worker, dask_client, list_parquet_files, work_dir_for
 from curation.errors import StageError
 from curation.schemas import REJECTS
-from curation.stage import Stage, StageContext, StageStats
+from curation.stage import REJECTS_DIR, Stage, StageContext, StageStats
 from models.resolve import MANIFEST, MODELS, STAGE, cache_root, is_remote, source_root_of
 
 log = logging.getLogger(__name__)
@@ -267,15 +267,14 @@ class BootstrapStage(Stage):
         root = source_root_of(pairs)
         rows = count_rows(pairs)
         stats = StageStats(stage=STAGE, rows_in=rows, rows_out=rows)
-        _empty_rejects(ctx.rejects_path)
+        ctx.write_empty_outputs({REJECTS_DIR: REJECTS})  # every row goes to training: no rejects
         if not uses_bootstrap_models(cfg):
             stats.counters["skipped"] = "no model is set to 'bootstrap': nothing to train"
             return stats
         clean = clean_data_of(cfg, root)
-        out_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
         key = {"bootstrap": ctx.config.section("bootstrap"), "train": ctx.config.section("train"),
                "clip_model": cfg.score.model, "clean": clean, "inputs": ctx.input_run_ids}
-        work_dir = work_dir_for(out_root, STAGE, key)
+        work_dir = work_dir_for(ctx.run_root, STAGE, key)
         train_clip = cfg.score.pretrained == BOOTSTRAP_MODELS
         log.info("bootstrap: training %s on %d web pairs (%s), fine-tuning on %s; work dir %s",
                  "CLIP + BLIP" if train_clip else "BLIP", rows, pairs, clean, work_dir)
@@ -291,12 +290,3 @@ class BootstrapStage(Stage):
             "clean_data": clean, "work_dir": work_dir,
         }
         return stats
-
-
-def _empty_rejects(path: str) -> None:
-    fs, p = url_to_fs(path)
-    fs.makedirs(p, exist_ok=True)
-    with fs.open(f"{p.rstrip('/')}/empty.parquet", "wb") as fh:
-        pq.write_table(REJECTS.empty_table(), fh)
-
-

@@ -15,7 +15,6 @@ from curation.config import BOOTSTRAP_MODELS, PipelineConfig
 from curation.schemas import IMAGE_PAIRS, REJECTS
 from models.resolve import cache_root, local_model, model_label, models_dir_of, resolve_model
 from pipelines.bootstrap import (
-    _empty_rejects,
     canonical_pairs,
     clean_data_of,
     count_rows,
@@ -115,8 +114,13 @@ def test_models_published_locally_have_the_same_layout(tmp_path):
 
 
 def test_empty_rejects_in_a_remote_stage():
+    """The stage's empty rejects go through StageContext.write_empty_outputs (one place for all stages)."""
+    from curation.stage import REJECTS_DIR, StageContext
+
     run = _run()
-    _empty_rejects(f"{run}/bootstrap/rejects")
+    ctx = StageContext(f"{run}/bootstrap", {}, PipelineConfig.load(), "run-1")
+    assert ctx.run_root == run
+    assert ctx.write_empty_outputs({REJECTS_DIR: REJECTS}) == [REJECTS_DIR]
     fs, p = fsspec.core.url_to_fs(f"{run}/bootstrap/rejects/empty.parquet")
     with fs.open(p, "rb") as fh:
         assert pq.read_table(fh).schema.equals(REJECTS)
