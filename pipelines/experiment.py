@@ -9,6 +9,8 @@ raw                 ``images/pairs``: every web pair with a fetched image
 basic filters       ``score/pairs``: DataComp's basic filter (English, > 2 words, > 5 characters,
                     shorter side >= 200, aspect <= 3); every row below starts from it
 CLIP score top 30%  the basic-filtered pairs with the highest ``clip_score`` (round-0 CLIP), 30%
+random 30%          as many basic-filtered pairs as the top 30%, drawn by a hash of the key: the
+                    size control that separates "the CLIP score picks badly" from "30% is too few"
 filter only         CapFilt with no synthetic captions (``capfilt.num_captions=0``)
 captioner only      web + synthetic captions, nothing filtered (``filter_web/filter_synthetic=false``)
 CapFilt             the run's ``capfilt`` stage: web + synthetic captions, both filtered
@@ -69,6 +71,7 @@ ROWS = [
     ("raw", "raw pairs"),
     ("basic", "basic filters"),
     ("clip30", "CLIP score (top 30%)"),
+    ("random30", "random 30% (size control)"),
     ("filter_only", "filter only"),
     ("captioner_only", "captioner only"),
     ("capfilt", "captioner + filter (CapFilt)"),
@@ -212,6 +215,7 @@ def split_datasets(run: Path, paths: dict[str, Path], data_dir: Path) -> tuple[d
     order = np.lexsort((np.asarray(basic.column("key").to_pylist(), dtype=object).astype(str),
                         -np.nan_to_num(basic.column("clip_score").to_numpy(zero_copy_only=False), nan=-9.0)))
     tables["clip30"] = basic.take(pa.array(np.sort(order[:k])))
+    tables["random30"] = basic.take(pa.array(np.sort(random_order(basic.column("key").to_pylist())[:k])))
     out: dict[str, dict] = {}
     for name, _ in ROWS:
         t = tables[name]
@@ -227,6 +231,13 @@ def split_datasets(run: Path, paths: dict[str, Path], data_dir: Path) -> tuple[d
     gt = true_pairs(run / "_sample")
     held = gt.filter(pa.array([held_out(u) for u in gt.column("url").to_pylist()]))
     return out, held
+
+
+def random_order(keys: list[str]) -> np.ndarray:
+    """Row indices ordered by a hash of each key: a seeded, reproducible random draw that does not
+    depend on the table's order or on any score."""
+    h = [hashlib.sha256(f"random30:{k}".encode()).hexdigest() for k in keys]
+    return np.argsort(np.asarray(h, dtype=object).astype(str), kind="stable")
 
 
 def coverage(t: pa.Table, truth) -> dict:
@@ -326,7 +337,7 @@ def summarise(datasets: dict[str, dict], results: dict[str, list[dict]]) -> list
 
 # The comparisons the report makes: every row against raw pairs, and CapFilt against the CLIP filter.
 BASELINE = "raw"
-EXTRA_COMPARISONS = [("capfilt", "clip30"), ("capfilt_r2", "capfilt"), ("image_clip30", "clip30"),
+EXTRA_COMPARISONS = [("capfilt", "clip30"), ("clip30", "random30"), ("capfilt_r2", "capfilt"), ("image_clip30", "clip30"),
                      ("metaclip_capfilt", "capfilt")]
 
 

@@ -147,3 +147,13 @@ def test_a_busy_port_is_a_clear_error_not_other_data():
         s.listen(1)
         with pytest.raises(ConfigError, match="--port"):
             _check_port_free(s.getsockname()[1])
+
+
+def test_random_order_is_a_reproducible_draw_independent_of_table_order():
+    from pipelines.experiment import random_order
+
+    keys = [f"k{i:03d}" for i in range(200)]
+    first = [keys[i] for i in random_order(keys)[:60]]
+    shuffled = keys[::-1]
+    assert [shuffled[i] for i in random_order(shuffled)[:60]] == first  # same draw whatever the row order
+    assert first != keys[:60] and len(set(first)) == 60
