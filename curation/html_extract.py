@@ -37,6 +37,7 @@ from curation.main_content import (
     classify_blocks,
     find_content_root,
     is_furniture_container,
+    lead_siblings,
     widen_root,
 )
 
@@ -454,10 +455,20 @@ def _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_b
     # The article-body container and the elements up to its widened root are the article, whatever their
     # class says ("article-content sticky-sidebar-relative").
     core_ids: set[int] = set()
+    tail_ids: set[int] = set()
     if root is None:
         root = body
     elif body_marker:
         node, root = root, widen_root(root)
+        if root.mem_id == node.mem_id and lead_siblings(node):
+            # No <article> around the body container: its parent, up to the container's end, holds the
+            # headline and the lead; what follows the container in it stays out (``tail_ids``).
+            root = node.parent
+            sibling = node.next
+            while sibling is not None:
+                if sibling.tag != "-text":
+                    tail_ids.add(sibling.mem_id)
+                sibling = sibling.next
         while node is not None and node.mem_id != root.mem_id:
             core_ids.add(node.mem_id)
             node = node.parent
@@ -520,6 +531,11 @@ def _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_b
             blocks.append(Block("", 0, cur_tag, rooted, len(images)))
             images.append(img)
             continue
+        if tail_ids and node.mem_id in tail_ids:
+            if not keep_boilerplate_images:
+                dropped["boilerplate"] += len(node.css("img"))
+                continue
+            flags |= _OUTSIDE
         attrs = node.attributes
         if ((tag in FURNITURE_TAGS and not (rooted and tag == "header"))
                 or (attrs and tag not in HEADINGS and is_furniture_container(attrs))) \

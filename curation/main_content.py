@@ -204,11 +204,33 @@ def widen_root(root):
     node = root.parent
     while node is not None and node.tag not in ("article", "body", "html"):
         node = node.parent
-    if node is None or node.tag != "article":
-        return root
+    if node is not None and node.tag == "article":
+        inner = len(root.text(deep=True, separator=" ", strip=True))
+        outer = len(node.text(deep=True, separator=" ", strip=True))
+        if outer <= ROOT_WIDEN_RATIO * inner:
+            return node
+    return root
+
+
+def lead_siblings(root) -> list:
+    """The elements before an article-body container in its parent (the headline and the lead: TYPO3's
+    ``teaser-text`` beside ``news-text-wrap``, ``article-intro`` beside ``article-content``) when there is
+    no ``<article>`` to widen to and they add little text. Only what comes *before* the body: after it sit
+    subscription boxes, citation blocks and newsletter offers."""
+    parent = root.parent
+    if parent is None or parent.tag in ("body", "html"):
+        return []
+    before = []
+    node = parent.child
+    while node is not None and node.mem_id != root.mem_id:
+        if node.tag != "-text":
+            before.append(node)
+        node = node.next
+    if not before:
+        return []
     inner = len(root.text(deep=True, separator=" ", strip=True))
-    outer = len(node.text(deep=True, separator=" ", strip=True))
-    return node if outer <= ROOT_WIDEN_RATIO * inner else root
+    extra = sum(len(n.text(deep=True, separator=" ", strip=True)) for n in before)
+    return before if inner + extra <= ROOT_WIDEN_RATIO * inner else []
 
 
 def _length(text: str) -> int:

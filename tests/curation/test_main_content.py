@@ -178,3 +178,22 @@ def test_article_shipped_in_noscript_is_used_when_the_page_is_otherwise_empty():
     normal = extract_page(f"<html><body><p>{PROSE}</p><p>{PROSE}</p><noscript><p>Please enable JavaScript to view this.</p>"
                           f"<img src='/px.gif'></noscript></body></html>", "http://a/", mode="main_content")
     assert "JavaScript" not in _text(normal) and normal.images == []
+
+
+def test_lead_before_the_body_container_is_kept_what_follows_it_is_not():
+    # TYPO3's news: the lead (teaser-text) sits beside the itemprop=articleBody container, with no <article>
+    # around them; a subscription offer after the container in the same parent stays out.
+    html = f"""<html><body><div class="menu-x"><a href="/">Home</a></div>
+    <div class="news-single"><div class="article">
+      <h1>A new bridge for the town</h1>
+      <div class="teaser-text"><p>The town gets a new bridge next year, the council decided.</p></div>
+      <div class="news-text-wrap" itemprop="articleBody"><p>{PROSE * 3}</p><img src="/in.jpg"></div>
+      <div class="offer"><p>Subscribe now for unlimited access, only 2 dollars a month.</p><img src="/offer.jpg"></div>
+    </div></div></body></html>"""
+    page = extract_page(html, "https://town.example/news", mode="main_content")
+    text = _text(page)
+    assert text.startswith("A new bridge for the town\nThe town gets a new bridge next year")
+    assert PROSE.strip() in text
+    assert "Subscribe" not in text
+    assert [im.url for im in page.images] == ["https://town.example/in.jpg"]
+    assert page.dropped_images["boilerplate"] == 1
