@@ -4,8 +4,11 @@ Inputs (the image stage's outputs): ``pairs`` (IMAGE_PAIRS), ``documents`` (INTE
 bytes aligned with positions), ``images`` (IMAGES, one row per unique image). Any of them may be
 absent (counted as zero rows), not all.
 
-Phases, each a :func:`curation.dask_cluster.run_shards` over row-group shards (models loaded
-once per worker, per-shard outputs atomic, finished shards skipped on rerun):
+A :class:`curation.dask_stage.DaskStage`: the base owns the client, the preflight (the CLIP, the
+safety heads, the eval index and the face cascade loaded on one worker by :meth:`ScoreStage.setup`
+before any shard), the work directory, the empty outputs and the clean-up; this module holds the
+phases, each a ``run.map`` (:func:`curation.dask_cluster.run_shards`) over row-group shards
+(models loaded once per worker, per-shard outputs atomic, finished shards skipped on rerun):
 
 1. ``images``: every unique image is decoded and encoded once; its unit embedding is kept.
 2. ``pairs``: captions are encoded; each pair's image embedding is looked up by URL in phase 1's
@@ -57,17 +60,17 @@ from curation.dask_cluster import (
     Shard,
     ShardOutput,
     cpu_threads_per_worker,
-    dask_client,
     plan_shards,
     read_shard,
-    run_shards,
     setup_once,
     work_dir_for,
     worker_device,
 )
-from curation.schemas import IMAGE_PAIRS, IMAGES, INTERLEAVED, REJECTS, SCORED_IMAGES, SCORED_PAIRS
+from curation.dask_stage import DaskRun, DaskStage, Resources
 from curation.errors import StageError
-from curation.stage import Stage, StageContext, StageStats
+from curation.rejects import concat_rejects, rejects_table
+from curation.schemas import IMAGE_PAIRS, IMAGES, INTERLEAVED, SCORED_IMAGES, SCORED_PAIRS
+from curation.stage import StageContext, StageStats
 from filters.pairs import PairView, basic_filters, find_rejection, recipe_steps
 from models.assignment import assign
 from models.mmc4 import build_mmc4_document, mmc4_arrow_schema, split_sentences
@@ -102,6 +105,13 @@ class WorkerSpec:
     min_aesthetic: float | None = None
     faces: bool = False  # face counts and boxes per image (models/faces.py)
 
+    def __hash__(self) -> int:
+        # The DaskStage base caches a worker's models under the spec (setup_once): the filter
+        # settings are a plain (unhashable) dataclass, hashed here by their values.
+        return hash((self.model, self.batch_size, self.loader_threads, json.dumps(asdict(self.filters), sort_keys=True),
+                     self.mmc4_min_sim, self.eval_path, self.eval_threshold, self.heads, self.max_nsfw,
+                     self.min_aesthetic, self.faces))
+
     def safety_heads(self) -> SafetyHeads:
         return setup_once(("safety-heads", self.heads), lambda: SafetyHeads.load(self.heads or HeadPaths(None, None, "")))
 
@@ -119,13 +129,6 @@ class WorkerSpec:
     def pair_filters(self):
         key = ("pair-filters", json.dumps(asdict(self.filters), sort_keys=True))
         return setup_once(key, partial(basic_filters, self.filters))
-
-
-def _preflight(spec: WorkerSpec) -> int:
-    """Load the model (and the eval index) on a worker; returns the embedding width."""
-    dim = spec.scorer().dim
-    spec.eval_index()
-    return dim
 
 
 def _build_eval_index(spec: WorkerSpec):
@@ -174,22 +177,6 @@ def _faces_for(spec: WorkerSpec, lookup: ImageLookup | None, n: int) -> FaceColu
         return FaceColumns.empty(n)
     files = [f.replace("/images_emb/", "/images_faces/")[: -len(".npy")] + ".parquet" for f in lookup.files]
     return gather_faces(files, lookup.file_idx, lookup.row)
-
-
-def _rejects(row_ids: list[str], table: str, reasons: list[str], details: list[str | None],
-             duplicate_of: list[str | None] | None = None) -> pa.Table:
-    n = len(row_ids)
-    return pa.table(
-        {
-            "row_id": pa.array(row_ids, pa.string()),
-            "table": pa.array([table] * n, pa.string()),
-            "stage": pa.array([STAGE] * n, pa.string()),
-            "reason": pa.array(reasons, pa.string()),
-            "detail": pa.array(details, pa.string()),
-            "duplicate_of": pa.array(duplicate_of or [None] * n, pa.string()),
-        },
-        schema=REJECTS,
-    )
 
 
 def _looked_up(lookup: ImageLookup | None, n: int, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
@@ -245,8 +232,8 @@ def embed_images_shard(spec: WorkerSpec, shard: Shard, payload: Any, out: ShardO
     }).filter(pa.array(res.ok)).cast(SCORED_IMAGES))
     bad = np.flatnonzero(~res.ok).tolist()
     urls = t.column("url").to_pylist()
-    out.write_table("rejects", _rejects([urls[i] for i in bad], "images", [res.errors[i][0] for i in bad],
-                                        [res.errors[i][1] for i in bad]))
+    out.write_table("rejects", rejects_table([urls[i] for i in bad], "images", STAGE, [res.errors[i][0] for i in bad],
+                                             [res.errors[i][1] for i in bad]))
     return {
         "rows": t.num_rows, "rows_out": int(res.ok.sum()),
         "rejected": dict(Counter(res.errors[i][0] for i in bad)),
@@ -414,9 +401,10 @@ def mmc4_shard(spec: WorkerSpec, shard: Shard, lookup: ImageLookup | None, out: 
         n_core += bool(mm["is_core"])
         n_images_out += len(mm["image_info"])
     out.write_table("mmc4", pa.Table.from_pylist(out_rows, schema=MMC4_DOCUMENTS))
-    rej = pa.concat_tables([
-        _rejects([r[0] for r in doc_rej], "documents", [r[1] for r in doc_rej], [r[2] for r in doc_rej]),
-        _rejects([r[0] for r in img_rej], "document_images", [r[1] for r in img_rej], [r[2] for r in img_rej]),
+    rej = concat_rejects([
+        rejects_table([r[0] for r in doc_rej], "documents", STAGE, [r[1] for r in doc_rej], [r[2] for r in doc_rej]),
+        rejects_table([r[0] for r in img_rej], "document_images", STAGE, [r[1] for r in img_rej],
+                      [r[2] for r in img_rej]),
     ])
     out.write_table("rejects", rej)
     return {
@@ -635,8 +623,8 @@ def write_pairs_shard(work_dir: str, decide_dir: str, dedup_dir: str | None, ded
     out.write_table("pairs", full.filter(pa.array(keep)).cast(SCORED_PAIRS))
     idx = np.flatnonzero(~keep).tolist()
     keys = t.column("key").to_pylist()
-    out.write_table("rejects", _rejects([keys[i] for i in idx], "pairs", [reason[i] for i in idx],
-                                        [detail[i] for i in idx], [dup[i] for i in idx]))
+    out.write_table("rejects", rejects_table([keys[i] for i in idx], "pairs", STAGE, [reason[i] for i in idx],
+                                             [detail[i] for i in idx], [dup[i] for i in idx]))
     for kind in ("img", "txt"):
         arr = np.asarray(_load_npy(f"{work_dir}/pairs_{kind}/{shard.id}.npy"))
         out.write_array("embeddings/" + ("image" if kind == "img" else "text"), arr)
@@ -738,7 +726,7 @@ def _clean_targets(ctx: StageContext) -> str:
     from pipelines.bootstrap import clean_data_of
 
     roots = [source_root_of(ctx.inputs["pairs"])] if ctx.inputs.get("pairs") else []
-    roots.append(ctx.stage_dir.rstrip("/").rsplit("/", 1)[0])
+    roots.append(ctx.run_root)
     clean = next((c for c in (clean_data_of(ctx.config, r) for r in roots) if c is not None), None)
     if clean is None:
         raise StageError("score: image_based.targets is 'clean' but the run has no clean set "
@@ -796,15 +784,50 @@ def _sum_counters(summaries, key: str) -> dict[str, int]:
     return dict(total)
 
 
-class ScoreStage(Stage):
-    """``curate score``: inputs {"pairs", "documents", "images"} (any subset present on disk)."""
+@dataclass(frozen=True)
+class ScorePlan:
+    """What the score stage decides before its client opens: its settings with the models resolved
+    (``pretrained: bootstrap`` -> the run's checkpoint, ``image_based.targets: clean`` -> the clean
+    set), the basic filter as the recipe sets it, the safety heads, and the shards of each input."""
+
+    cfg: ScoreConfig
+    filters: PairFilterConfig
+    heads: HeadPaths
+    shards: dict[str, list[Shard]]  # images, pairs, documents (an absent input: no shards)
+
+
+@dataclass(frozen=True)
+class ScoreModels:
+    """What :meth:`ScoreStage.setup` loads on a worker (each also cached by its own ``setup_once`` key,
+    so the tasks' ``spec.scorer()`` etc. find the same objects)."""
+
+    scorer: Any
+    heads: SafetyHeads
+    eval_index: Any
+
+
+class ScoreStage(DaskStage):
+    """``curate score``: inputs {"pairs", "documents", "images"} (any subset present on disk).
+
+    Its phases on :class:`curation.dask_stage.DaskStage` (client, preflight, work dir and its
+    clean-up, empty outputs are the base's): encode images, score pairs, MMC4 documents (per
+    shard); the pool-wide decisions (``_decide``); the writes (per shard).
+    """
 
     name = STAGE
     outputs = ("pairs", "mmc4", "embeddings", "images")
     config_sections = ("score", "safety.heads_dir", "safety.nsfw_head", "safety.aesthetic_head", "safety.max_nsfw",
                        "safety.min_aesthetic", "safety.faces")
+    output_schemas = {"pairs": SCORED_PAIRS, "mmc4": MMC4_DOCUMENTS, "images": SCORED_IMAGES}
+    # One CLIP (ViT-B-32: ~0.6 GB in fp32) plus a batch of decoded images and its activations.
+    resources = Resources(cpus=1.0, memory_gb=2.0)
 
-    def run(self, ctx: StageContext) -> StageStats:
+    def resources_for(self, ctx: StageContext) -> Resources:
+        """A GPU per task when the config asks for CUDA; ``auto`` and ``cpu`` run anywhere."""
+        device = ctx.config.score.device
+        return replace(self.resources, gpus=1.0) if device.startswith("cuda") else self.resources
+
+    def plan(self, ctx: StageContext) -> ScorePlan:
         cfg: ScoreConfig = ctx.config.score
         if cfg.pretrained == "bootstrap":  # the CLIP this run trained itself (pipelines/bootstrap.py)
             from models.resolve import local_model, models_dir_of, resolve_model, source_root_of
@@ -829,62 +852,81 @@ class ScoreStage(Stage):
                     log.warning("score: input %s not found at %s: counted as 0 rows", key, path)
         if not present:
             raise StageError(f"score: none of its inputs exist ({ctx.inputs}); run the images stage first")
-
-        out_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
         safety = ctx.config.safety
         heads = resolve_heads(cfg.model, cfg.pretrained, safety.heads_dir, safety.nsfw_head, safety.aesthetic_head)
         filters = cfg.filters  # DataComp's basic filter runs in the scoring pass; a recipe turns it on or off
         if cfg.recipe is not None:
             filters = replace(filters, enabled="basic" in cfg.recipe)
-        # What decides the per-shard work (not the global filter/dedup settings, applied after).
-        work_key = {
-            "model": [cfg.model, cfg.pretrained, cfg.seed], "filters": asdict(filters),
+        log.info("score: %s shards (%s)", sum(len(v) for v in plans.values()), {k: len(v) for k, v in plans.items()})
+        return ScorePlan(cfg, filters, heads, plans)
+
+    def work_key(self, ctx: StageContext, plan: ScorePlan) -> dict[str, Any]:
+        """What decides the per-shard work (not the global filter/dedup settings, applied after):
+        unchanged from before the stage toolkit, so an earlier run's ``_work/score-*`` still resumes."""
+        cfg, heads, safety = plan.cfg, plan.heads, ctx.config.safety
+        return {
+            "model": [cfg.model, cfg.pretrained, cfg.seed], "filters": asdict(plan.filters),
             "mmc4_min_sim": cfg.mmc4_min_sim, "decontaminate": [cfg.decontaminate_eval, cfg.decontaminate_threshold],
             "shard_rows": cfg.shard_rows, "inputs": ctx.input_run_ids,
             "safety": [heads.nsfw, heads.aesthetic, safety.max_nsfw, safety.min_aesthetic, safety.faces],
             "images_table": 1,  # phase 1 writes score/images (a work dir of an older run lacks it)
         }
-        work_dir = work_dir_for(out_root, STAGE, work_key)
+
+    def worker_spec(self, ctx: StageContext, plan: ScorePlan, client: Any) -> WorkerSpec:
+        cfg, safety = plan.cfg, ctx.config.safety
+        return WorkerSpec(
+            model=ModelSpec(cfg.model, cfg.pretrained, cfg.device, cfg.seed, cpu_threads_per_worker(client)),
+            batch_size=cfg.batch_size, loader_threads=cfg.loader_threads, filters=plan.filters,
+            mmc4_min_sim=cfg.mmc4_min_sim, eval_path=cfg.decontaminate_eval, eval_threshold=cfg.decontaminate_threshold,
+            heads=plan.heads, max_nsfw=safety.max_nsfw, min_aesthetic=safety.min_aesthetic, faces=safety.faces,
+        )
+
+    def setup(self, spec: WorkerSpec) -> ScoreModels:
+        """The CLIP scorer, the safety heads, the eval index and (with ``safety.faces``) the face
+        cascade on this worker: a missing checkpoint or cascade fails in the preflight, once, with
+        the loader's hint (models.clip, models.faces), not once per shard. The cascade is per
+        thread (OpenCV's classifier is not thread-safe): this checks it loads; each detection
+        thread loads its own."""
+        models = ScoreModels(spec.scorer(), spec.safety_heads(), spec.eval_index())
+        if spec.faces:
+            from models.faces import _cascade
+
+            _cascade()
+        return models
+
+    def preflight_info(self, spec: WorkerSpec, models: ScoreModels) -> dict:
+        return {"embedding_dim": models.scorer.dim}
+
+    def phases(self, run: DaskRun, plan: ScorePlan) -> StageStats:
+        ctx, cfg, plans, spec, work_dir = run.ctx, plan.cfg, plan.shards, run.spec, run.work_dir
         counters: dict[str, Any] = {"model": cfg.model, "pretrained": cfg.pretrained, "filter_mode": cfg.filter_mode,
                                     "work_dir": work_dir}
         if cfg.pretrained is None:
             counters["warning"] = RANDOM_WEIGHTS_WARNING.format(name=cfg.model)
             log.warning(counters["warning"])
-        n_shards = sum(len(v) for v in plans.values())
-        log.info("score: %s shards (%s), work dir %s", n_shards, {k: len(v) for k, v in plans.items()}, work_dir)
+        counters["embedding_dim"] = run.info["embedding_dim"]
+        SafetyHeads.load(plan.heads, counters["embedding_dim"])  # a head of another width fails here, named
+        counters["safety_heads"] = plan.heads.note
 
-        with dask_client(ctx.config.dask) as client:
-            threads = cpu_threads_per_worker(client)
-            spec = WorkerSpec(
-                model=ModelSpec(cfg.model, cfg.pretrained, cfg.device, cfg.seed, threads),
-                batch_size=cfg.batch_size, loader_threads=cfg.loader_threads, filters=filters,
-                mmc4_min_sim=cfg.mmc4_min_sim, eval_path=cfg.decontaminate_eval, eval_threshold=cfg.decontaminate_threshold,
-                heads=heads, max_nsfw=safety.max_nsfw, min_aesthetic=safety.min_aesthetic, faces=safety.faces,
-            )
-            # Load the model on one worker before scheduling shards: a missing checkpoint or an
-            # offline remote tag fails here with models.clip's hint, not once per shard.
-            counters["embedding_dim"] = client.submit(_preflight, spec, pure=False).result()
-            SafetyHeads.load(heads, counters["embedding_dim"])  # a head of another width fails here, named
-            counters["safety_heads"] = heads.note
-            img_sum = run_shards(client, partial(embed_images_shard, spec), plans["images"], work_dir, desc="score:images")
-            index = _lookup_table(work_dir, plans["images"])
-            pair_payloads = {s.id: _lookup_for(read_shard(s, ["url"], schema=IMAGE_PAIRS).column("url").combine_chunks(), index)
-                             for s in plans["pairs"]}
-            pair_sum = run_shards(client, partial(score_pairs_shard, spec), plans["pairs"], work_dir, pair_payloads,
-                                  desc="score:pairs")
-            doc_sum: dict[str, dict] = {}
-            if cfg.mmc4:
-                doc_payloads = {}
-                for s in plans["documents"]:
-                    images = read_shard(s, ["images"], schema=INTERLEAVED).column("images").combine_chunks()
-                    flat = pc.list_flatten(images)
-                    doc_payloads[s.id] = _lookup_for(flat.filter(pc.is_valid(flat)), index)
-                doc_sum = run_shards(client, partial(mmc4_shard, spec), plans["documents"], work_dir, doc_payloads,
-                                     desc="score:documents")
-            decide_dir, dedup_dir, dec_counters, _ = self._decide(client, cfg, spec, work_dir, plans["pairs"])
-            counters.update(dec_counters)
-            write = partial(write_pairs_shard, work_dir, decide_dir, dedup_dir, cfg.semantic_dedup_threshold)
-            write_sum = run_shards(client, write, plans["pairs"], ctx.stage_dir, desc="score:write")
+        # Encode, per shard: unique images, then pairs and documents looking their images up.
+        img_sum = run.map("images", partial(embed_images_shard, spec), plans["images"])
+        index = _lookup_table(work_dir, plans["images"])
+        pair_payloads = {s.id: _lookup_for(read_shard(s, ["url"], schema=IMAGE_PAIRS).column("url").combine_chunks(), index)
+                         for s in plans["pairs"]}
+        pair_sum = run.map("pairs", partial(score_pairs_shard, spec), plans["pairs"], payloads=pair_payloads)
+        doc_sum: dict[str, dict] = {}
+        if cfg.mmc4:
+            doc_payloads = {}
+            for s in plans["documents"]:
+                images = read_shard(s, ["images"], schema=INTERLEAVED).column("images").combine_chunks()
+                flat = pc.list_flatten(images)
+                doc_payloads[s.id] = _lookup_for(flat.filter(pc.is_valid(flat)), index)
+            doc_sum = run.map("documents", partial(mmc4_shard, spec), plans["documents"], payloads=doc_payloads)
+        # The global steps, then the decisions written per shard.
+        decide_dir, dedup_dir, dec_counters, _ = self._decide(run, cfg, plans["pairs"])
+        counters.update(dec_counters)
+        write = partial(write_pairs_shard, work_dir, decide_dir, dedup_dir, cfg.semantic_dedup_threshold)
+        write_sum = run.map("write", write, plans["pairs"], ctx.stage_dir, uses_model=False)
 
         # Copy phase 1 and 3 outputs (rejects, MMC4 documents) into the stage directory.
         for s in plans["images"] + (plans["documents"] if cfg.mmc4 else []):
@@ -893,27 +935,12 @@ class ScoreStage(Stage):
             _copy_into(f"{work_dir}/images/{s.id}.parquet", f"{ctx.output_path('images')}/{s.id}.parquet")
         for s in plans["documents"] if cfg.mmc4 else []:
             _copy_into(f"{work_dir}/mmc4/{s.id}.parquet", f"{ctx.output_path('mmc4')}/{s.id}.parquet")
-        fs, _ = url_to_fs(ctx.stage_dir)
-        for name in ("pairs", "mmc4", "rejects", "images"):  # an empty dataset is a directory with a valid empty file
-            d = url_to_fs(ctx.output_path(name))[1]
-            if not fs.exists(d) or not fs.ls(d):
-                schema = {"pairs": SCORED_PAIRS, "mmc4": MMC4_DOCUMENTS, "rejects": REJECTS, "images": SCORED_IMAGES}[name]
-                fs.makedirs(d, exist_ok=True)
-                with fs.open(f"{d}/empty.parquet", "wb") as fh:
-                    pq.write_table(schema.empty_table(), fh)
         self._write_index(ctx, plans["pairs"], counters["embedding_dim"])
-
-        stats = self._stats(cfg, plans, img_sum, pair_sum, doc_sum, write_sum, counters)
-        if not cfg.keep_work:
-            wfs, wp = url_to_fs(work_dir)
-            if stats.conserved() and wfs.exists(wp):
-                wfs.rm(wp, recursive=True)
-        return stats
+        return self._stats(cfg, plans, img_sum, pair_sum, doc_sum, write_sum, counters)
 
     # ----------------------------------------------------------------- global decisions
 
-    def _decide(self, client, cfg: ScoreConfig, spec: WorkerSpec, work_dir: str,
-                shards: list[Shard]) -> tuple[str, str | None, dict, dict]:
+    def _decide(self, run: DaskRun, cfg: ScoreConfig, shards: list[Shard]) -> tuple[str, str | None, dict, dict]:
         """The decisions that need the pool: the recipe's steps (filters.pairs.RECIPE_STEPS), then semantic dedup.
 
         Rows stay in shard files: the client computes only the pool-wide state (the top-fraction
@@ -922,6 +949,7 @@ class ScoreStage(Stage):
         ``<decide_dir>/decisions/<shard>.parquet``; SemDeDup of the survivors writes its own per-shard
         files. Returns (decide_dir, SemDeDup's dir or None, counters, the decision pass's summaries).
         """
+        client, work_dir = run.client, run.work_dir
         steps = recipe_steps(cfg.recipe, cfg.filter_mode)
         counters: dict[str, Any] = {"recipe": list(cfg.recipe) if cfg.recipe is not None else None}
         decide_key = {"steps": list(steps), "min_clip_score": cfg.min_clip_score, "top_fraction": cfg.top_fraction,
@@ -941,10 +969,10 @@ class ScoreStage(Stage):
         elif "clip_threshold" in steps:
             counters["clip_score_cutoff"] = round(float(cfg.min_clip_score), 6)
         if "image_based" in steps:
-            counters["image_based"] = self._image_based_state(client, cfg, spec, work_dir, decide_dir, shards)
+            counters["image_based"] = self._image_based_state(run, cfg, decide_dir, shards)
         if "metaclip" in steps:
-            count_sum = run_shards(client, partial(metaclip_count_shard, dspec), shards, f"{decide_dir}/count",
-                                   desc="score:metaclip-counts")
+            count_sum = run.map("metaclip-counts", partial(metaclip_count_shard, dspec), shards, f"{decide_dir}/count",
+                                uses_model=False)
             total = None
             for s in shards:  # one entry-count vector at a time: the client holds two
                 c = np.asarray(_load_npy(f"{decide_dir}/count/counts/{s.id}.npy"), dtype=np.int64)
@@ -956,7 +984,7 @@ class ScoreStage(Stage):
                 "matched": sum(v["matched"] for v in count_sum.values()),
                 "entries_matched": int((total > 0).sum()), "head_entries": int((total > cfg.metaclip.t).sum()),
             }
-        dec_sum = run_shards(client, partial(decide_pairs_shard, dspec), shards, decide_dir, desc="score:decide")
+        dec_sum = run.map("decide", partial(decide_pairs_shard, dspec), shards, decide_dir, uses_model=False)
         counters["steps"] = {st: {"in": sum(v["steps"][st]["in"] for v in dec_sum.values()),
                                   "rejected": sum(v["steps"][st]["rejected"] for v in dec_sum.values())} for st in steps}
         summary = _scores_from_histograms([v["scores"] for v in dec_sum.values()])
@@ -967,8 +995,7 @@ class ScoreStage(Stage):
             dedup_dir, counters["semantic_dedup"] = self._semantic_dedup(client, cfg, work_dir, decide_dir, shards)
         return decide_dir, dedup_dir, counters, dec_sum
 
-    def _image_based_state(self, client, cfg: ScoreConfig, spec: WorkerSpec, work_dir: str, decide_dir: str,
-                           shards: list[Shard]) -> dict:
+    def _image_based_state(self, run: DaskRun, cfg: ScoreConfig, decide_dir: str, shards: list[Shard]) -> dict:
         """k-means centroids of a bounded sample of the pool's image embeddings and the target ids, saved for the workers.
 
         The pool is every scored pair (finite clip_score), as DataComp clusters the whole pool;
@@ -979,7 +1006,7 @@ class ScoreStage(Stage):
         from filters.image_based import sample_quota, sample_rows, target_cluster_ids
         from models.kmeans import fit_kmeans
 
-        ib = cfg.image_based
+        ib, work_dir = cfg.image_based, run.work_dir
         path = f"{decide_dir}/image_based.npz"
         fs, p = url_to_fs(path)
         if not fs.exists(p):
@@ -997,7 +1024,8 @@ class ScoreStage(Stage):
             sample = np.concatenate(parts)
             k = min(ib.clusters, -(-pool // ib.rows_per_cluster))
             centroids = fit_kmeans(sample, k, ib.seed, ib.niter)
-            targets = client.submit(_target_embeddings, spec, ib.targets, pure=False).result()
+            targets = run.client.submit(_target_embeddings, run.spec, ib.targets, pure=False,  # this run's CLIP
+                                        resources=run.resources).result()
             target_ids = target_cluster_ids(targets, centroids)
             fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
             with fs.open(p + ".tmp", "wb") as fh:
