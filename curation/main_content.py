@@ -109,7 +109,7 @@ SHORT_MAX_CHARS = 40          # a block shorter than this is decided by its neig
 MAX_LINK_DENSITY = 0.33       # more linked text than this: navigation, tag lists, related links
 ROOTED_MAX_LINK_DENSITY = 0.5  # a long block inside a content root: prose that links its sources
 SHORT_LINK_DENSITY = 0.5      # an undecided block this linked is furniture
-_SENTENCE_END = re.compile(r"[.!?。！？:;»\"”)]\s|[.!?。！？）」』]$")
+_SENTENCE_END = re.compile(r"[.!?。！？:;»\"”)…]\s|[.!?。！？）」』…]$")
 # Chinese, Japanese and Korean write a word in one to three characters: for the length thresholds one of
 # their characters counts as CJK_CHAR_WEIGHT (a 31-character Chinese sentence is a sentence, not a label).
 CJK_CHAR_WEIGHT = 3
@@ -118,6 +118,8 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-
 _LETTER = re.compile(r"[^\W\d_]")
 # Short lines that are a date stamp or an image credit: page metadata, not prose.
 META_LINE_MAX_CHARS = 80
+# A dated list item is an entry of an agenda, a timeline or minutes, not the page's date stamp.
+DATED_ITEM_TAGS = frozenset({"li"})
 _DATE = re.compile(r"\b\d{1,2}[./]\s?\d{1,2}[./]\s?\d{2,4}\b|\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}:\d{2}\b")
 _CREDIT = re.compile(r"\(?\s*(?:foto|fotos|photo|photos|bild|image|credit|credits|quelle|source|©)\s*[:©]", re.I)
 # A caption written as a plain line under its image (no <figcaption>): short, right after the image, and
@@ -255,7 +257,8 @@ def _initial_class(block: Block) -> int:
     if not _LETTER.search(block.text):
         # Times, counters, page numbers; in a table cell, the table's data (decided with its row).
         return SHORT if block.tag in TABLE_CELLS else BAD
-    if n < META_LINE_MAX_CHARS and (_DATE.search(block.text) or _CREDIT.match(block.text)):
+    dated = _DATE.search(block.text) is not None and block.tag not in DATED_ITEM_TAGS
+    if n < META_LINE_MAX_CHARS and (dated or _CREDIT.match(block.text)):
         return META  # "Published: 03.04.2020, 12:35", "Photo: AFP", bylines with a date
     if n >= GOOD_MIN_CHARS:
         return GOOD

@@ -197,3 +197,14 @@ def test_lead_before_the_body_container_is_kept_what_follows_it_is_not():
     assert "Subscribe" not in text
     assert [im.url for im in page.images] == ["https://town.example/in.jpg"]
     assert page.dropped_images["boilerplate"] == 1
+
+
+def test_an_ellipsis_ends_a_sentence_and_a_dated_list_item_is_content():
+    from curation.main_content import NEAR, META, _initial_class
+
+    # "Die Stadt steht schwarz und schweiget…": a short line of verse under a picture, prose-like.
+    assert _initial_class(Block("Die Stadt steht schwarz und schweiget…", 0, "p", True)) == NEAR
+    # A date stamp line is page metadata; the same date in a list item is an entry of minutes or an agenda.
+    assert _initial_class(Block("Published: 03.04.2020, 12:35", 0, "p", True)) == META
+    item = Block("Abnahme Protokoll der letzten Vorstandssitzung vom 5.8.2019", 0, "li", True)
+    assert _initial_class(item) != META
