@@ -19,7 +19,8 @@ shapes. This stage (last in the registry) writes, under ``<run>/release/``:
   ``datasets.load_dataset("<run>/release/hf")`` gives typed rows with ``datasets.Image`` pictures
   (and ``push_to_hub`` publishes the same folder).
 
-Streaming, on Dask (``curation/dask_cluster.py``): no process holds the whole run. Pairs go in
+Streaming, on Dask (a :class:`curation.dask_stage.DaskStage`: the base owns the client, the work
+directory, the empty rejects and the clean-up): no process holds the whole run. Pairs go in
 two passes, like a shuffle: pass 1 (one task per row-group shard of the final pairs) checks each
 pair's image bytes and hashes its key into one of ``ceil(rows / samples_per_shard)`` buckets,
 writing a small Parquet per (input shard, bucket); pass 2 (one task per bucket, about one tar's
@@ -46,6 +47,7 @@ import math
 import tarfile
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -56,17 +58,18 @@ import yaml
 from fsspec.core import url_to_fs
 
 from curation.config import PipelineConfig, ReleaseConfig
-from curation.dask_cluster import (
-    DONE_DIR, Shard, ShardOutput, dask_client, list_parquet_files, plan_shards, read_shard, run_shards, work_dir_for,
-)
+from curation.dask_cluster import DONE_DIR, Shard, ShardOutput, list_parquet_files, plan_shards, read_shard
+from curation.dask_stage import DaskRun, DaskStage
 from curation.errors import InputError, StageError
 from curation.image_decode import NO_IMAGE_BYTES, UNDECODABLE
-from curation.schemas import INTERLEAVED, REJECTS
+from curation.rejects import rejects_table
+from curation.schemas import INTERLEAVED
+from curation.stage import StageContext, StageStats, read_marker
 from models.faces import blur_boxes
-from curation.stage import Stage, StageContext, StageStats, read_marker
 
 log = logging.getLogger(__name__)
 
+STAGE = "release"
 FORMATS = ("pairs_wds", "interleaved_wds", "interleaved", "hf")
 UNSUPPORTED_FORMAT = "unsupported_format"  # bytes of a picture open_clip's loader does not decode (gif, ...)
 EMPTY_DOCUMENT = "empty_document"
@@ -137,12 +140,6 @@ def _write_atomic(path: str, write: Callable[[Any], None]) -> None:
     with fs.open(tmp, "wb") as fh:
         write(fh)
     fs.mv(tmp, p)
-
-
-def _rejects(ids: list[str], table: str, reasons: list[str], details: list[str | None]) -> pa.Table:
-    n = len(ids)
-    return pa.Table.from_pydict({"row_id": ids, "table": [table] * n, "stage": ["release"] * n, "reason": reasons,
-                                 "detail": details, "duplicate_of": [None] * n}, schema=REJECTS)
 
 
 def _json_or_none(text: str | None) -> Any:
@@ -262,7 +259,7 @@ def _bucket_pairs(shard: Shard, payload: dict, out: ShardOutput) -> dict:
         for b in sorted(buckets):
             out.write_table(f"buckets/{b:05d}", kept.filter(pc.equal(bucket_col, b)))
     if rej_ids:
-        out.write_table("rejects", _rejects(rej_ids, "pairs", rej_reasons, rej_details))
+        out.write_table("rejects", rejects_table(rej_ids, "pairs", STAGE, rej_reasons, rej_details))
     return {"rows_in": table.num_rows, "kept": kept.num_rows, "rejected": dict(Counter(rej_reasons)),
             "buckets_written": len(buckets), "faces_blurred": blurred}
 
@@ -430,7 +427,7 @@ def _doc_shard(shard: Shard, payload: dict, out: ShardOutput) -> dict:
         _write_atomic(path, write)
         result["tar"] = path
     if rej:
-        out.write_table("rejects", _rejects([d for d, _ in rej], "documents", [r for _, r in rej], [None] * len(rej)))
+        out.write_table("rejects", rejects_table([d for d, _ in rej], "documents", STAGE, [r for _, r in rej]))
     return result
 
 
@@ -464,27 +461,27 @@ def final_pairs_input(inputs: dict[str, str]) -> tuple[str, str]:
     raise InputError(f"release: no final pairs found (inputs {inputs}); run capfilt (or score) first")
 
 
-def _run_complete(client: Any, fn: Callable, shards: list[Shard], work: str, payloads: dict, desc: str) -> dict:
-    """``run_shards``, then once more for shards marked done whose files are gone.
+def _run_complete(run: DaskRun, fn: Callable, shards: list[Shard], payloads: dict, phase: str) -> dict:
+    """``run.map``, then once more for shards marked done whose files are gone.
 
     Publishing moves finished files out of the work folder; a run killed while publishing leaves
     done-markers of shards whose files already moved. Those shards are recomputed (their names are
-    deterministic, so nothing is counted twice).
+    deterministic, so nothing is counted twice). No phase runs a model: no task asks for the
+    stage's resources.
     """
-    results = run_shards(client, fn, shards, work, payloads, desc=desc)
+    results = run.map(phase, fn, shards, payloads=payloads, uses_model=False)
     def files(summary: dict) -> list[str]:
         return [*summary.get("_files", []), *(summary[k] for k in ("tar", "hf", "parquet") if summary.get(k))]
 
     gone = [s for s in shards if any(not url_to_fs(f)[0].exists(url_to_fs(f)[1]) for f in files(results[s.id]))]
     if gone:
-        log.info("%s: %d finished shard(s) lost their files (an interrupted publish): computing them again",
-                 desc, len(gone))
+        log.info("release:%s: %d finished shard(s) lost their files (an interrupted publish): computing them again",
+                 phase, len(gone))
         for s in gone:
-            fs, p = url_to_fs(f"{work}/{DONE_DIR}/{s.id}.json")
+            fs, p = url_to_fs(f"{run.work_dir}/{DONE_DIR}/{s.id}.json")
             fs.rm(p)
-        results.update(run_shards(client, fn, gone, work, payloads, desc=desc))
+        results.update(run.map(phase, fn, gone, payloads=payloads, uses_model=False))
     return results
-
 
 
 def hf_readme(features: list[dict], license_id: str, rows: int, shards: int, pretty_name: str, num_bytes: int) -> str:
@@ -506,20 +503,35 @@ def hf_readme(features: list[dict], license_id: str, rows: int, shards: int, pre
     return "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n\n" + body
 
 
-class ReleaseStage(Stage):
-    name = "release"
+@dataclass(frozen=True)
+class ReleasePlan:
+    """What the release decides before its client opens: the formats, the final pairs (and the stage
+    they come from), their input shards and output buckets, the document shards, the face boxes' table."""
+
+    formats: tuple[str, ...]
+    pairs_path: str
+    pairs_from: str
+    pair_shards: tuple[Shard, ...]
+    n_buckets: int
+    doc_shards: tuple[Shard, ...]
+    faces_table: str | None
+
+
+class ReleaseStage(DaskStage):
+    """``curate release``: its phases on :class:`curation.dask_stage.DaskStage` (client, preflight, work
+    dir and its clean-up, empty rejects are the base's): pairs into buckets, a tar and an HF shard
+    per bucket, documents per shard; then the driver publishes the finished files under consecutive names.
+    It loads no model: ``setup`` has nothing to load and no task asks for resources."""
+
+    name = STAGE
     outputs = FORMATS
     config_sections = ("release", "safety.blur_faces")
 
-    def run(self, ctx: StageContext) -> StageStats:
-        cfg: PipelineConfig = ctx.config
-        rel: ReleaseConfig = cfg.release
+    def plan(self, ctx: StageContext) -> ReleasePlan:
+        rel: ReleaseConfig = ctx.config.release
         formats = tuple(f for f in FORMATS if f in rel.formats)
         pairs_path, pairs_from = final_pairs_input(ctx.inputs)
         docs_path = ctx.inputs.get("documents")
-        out_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
-        work = work_dir_for(out_root, "release", {"release": cfg.section("release"), "pairs": pairs_path,
-                                                  "inputs": ctx.input_run_ids, "blur_faces": cfg.safety.blur_faces})
         pair_shards = plan_shards(pairs_path, rel.shard_rows, prefix="pairs-")
         total = sum(s.rows for s in pair_shards)
         n_buckets = max(1, math.ceil(total / rel.samples_per_shard))
@@ -528,30 +540,46 @@ class ReleaseStage(Stage):
         log.info("release: %d final pairs from %s/pairs in %d shards -> %d output shards; %d document shards",
                  total, pairs_from, len(pair_shards), n_buckets, len(doc_shards))
         # Faces: pairs carry their boxes; documents look theirs up in the score stage's image table.
-        faces_table = score_images_table(ctx.inputs) if cfg.safety.blur_faces else None
-        common = {"seed": rel.seed, "buckets": n_buckets, "formats": formats, "work": work,
-                  "blur_faces": cfg.safety.blur_faces, "faces_table": faces_table}
-        with dask_client(cfg.dask) as client:
-            def run(fn, shards, desc):
-                return _run_complete(client, fn, shards, work, {s.id: common for s in shards}, desc)
+        faces_table = score_images_table(ctx.inputs) if ctx.config.safety.blur_faces else None
+        return ReleasePlan(formats, pairs_path, pairs_from, tuple(pair_shards), n_buckets, tuple(doc_shards),
+                           faces_table)
 
-            p1 = run(_bucket_pairs, pair_shards, "release:pairs")
-            # Every bucket is an output shard task (an empty one writes nothing); the driver keeps no
-            # per-bucket state of the input shards.
-            buckets = [Shard(f"{b:05d}", f"{work}/buckets/{b:05d}", (), 0, 0) for b in range(n_buckets)]
-            p2 = run(_pair_shard, buckets, "release:shards") if {"pairs_wds", "hf"} & set(formats) else {}
-            p3 = run(_doc_shard, doc_shards, "release:documents")
+    def work_key(self, ctx: StageContext, plan: ReleasePlan) -> dict[str, Any]:
+        cfg = ctx.config
+        return {"release": cfg.section("release"), "pairs": plan.pairs_path, "inputs": ctx.input_run_ids,
+                "blur_faces": cfg.safety.blur_faces}
+
+    def worker_spec(self, ctx: StageContext, plan: ReleasePlan, client: Any) -> None:
+        return None  # the settings travel in each task's payload
+
+    def setup(self, spec: None) -> None:
+        return None
+
+    def phases(self, run: DaskRun, plan: ReleasePlan) -> StageStats:
+        ctx, cfg, work = run.ctx, run.ctx.config, run.work_dir
+        rel: ReleaseConfig = cfg.release
+        formats, pairs_from = plan.formats, plan.pairs_from
+        common = {"seed": rel.seed, "buckets": plan.n_buckets, "formats": formats, "work": work,
+                  "blur_faces": cfg.safety.blur_faces, "faces_table": plan.faces_table}
+
+        def each(fn, shards, phase):
+            return _run_complete(run, fn, list(shards), {s.id: common for s in shards}, phase)
+
+        p1 = each(_bucket_pairs, plan.pair_shards, "pairs")
+        # Every bucket is an output shard task (an empty one writes nothing); the driver keeps no
+        # per-bucket state of the input shards.
+        buckets = [Shard(f"{b:05d}", f"{work}/buckets/{b:05d}", (), 0, 0) for b in range(plan.n_buckets)]
+        p2 = each(_pair_shard, buckets, "shards") if {"pairs_wds", "hf"} & set(formats) else {}
+        p3 = each(_doc_shard, plan.doc_shards, "documents")
         stats = self._accounting(p1, p2, p3, buckets, pairs_from)
         stats.counters["faces_blurred"] = {
             "enabled": cfg.safety.blur_faces,
             "pairs": sum(s.get("faces_blurred", 0) for s in p1.values()),
             "document_images": sum(s.get("faces_blurred", 0) for s in p3.values()),
-            "boxes_from": f"{pairs_from}/pairs face_detections; {faces_table or 'no score/images table: documents not blurred'}",
+            "boxes_from": f"{pairs_from}/pairs face_detections; "
+                          f"{plan.faces_table or 'no score/images table: documents not blurred'}",
         }
-        self._publish(ctx, cfg, work, buckets, p2, doc_shards, p3, formats, stats, pairs_from)
-        if not rel.keep_work:
-            fs, wp = url_to_fs(work)
-            fs.rm(wp, recursive=True)
+        self._publish(ctx, cfg, work, buckets, p2, list(plan.doc_shards), p3, formats, stats, pairs_from)
         return stats
 
     def _accounting(self, p1: dict, p2: dict, p3: dict, buckets: list[Shard], pairs_from: str) -> StageStats:
@@ -568,7 +596,7 @@ class ReleaseStage(Stage):
         docs_in = sum(s["rows_in"] for s in p3.values())
         docs_out = sum(s["kept"] for s in p3.values())
         return StageStats(
-            stage="release", rows_in=sum(s["rows_in"] for s in p1.values()), rows_out=kept, rejected=dict(rejected),
+            stage=STAGE, rows_in=sum(s["rows_in"] for s in p1.values()), rows_out=kept, rejected=dict(rejected),
             tables={"documents": {"rows_in": docs_in, "rows_out": docs_out, "rejected": dict(doc_rej)}},
             counters={"pairs_from": f"{pairs_from}/pairs", "pair_shards": sum(1 for s in p2.values() if s.get("samples"))},
         )
@@ -630,11 +658,8 @@ class ReleaseStage(Stage):
         if "interleaved_wds" in formats:
             publish_tars("interleaved_wds", [(p3[s.id]["tar"], p3[s.id]["kept"]) for s in docs_done])
         rejects = sorted(f for f in list_parquet_files(f"{work}/rejects"))
-        for i, f in enumerate(rejects):
+        for i, f in enumerate(rejects):  # none: the base writes the empty rejects (ctx.write_empty_outputs)
             mv(f, ctx.output_path(f"rejects/part-{i:05d}.parquet"))
-        if not rejects:
-            with fsspec.open(ctx.output_path("rejects/part-00000.parquet"), "wb") as fh:
-                pq.write_table(REJECTS.empty_table(), fh)
 
 
 def released_pairs(stage_dir: str) -> int:
