@@ -440,3 +440,64 @@ def test_worker_scorer_loads_once_per_spec(tiny_ckpt):
     assert spec.scorer() is spec.scorer()
     assert spec.scorer().clip.device == "cpu" and spec.scorer().batch_size == 8
     assert sum(SETUP_COUNTS.values()) == 1
+
+
+# ------------------------------------------------------------------------- the stage toolkit (curation/dask_stage.py)
+
+
+def _ctx(tmp_path: Path, **score) -> "StageContext":
+    from curation.stage import StageContext
+
+    cfg = config(tmp_path / "run", **score)
+    return StageContext(str(tmp_path / "run" / "score"), {k: str(tmp_path / "run" / "images" / k) for k in INPUTS},
+                        cfg, "run-1")
+
+
+def test_score_is_a_dask_stage_with_declared_resources(tmp_path):
+    from curation.dask_stage import DaskStage, Resources
+
+    stage = ScoreStage()
+    assert isinstance(stage, DaskStage) and "run" not in vars(ScoreStage)  # the base's run
+    assert stage.resources_for(_ctx(tmp_path, device="cpu")) == Resources(cpus=1.0, memory_gb=2.0)
+    assert stage.resources_for(_ctx(tmp_path, device="cuda")).gpus == 1.0
+    assert set(stage.output_schemas) == {"pairs", "mmc4", "images"}  # + rejects, filled empty by the base
+
+
+def test_score_work_key_is_the_one_before_the_toolkit(tmp_path):
+    """A ``_work/score-*`` written before ScoreStage moved onto DaskStage must still be found and resumed
+    (and pipelines/experiment.py's score_variant copies it): the key is exactly the old inline one."""
+    from dataclasses import asdict
+
+    from curation.dask_cluster import work_dir_for
+    from models.safety_heads import HeadPaths
+    from pipelines.dask_score import ScorePlan
+
+    ctx = _ctx(tmp_path, pretrained="/ckpt.pt", recipe=["basic", "clip_top_fraction"])
+    cfg = ctx.config.score
+    heads = HeadPaths(None, None, "no head")
+    filters = PairFilterConfig(enabled=True)
+    key = ScoreStage().work_key(ctx, ScorePlan(cfg, filters, heads, {}))
+    safety = ctx.config.safety
+    old = {"model": [cfg.model, cfg.pretrained, cfg.seed], "filters": asdict(filters), "mmc4_min_sim": cfg.mmc4_min_sim,
+           "decontaminate": [cfg.decontaminate_eval, cfg.decontaminate_threshold], "shard_rows": cfg.shard_rows,
+           "inputs": ctx.input_run_ids,
+           "safety": [None, None, safety.max_nsfw, safety.min_aesthetic, safety.faces], "images_table": 1}
+    assert key == old
+    assert work_dir_for(ctx.run_root, "score", key) == work_dir_for(str(tmp_path / "run"), "score", old)
+
+
+def test_setup_loads_the_scorer_once_and_the_spec_is_a_cache_key(tiny_ckpt):
+    from curation.dask_cluster import SETUP_COUNTS, clear_setup_cache
+    from curation.dask_stage import worker_models
+    from models.scoring import ModelSpec
+    from pipelines.dask_score import WorkerSpec
+
+    clear_setup_cache()
+    spec = WorkerSpec(ModelSpec("vlc-tiny-clip", tiny_ckpt, "cpu"), 8, 1, PairFilterConfig(), 0.15, None, 0.9)
+    same = WorkerSpec(ModelSpec("vlc-tiny-clip", tiny_ckpt, "cpu"), 8, 1, PairFilterConfig(), 0.15, None, 0.9)
+    assert hash(spec) == hash(same) and spec == same
+    stage = ScoreStage()
+    models = worker_models(stage, spec)
+    assert worker_models(stage, same) is models and models.scorer is spec.scorer()
+    assert stage.preflight_info(spec, models) == {"embedding_dim": spec.scorer().dim}
+    assert SETUP_COUNTS[("dask-stage", "score", spec)] == 1

@@ -200,3 +200,25 @@ def test_every_pair_and_document_released_or_rejected_with_a_reason(tmp_path):
     assert {(r["row_id"], r["table"], r["reason"]) for r in rej if r["table"] == "documents"} == \
         {(d["doc_id"], "documents", "no_image_bytes")}
     assert {r["row_id"] for r in rej if r["reason"] != "undecodable" and r["table"] == "pairs"} == {"nobytes", "empty", "gif"}
+
+
+def test_release_is_a_dask_stage_and_an_empty_rejects_comes_from_the_base(tmp_path):
+    """No pair or document rejected: ``rejects/`` still holds one valid empty file of REJECTS
+    (ctx.write_empty_outputs, run by the DaskStage base), and the work dir is removed."""
+    from curation.dask_stage import DaskStage
+    from curation.schemas import REJECTS
+
+    assert isinstance(ReleaseStage(), DaskStage) and "run" not in vars(ReleaseStage)
+    root = tmp_path / "run"
+    truth = make_run(root)
+    pairs = pq.read_table(root / "capfilt" / "pairs")
+    good = pairs.filter(pa.array([image_format(b) in ("jpeg", "png", "webp") for b in pairs.column("image").to_pylist()]))
+    for f in (root / "capfilt" / "pairs").glob("*.parquet"):
+        f.unlink()
+    pq.write_table(good, root / "capfilt" / "pairs" / "part-00000.parquet")
+    stats = StageRunner(str(root), _config(root)).run(ReleaseStage(), spec("release").resolve_inputs(str(root)))
+    assert stats.rejected == {} and stats.rows_out == good.num_rows == len(_valid(truth["bootstrapped"]))
+    rej = pq.read_table(root / "release" / "rejects")
+    assert rej.num_rows == 0 and rej.schema.equals(REJECTS)
+    assert [p.name for p in (root / "release" / "rejects").iterdir()] == ["empty.parquet"]
+    assert not list((root / "_work").glob("release-*"))
