@@ -151,25 +151,26 @@ def test_recipe_config_validation():
 
 def test_image_based_targets_clean_is_the_runs_clean_set(tmp_path, coco_dir):
     """``image_based.targets: clean``: bootstrap.clean_data, else a sample run's _sample/clean; none is an error."""
-    from types import SimpleNamespace
-
     from curation.errors import StageError
+    from curation.stage import StageContext
     from pipelines.dask_score import _clean_targets
+
+    def context(config, stage_dir, inputs):  # the run root comes from the context (ctx.run_root)
+        return StageContext(stage_dir, inputs, config, "run-1")
 
     run = tmp_path / "run"
     cfg = PipelineConfig.load(overrides={"out": str(run)})
-    ctx = SimpleNamespace(config=cfg, stage_dir=str(run / "score"), inputs={})
+    ctx = context(cfg, str(run / "score"), {})
     with pytest.raises(StageError, match="no clean set"):
         _clean_targets(ctx)
     (run / "_sample" / "clean").mkdir(parents=True)
     (run / "_sample" / "clean" / "captions.json").write_text("{}")
     assert _clean_targets(ctx) == str(run / "_sample" / "clean")
     # A score run into another folder (the experiment's recipe variants) uses its inputs' run.
-    variant = SimpleNamespace(config=cfg, stage_dir=str(tmp_path / "variant" / "score"),
-                              inputs={"pairs": str(run / "images" / "pairs")})
+    variant = context(cfg, str(tmp_path / "variant" / "score"), {"pairs": str(run / "images" / "pairs")})
     assert _clean_targets(variant) == str(run / "_sample" / "clean")
     cfg = PipelineConfig.load(overrides={"out": str(run), "bootstrap.clean_data": str(coco_dir / "captions_train2017.json")})
-    assert _clean_targets(SimpleNamespace(config=cfg, stage_dir=str(run / "score"), inputs={})) == str(coco_dir)
+    assert _clean_targets(context(cfg, str(run / "score"), {})) == str(coco_dir)
 
 
 def test_score_summary_from_shard_histograms_matches_numpy():
