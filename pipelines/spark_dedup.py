@@ -69,6 +69,13 @@ favour of a page that exact dedup removed later points to the final keeper.
 after paragraph removal, ``duplicate_of`` still names it and it is in the
 rejects.)
 
+Resume (:mod:`pipelines.dedup_steps`): each step writes its result as Parquet with a done-marker
+under ``<run>/_work/dedup-<hash of the dedup config and the inputs' run ids>/<step>/`` (``keys``,
+``url``, ``exact``, ``near_candidates``, ``near_components``, ``paragraphs``, ``images``,
+``image_sets``, ``documents``, ``doc_rejects``, ``pairs``; ``seen`` with a state), so a killed
+dedup reruns only the steps after the last finished one (``dedup: N step(s) already finished,
+resumed: ...``; ``steps_resumed`` in stats.json); the directory is removed once the counts conserve.
+
 Only the per-row work that SQL cannot do is Python (URL normalisation, text
 hashing and MinHash, Jaccard verification, cutting positions out of the
 aligned lists and the metadata JSON); all grouping, counting and joining is
@@ -89,11 +96,13 @@ import xxhash
 from curation.config import DedupConfig
 from curation.layout import PARAGRAPH_SEP, WHOLE_POSITION, cut_positions, load_metadata
 from curation.minhash import MinHasher, band_hashes, batch_shingles, normalize_text
+from curation.rejects import spark_rejects
 from curation.schemas import DOCUMENTS, PAIRS, spark_ddl
 from curation.spark import get_spark
 from curation.sql import load_sql
 from curation.stage import Stage, StageContext, StageStats
 from curation.urls import normalize_url, url_domain
+from pipelines.dedup_steps import StepStore
 
 log = logging.getLogger(__name__)
 
@@ -316,26 +325,46 @@ def _histogram(sizes: list[int]) -> dict[str, int]:
 
 @dataclass
 class _Job:
-    """What every step reads: the session and config, the input documents and their keys (both
-    cut), the temp views, the counters, and the reject frames of the steps run so far."""
+    """What every step reads: the session and config, the input documents (cut on first use) and
+    their keys, the temp views, the counters, the reject frames of the steps run so far, and the
+    step checkpoints (:class:`pipelines.dedup_steps.StepStore`)."""
 
     spark: Any
     cfg: DedupConfig
     views: _Views
-    docs: Any
-    keys: Any
-    keys_view: str
+    documents_in: Any
+    steps: StepStore
+    keys: Any = None
+    keys_view: str = ""
     counters: dict[str, Any] = field(default_factory=dict)
     rejects: list = field(default_factory=list)  # (row_id, reason, detail, duplicate_of) frames, read from cuts
+    _docs: Any = None
 
     @classmethod
-    def start(cls, spark, documents_df, cfg: DedupConfig) -> "_Job":
-        """Cut the input and compute each document's keys (URL, text hash, LSH bands, ...) once."""
-        views = _Views(spark)
-        docs = _cut(documents_df.select(*DOCUMENTS.names), spark)
-        feats = docs.select("doc_id", "url", "texts", "general_metadata").mapInArrow(_features_fn(cfg), FEATURES_DDL)
-        keys = _cut(spark.sql(load_sql("dedup_doc_keys", features=views(feats, "features"))), spark)
-        return cls(spark, cfg, views, docs, keys, views(keys, "keys"))
+    def start(cls, spark, documents_df, cfg: DedupConfig, steps: StepStore | None = None) -> "_Job":
+        """Compute each document's keys (URL, text hash, LSH bands, ...) once (step ``keys``)."""
+        job = cls(spark, cfg, _Views(spark), documents_df, steps or StepStore(spark, None))
+
+        def keys():
+            feats = job.docs.select("doc_id", "url", "texts", "general_metadata").mapInArrow(
+                _features_fn(cfg), FEATURES_DDL)
+            return {"keys": _cut(spark.sql(load_sql("dedup_doc_keys", features=job.views(feats, "features"))), spark)}
+
+        job.keys = job.step("keys", keys)["keys"]
+        job.keys_view = job.views(job.keys, "keys")
+        return job
+
+    @property
+    def docs(self):
+        """The input documents, cut from their lineage on first use (a rerun whose steps all
+        finished never reads them)."""
+        if self._docs is None:
+            self._docs = _cut(self.documents_in.select(*DOCUMENTS.names), self.spark)
+        return self._docs
+
+    def step(self, name: str, compute) -> dict[str, Any]:
+        """``compute()``'s frames, or the finished step's files on a rerun (:class:`StepStore`)."""
+        return self.steps.run(name, compute, self.counters)
 
     def sql(self, name: str, **params: object):
         return self.spark.sql(load_sql(name, **params))
@@ -386,30 +415,47 @@ def exact_duplicates(job: _Job):
 
 def near_duplicates(job: _Job) -> tuple[Any, Any]:
     """Step 3: LSH candidates -> (Jaccard verification) -> connected components -> one kept per
-    component. Returns (reject frame or None when there is no edge, the edges kept)."""
+    component. Returns (reject frame or None when there is no edge, the edges kept). Two
+    checkpointed steps: ``near_candidates`` (the verified edges) and ``near_components``."""
+    near_pairs = job.step("near_candidates", lambda: {"edges": near_candidates(job)})["edges"]
+    cfg, counters = job.cfg, job.counters
+    n_edges = counters["near_verified_pairs"] if cfg.verify_jaccard else counters["near_candidate_pairs"]
+    rejects = job.step("near_components", lambda: {"rejects": near_components(job, near_pairs, n_edges)})["rejects"]
+    return rejects, near_pairs
+
+
+def near_candidates(job: _Job):
+    """Step 3a: the LSH candidate pairs sharing a band bucket, with verification the pairs whose
+    exact Jaccard reaches the threshold: the edges of the components."""
     from pyspark.sql import functions as F
 
     cfg, counters = job.cfg, job.counters
     anchors = cfg.lsh_bucket_anchors if cfg.verify_jaccard else 1
     cand = job.cut(job.sql("dedup_lsh_candidates", keys=job.views(job.alive(), "alive_near"), anchors=anchors))
-    if cfg.verify_jaccard:
-        texts = job.docs.select("doc_id", "texts")
-        joined = (
-            cand.join(texts.select(F.col("doc_id").alias("src"), F.col("texts").alias("src_texts")), "src")
-            .join(texts.select(F.col("doc_id").alias("dst"), F.col("texts").alias("dst_texts")), "dst")
-            .select("src", "dst", "src_texts", "dst_texts")
-        )
-        scored = job.cut(joined.mapInArrow(_verify_fn(cfg), VERIFY_DDL))
-        near_pairs = scored.where(F.col("jaccard") >= cfg.jaccard_threshold)
-        row = scored.agg(F.count("*").alias("n"),
-                         F.count(F.when(F.col("jaccard") >= cfg.jaccard_threshold, 1)).alias("ok")).first()
-        counters["near_candidate_pairs"] = row["n"]
-        counters["near_verified_pairs"] = row["ok"]
-        counters["near_rejected_candidate_pairs"] = row["n"] - row["ok"]
-        n_edges = row["ok"]
-    else:
-        near_pairs = cand
-        n_edges = counters["near_candidate_pairs"] = cand.count()
+    if not cfg.verify_jaccard:
+        counters["near_candidate_pairs"] = cand.count()
+        return cand
+    texts = job.docs.select("doc_id", "texts")
+    joined = (
+        cand.join(texts.select(F.col("doc_id").alias("src"), F.col("texts").alias("src_texts")), "src")
+        .join(texts.select(F.col("doc_id").alias("dst"), F.col("texts").alias("dst_texts")), "dst")
+        .select("src", "dst", "src_texts", "dst_texts")
+    )
+    scored = job.cut(joined.mapInArrow(_verify_fn(cfg), VERIFY_DDL))
+    row = scored.agg(F.count("*").alias("n"),
+                     F.count(F.when(F.col("jaccard") >= cfg.jaccard_threshold, 1)).alias("ok")).first()
+    counters["near_candidate_pairs"] = row["n"]
+    counters["near_verified_pairs"] = row["ok"]
+    counters["near_rejected_candidate_pairs"] = row["n"] - row["ok"]
+    return scored.where(F.col("jaccard") >= cfg.jaccard_threshold)
+
+
+def near_components(job: _Job, near_pairs, n_edges: int):
+    """Step 3b: connected components of the edges, one document kept per component; the reject
+    frame of the others (None when there is no edge)."""
+    from pyspark.sql import functions as F
+
+    cfg, counters = job.cfg, job.counters
     rejects = None
     if n_edges:
         comp, iters, converged = connected_components(job.spark, near_pairs.select("src", "dst"),
@@ -426,7 +472,7 @@ def near_duplicates(job: _Job) -> tuple[Any, Any]:
     counters["near_components"] = len(sizes)
     counters["near_component_size_max"] = max(sizes, default=0)
     counters["near_component_size_histogram"] = _histogram(sizes)
-    return rejects, near_pairs
+    return rejects
 
 
 def repeated_paragraphs(job: _Job, alive_docs_view: str):
@@ -531,66 +577,80 @@ def decide_pairs(job: _Job, pairs_df, doc_rejects_view: str, kept, common_view: 
         common=common_view,
     ))
     kept_pairs = decided.where(F.col("reject_reason").isNull()).select(*PAIRS.names)
-    rejects = decided.where(F.col("reject_reason").isNotNull()).select(
-        F.col("key").alias("row_id"), F.lit("pairs").alias("table"), F.lit(STAGE).alias("stage"),
-        F.col("reject_reason").alias("reason"), F.col("reject_detail").alias("detail"),
-        F.lit(None).cast("string").alias("duplicate_of"),
-    )
+    rejects = spark_rejects(decided.where(F.col("reject_reason").isNotNull()), "pairs", STAGE, row_id="key",
+                            reason="reject_reason", detail="reject_detail", duplicate_of=None)
     return kept_pairs, rejects
 
 
-def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig, state=None) -> DedupResult:
+def run_dedup(spark, documents_df, pairs_df, cfg: DedupConfig, state=None, steps: StepStore | None = None) -> DedupResult:
     """Run every enabled dedup step; return kept documents/pairs, rejects and counters.
 
     Each step is a function returning its reject frame (or the positions it drops); a step
     reads only the documents no earlier step removed (:meth:`_Job.alive`). Intermediate results
     that later steps read more than once are cut from their lineage (:func:`_cut`); counters come
     from a few aggregate actions on those, so a small input costs tens of Spark jobs, not hundreds.
+    With ``steps`` (a :class:`StepStore` with a work directory) each step's result is written
+    there and a rerun reads the steps that finished instead of computing them.
     """
     from pyspark.sql import functions as F
 
     if hasattr(cfg, "validate"):
         cfg.validate()
-    job = _Job.start(spark, documents_df, cfg)
+    job = _Job.start(spark, documents_df, cfg, steps)
     removals = sigs = None
     if state is not None:  # step 0: what an earlier snapshot curated (pipelines/dedup_state.py)
         from pipelines.dedup_state import seen_before
 
-        seen, removals, sigs = seen_before(job, state, _list_texts)
-        job.reject(seen)
+        def seen():
+            rejects, removed, signatures = seen_before(job, state, _list_texts)
+            return {"rejects": rejects, "removals": removed, "sigs": signatures}
+
+        got = job.step("seen", seen)
+        removals, sigs = got["removals"], got["sigs"]
+        job.reject(got["rejects"])
     if cfg.url_dedup:
-        job.reject(url_duplicates(job))
+        job.reject(job.step("url", lambda: {"rejects": url_duplicates(job)})["rejects"])
     if cfg.exact_dedup:
-        job.reject(exact_duplicates(job))
+        job.reject(job.step("exact", lambda: {"rejects": exact_duplicates(job)})["rejects"])
     near_pairs = None
     if cfg.near_dedup:
         near_rejects, near_pairs = near_duplicates(job)
         job.reject(near_rejects)
 
-    alive_docs = job.cut(job.docs.join(job.alive().select("doc_id", "domain"), "doc_id"))
-    alive_docs_v = job.views(alive_docs, "alive_docs")
+    memo: dict[str, Any] = {}
+
+    def alive_docs() -> tuple[Any, str]:
+        """The surviving documents with their domain (cut, and a view), built only when a step needs them."""
+        if not memo:
+            memo["df"] = job.cut(job.docs.join(job.alive().select("doc_id", "domain"), "doc_id"))
+            memo["view"] = job.views(memo["df"], "alive_docs")
+        return memo["df"], memo["view"]
+
     drop_parts = []  # (doc_id, pos, ppos): ppos = paragraph inside a text position, -1 = the whole position
     if cfg.paragraph_dedup:
-        drop_parts.append(repeated_paragraphs(job, alive_docs_v))
+        drop_parts.append(job.step("paragraphs", lambda: {"drops": repeated_paragraphs(job, alive_docs()[1])})["drops"])
     common = spark.createDataFrame([], "url string, n_docs bigint")
     image_drops = spark.createDataFrame([], "doc_id string, pos int")
     if cfg.image_dedup:
-        common, image_drops = common_images(job, alive_docs_v)
+        got = job.step("images", lambda: dict(zip(("common", "drops"), common_images(job, alive_docs()[1]))))
+        common, image_drops = got["common"], got["drops"]
         drop_parts.append(image_drops.withColumn("ppos", F.lit(WHOLE_POSITION)))
     if cfg.image_set_dedup:
-        job.reject(image_set_duplicates(job, alive_docs_v, image_drops))
+        job.reject(job.step("image_sets",
+                            lambda: {"rejects": image_set_duplicates(job, alive_docs()[1], image_drops)})["rejects"])
 
-    empty_rejects, kept = empty_documents(job, cut_dropped(job, alive_docs, drop_parts))
-    job.reject(empty_rejects)
-    doc_rej = document_rejects(job)
-    rejects = doc_rej.select(
-        "row_id", F.lit("documents").alias("table"), F.lit(STAGE).alias("stage"), "reason", "detail", "duplicate_of"
-    )
+    got = job.step("documents", lambda: dict(zip(("rejects", "kept"),
+                                                 empty_documents(job, cut_dropped(job, alive_docs()[0], drop_parts)))))
+    kept = got["kept"]
+    job.reject(got["rejects"])
+    doc_rej = job.step("doc_rejects", lambda: {"rejects": document_rejects(job)})["rejects"]
+    rejects = spark_rejects(doc_rej, "documents", STAGE)
     pairs_out = None
     if pairs_df is not None:
-        pairs_out, pair_rej = decide_pairs(job, pairs_df, job.views(doc_rej, "doc_rejects"), kept,
-                                           job.views(common, "common_final"))
-        rejects = rejects.unionByName(pair_rej)
+        got = job.step("pairs", lambda: dict(zip(("kept", "rejects"), decide_pairs(
+            job, pairs_df, job.views(doc_rej, "doc_rejects"), kept, job.views(common, "common_final")))))
+        pairs_out = got["kept"]
+        rejects = rejects.unionByName(got["rejects"])
     record = None
     if state is not None:
         from pipelines.dedup_state import record_kept
@@ -620,13 +680,17 @@ class DedupStage(Stage):
             from pipelines.dedup_state import DedupState
 
             state = DedupState(cfg.state_dir, ctx.config.snapshot, ctx.run_id)
-        res = run_dedup(spark, docs_in, pairs_in, cfg, state)
+        steps = self.step_store(spark, ctx, state)
+        res = run_dedup(spark, docs_in, pairs_in, cfg, state, steps)
+        if steps.resumed:
+            log.info("dedup: %d step(s) already finished, resumed: %s; computed: %s (work dir %s)",
+                     len(steps.resumed), ", ".join(steps.resumed), ", ".join(steps.computed) or "none", steps.root)
 
         res.documents.write.mode("overwrite").parquet(ctx.output_path("documents"))
         if res.pairs is not None:
             res.pairs.write.mode("overwrite").parquet(ctx.output_path("pairs"))
         else:
-            spark.createDataFrame([], spark_ddl(PAIRS)).write.mode("overwrite").parquet(ctx.output_path("pairs"))
+            ctx.write_empty_outputs({"pairs": PAIRS})
         res.rejects.write.mode("overwrite").parquet(ctx.rejects_path)
         if res.removals is not None:  # newer_wins: a takedown-style list of the earlier documents
             res.removals.write.mode("overwrite").parquet(ctx.output_path("removals"))
@@ -656,4 +720,20 @@ class DedupStage(Stage):
             stats.tables["pairs"] = {"rows_in": n_pairs_in, "rows_out": n_pairs_out, "rejected": pair_rej}
         else:
             stats.outputs["pairs"] = 0
+        stats.counters["steps_resumed"] = list(steps.resumed)
+        if stats.conserved():  # the outputs are written: the step checkpoints are no longer needed
+            steps.remove()
         return stats
+
+    def step_store(self, spark, ctx: StageContext, state=None) -> StepStore:
+        """The step checkpoints of this run: ``<run>/_work/dedup-<key>/`` (:mod:`pipelines.dedup_steps`),
+        keyed by the dedup config, the inputs' run ids and, with a state, the earlier snapshots it reads."""
+        from curation.dask_cluster import work_dir_for
+        from pipelines.dedup_steps import step_key
+
+        earlier = None
+        if state is not None:
+            manifests = state.manifests()
+            earlier = {s: manifests.get(s) for s in state.earlier()}
+        key = step_key(ctx.config.section("dedup"), ctx.input_run_ids, ctx.inputs, earlier)
+        return StepStore(spark, work_dir_for(ctx.run_root, self.name, key))

@@ -527,3 +527,116 @@ def test_cut_uses_the_checkpoint_dir_when_one_is_set():
     without = SimpleNamespace(sparkContext=SimpleNamespace(getCheckpointDir=lambda: None))
     assert _cut(df, with_dir) == "c" and _cut(df, without) == "l"
     assert calls == [("reliable", True), ("local", True)]
+
+
+def _dedup_input(tmp_path):
+    """A small extract output that every step has work on (URL, exact and near duplicates, a
+    repeated footer, a too-common image, an identical image set), written as a stage's files."""
+    a = prose(1)
+    edited = a.split()
+    edited[60] = "CHANGED"
+    docs = [make_doc("u1", "http://Site.com/p/", [prose(10)], ["http://img/u1.jpg"], date="2023-01-01T00:00:00Z"),
+            make_doc("u2", "http://site.com/p", [prose(11)], ["http://img/u2.jpg"], date="2024-05-01T00:00:00Z"),
+            make_doc("e1", "http://x.org/1", [a], ["http://img/e1.jpg"]),
+            make_doc("e2", "http://x.org/2", [a.upper() + "!!!"], ["http://img/e2.jpg"]),
+            make_doc("n1", "http://y.org/1", [" ".join(edited)], ["http://img/n1.jpg"]),
+            *[make_doc(f"p{i}", f"http://www.blog.net/{i}", [prose(20 + i), "Copyright 2024 Blog. All rights reserved."],
+                       [f"http://img/p{i}.jpg"], order="tit") for i in range(3)],
+            *[make_doc(f"c{i:02d}", f"http://z{i}.com/", [prose(40 + i)], ["http://img/common.gif", f"http://img/c{i}.jpg"],
+                       order="iti") for i in range(11)],
+            make_doc("s1", "http://s.com/1", [prose(70, 200)], ["http://img/s.jpg", "http://img/t.jpg"]),
+            make_doc("s2", "http://s.com/2", [prose(71, 100)], ["http://img/t.jpg", "http://img/s.jpg"]),
+            make_doc("empty", "http://q.com/", ["   "], ["http://img/q.jpg"])]
+    inp = tmp_path / "in" / "extract"
+    (inp / "documents").mkdir(parents=True)
+    (inp / "pairs").mkdir()
+    pq.write_table(pa.Table.from_pylist(docs, schema=DOCUMENTS), inp / "documents" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(make_pairs(docs), schema=PAIRS), inp / "pairs" / "part-0.parquet")
+    return {"documents": str(inp / "documents"), "pairs": str(inp / "pairs")}
+
+
+def _sorted_outputs(stage_dir: Path) -> dict[str, list]:
+    def rows(name, key):
+        return sorted(pq.read_table(stage_dir / name).to_pylist(), key=lambda r: [str(r[k]) for k in key])
+
+    return {"documents": rows("documents", ["doc_id"]), "pairs": rows("pairs", ["key"]),
+            "rejects": rows("rejects", ["table", "row_id"])}
+
+
+def test_a_killed_dedup_reruns_only_the_steps_after_the_last_finished_one(spark, tmp_path, monkeypatch, caplog):
+    """Kill (an error) after the last step but one, drop the markers after ``near_candidates`` (a kill
+    right after it), rerun: the earlier steps are read, not recomputed (their functions are not
+    called again, the log names them), the outputs equal an uninterrupted run's, and the work directory goes at the end.
+    A changed config reuses nothing."""
+    import logging
+
+    import pipelines.spark_dedup as sd
+    from curation.stage import StageRunner, read_stats
+
+    inputs = _dedup_input(tmp_path)
+    cfg = PipelineConfig()
+    cfg.spark = SparkConfig(master="local[2]", shuffle_partitions=4, show_progress=False)
+    cfg.dedup.jaccard_threshold = 0.72
+
+    fresh = StageRunner(str(tmp_path / "fresh"), cfg).run(sd.DedupStage(), inputs)
+    assert fresh.counters["steps_resumed"] == [] and not list((tmp_path / "fresh" / "_work").glob("dedup-*"))
+    expected = _sorted_outputs(tmp_path / "fresh" / "dedup")
+    assert fresh.rejected == {"url_duplicate": 1, "exact_duplicate": 1, "near_duplicate": 1,
+                              "image_set_duplicate": 1, "no_text": 1}
+
+    def killed(*a, **k):
+        raise RuntimeError("killed")
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(sd, "decide_pairs", killed)
+        with pytest.raises(Exception, match="killed"):
+            StageRunner(str(out), cfg).run(sd.DedupStage(), inputs)
+    (work,) = (out / "_work").glob("dedup-*")
+    done = {p.parent.name: p for p in work.glob("*/_DONE.json")}
+    assert set(done) == {"keys", "url", "exact", "near_candidates", "near_components", "paragraphs", "images",
+                         "image_sets", "documents", "doc_rejects"}
+    kept_steps = ["keys", "url", "exact", "near_candidates"]
+    for step, marker in done.items():
+        if step not in kept_steps:
+            marker.unlink()
+    calls: list[str] = []  # the finished steps' functions must not run again
+    with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="pipelines"):
+        for name in ("_features_fn", "url_duplicates", "exact_duplicates", "near_candidates", "near_components"):
+            m.setattr(sd, name, lambda *a, _f=getattr(sd, name), _n=name, **k: calls.append(_n) or _f(*a, **k))
+        stats = StageRunner(str(out), cfg).run(sd.DedupStage(), inputs)
+    assert calls == ["near_components"]
+    assert stats.counters["steps_resumed"] == kept_steps
+    assert any("resumed: keys, url, exact, near_candidates; computed: near_components, paragraphs"
+               in r.getMessage() for r in caplog.records)
+    assert _sorted_outputs(out / "dedup") == expected
+    assert {k: v for k, v in stats.counters.items() if k != "steps_resumed"} == \
+        {k: v for k, v in fresh.counters.items() if k != "steps_resumed"}
+    assert (stats.rows_in, stats.rows_out, stats.rejected, stats.tables) == \
+        (fresh.rows_in, fresh.rows_out, fresh.rejected, fresh.tables)
+    assert not work.exists() and read_stats(str(out / "dedup")).conserved()
+
+    # A changed config (or a redone upstream: another run id in the key) gets its own work directory.
+    with monkeypatch.context() as m:
+        m.setattr(sd, "decide_pairs", killed)
+        with pytest.raises(Exception, match="killed"):
+            StageRunner(str(tmp_path / "run2"), cfg).run(sd.DedupStage(), inputs)
+    cfg.dedup.paragraph_max_per_domain = 3
+    stats = StageRunner(str(tmp_path / "run2"), cfg).run(sd.DedupStage(), inputs)
+    assert stats.counters["steps_resumed"] == []
+
+
+def test_step_key_changes_with_the_config_and_the_inputs(tmp_path):
+    from pipelines.dedup_steps import step_key
+
+    inp = tmp_path / "docs"
+    inp.mkdir()
+    (inp / "a.parquet").write_bytes(b"x")
+    base = step_key({"seed": 1}, {"documents": str(inp)}, {"documents": str(inp)})
+    assert base == step_key({"seed": 1}, {"documents": str(inp)}, {"documents": str(inp)})
+    assert base != step_key({"seed": 2}, {"documents": str(inp)}, {"documents": str(inp)})
+    # an upstream stage's run id stands for its files; without a marker the files themselves do
+    assert step_key({"seed": 1}, {"documents": "extract-1"}, {"documents": str(inp)}) != \
+        step_key({"seed": 1}, {"documents": "extract-2"}, {"documents": str(inp)})
+    (inp / "b.parquet").write_bytes(b"yy")
+    assert base != step_key({"seed": 1}, {"documents": str(inp)}, {"documents": str(inp)})
