@@ -23,6 +23,7 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import urljoin, urlsplit
 
 from selectolax.lexbor import LexborHTMLParser
@@ -152,7 +153,8 @@ class ExtractedPage:
 
 def _norm_text(text: str) -> str:
     text = _WS.sub(" ", text)
-    text = _NL_WS.sub("\n", text)
+    if "\n" in text:  # (the second pass can only change a text with a line break)
+        text = _NL_WS.sub("\n", text)
     return text.strip()
 
 
@@ -200,6 +202,17 @@ def pick_image_src(attrs: dict[str, str | None]) -> str | None:
     return None
 
 
+_PATH_SPLIT = re.compile(r"[^a-z0-9]+")
+
+
+@lru_cache(maxsize=16)
+def _banned_words(words: frozenset[str]) -> tuple[tuple[str, ...], re.Pattern | None]:
+    """The words in a fixed (sorted) order, so that a token matching two of them is counted under the same
+    one in every process (a set's order follows the per-process string hash), and one regex finding any."""
+    ordered = tuple(sorted(words))
+    return ordered, (re.compile("|".join(map(re.escape, ordered))) if ordered else None)
+
+
 def banned_word_in_url(url: str, words: frozenset[str] | set[str]) -> str | None:
     """A banned word that names page furniture in the URL path (``/img/logo-2x.png`` -> logo).
 
@@ -207,11 +220,14 @@ def banned_word_in_url(url: str, words: frozenset[str] | set[str]) -> str | None
     and ``logo_small`` match but ``silicone`` does not.
     """
     path = urlsplit(url).path.lower()
-    for token in re.split(r"[^a-z0-9]+", path):
+    ordered, any_word = _banned_words(words if isinstance(words, frozenset) else frozenset(words))
+    if any_word is None or not any_word.search(path):
+        return None  # a token can only start or end with a word the path contains: most URLs stop here
+    for token in _PATH_SPLIT.split(path):
         if not token:
             continue
         stem = token.rstrip("0123456789")
-        for word in words:
+        for word in ordered:
             if stem.startswith(word) or stem.endswith(word) or stem.endswith(word + "s"):
                 return word
     return None
@@ -488,7 +504,9 @@ def _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_b
         if buf:
             # NFC, as trafilatura's output: a page may spell one letter both ways (Bengali U+09DC and
             # U+09A1 U+09BC), and dedup and search must see one spelling.
-            text = unicodedata.normalize("NFC", _norm_text("".join(buf)))
+            text = _norm_text("".join(buf))
+            if not text.isascii():
+                text = unicodedata.normalize("NFC", text)
             buf.clear()
             if text and not flags & _OUTSIDE:
                 blocks.append(Block(text, min(link_chars, len(text)), cur_tag, rooted, node=cur_node))
@@ -501,7 +519,8 @@ def _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_b
     while stack:
         node, depth, flags = stack.pop()
         if node is None:
-            flush(flags)
+            if buf:
+                flush(flags)
             cur_tag, cur_node = depth
             continue
         tag = node.tag
@@ -547,17 +566,17 @@ def _extract_main_content(tree, title, base_url, banned_words, max_depth, keep_b
                     dropped["boilerplate"] += len(node.css("img"))
                     continue
                 flags |= _OUTSIDE
-        if node.mem_id == root_id:
+        if flags & _OUTSIDE and node.mem_id == root_id:
             flags &= ~_OUTSIDE
         if tag == "a":
             flags |= _IN_LINK
         if tag in BLOCK_TAGS:
-            flush(flags)
+            if buf:  # (an empty buffer has no link characters either: nothing to flush)
+                flush(flags)
             stack.append((None, (cur_tag, cur_node), flags))
             cur_tag, cur_node = tag, node
-        children = list(node.iter(include_text=True))
-        for child in reversed(children):
-            stack.append((child, depth + 1, flags))
+        depth += 1
+        stack.extend([(child, depth, flags) for child in node.iter(include_text=True)][::-1])
     flush(0)
     keep = classify_blocks(blocks, rooted)
     if not rooted:

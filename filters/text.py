@@ -115,7 +115,7 @@ def word_set_ratio(words: list[str], vocabulary: Collection[str]) -> float:
     """Share of ``words`` that are in ``vocabulary`` (OBELICS stopword / flagged / common word ratios)."""
     if not words:
         return 0.0
-    return sum(1 for w in words if w in vocabulary) / len(words)
+    return sum(map(vocabulary.__contains__, words)) / len(words)
 
 
 # ``[\w']+|[<punctuation>]`` as in OBELICS compute_punctuation_ratio.
@@ -128,7 +128,7 @@ def punctuation_ratio(text: str, min_tokens: int = -1) -> float:
     Tokens are ``[\\w']+`` runs and single marks of ``, ; : ? ! .``; ratio = marks / tokens.
     With ``min_tokens > 0`` a text of fewer tokens gets 1.0 (too short to judge by punctuation).
     """
-    n_tokens = sum(1 for _ in _PUNCT_TOKENS.finditer(text))
+    n_tokens = len(_PUNCT_TOKENS.findall(text))
     if n_tokens == 0:
         return 0.0
     if 0 < min_tokens and n_tokens < min_tokens:
