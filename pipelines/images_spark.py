@@ -40,7 +40,6 @@ from curation.sql import load_sql
 
 STAGE = "images"
 MAX_INDEXED_BANDS = 16  # as filters.image.near_duplicates: narrower bands than 4 bits index nothing
-REJECTS_DDL = "row_id string, table string, stage string, reason string, detail string, duplicate_of string"
 IMAGE_REJECTS_DDL = "url string, reason string, detail string, duplicate_of string"
 
 
@@ -235,18 +234,17 @@ def join_pairs(pairs, kept, image_rejects):
     """(IMAGE_PAIRS rows whose image was kept, REJECTS rows of the others with their image's reason)."""
     from pyspark.sql import functions as F
 
+    from curation.rejects import spark_rejects
     from curation.schemas import IMAGE_PAIRS
 
     joined = pairs.join(kept.select("url", *PAIR_IMAGE_COLUMNS), "url", "left")
     out = joined.where(F.col("image").isNotNull()).select(*IMAGE_PAIRS.names)
     lost = (joined.where(F.col("image").isNull()).select("key", "url")
             .join(image_rejects.select("url", "reason", "detail", "duplicate_of"), "url", "left"))
-    rejects = lost.select(
-        F.col("key").alias("row_id"), F.lit("pairs").alias("table"), F.lit(STAGE).alias("stage"),
-        F.coalesce("reason", F.lit("no_image_url")).alias("reason"),
-        F.substring(F.concat(F.lit("image "), F.coalesce(F.col("url"), F.lit("None")), F.lit(": "),
-                             F.coalesce("detail", F.lit(""))), 1, 500).alias("detail"),
-        F.col("duplicate_of"))
+    rejects = spark_rejects(
+        lost, "pairs", STAGE, row_id="key", reason=F.coalesce("reason", F.lit("no_image_url")),
+        detail=F.substring(F.concat(F.lit("image "), F.coalesce(F.col("url"), F.lit("None")), F.lit(": "),
+                                    F.coalesce("detail", F.lit(""))), 1, 500))
     return out, rejects
 
 
@@ -320,8 +318,25 @@ class SparkImagesResult:
     webdataset: dict[str, int] = field(default_factory=dict)
 
 
-def _histogram(df, col: str) -> dict[str, int]:
-    return {r[0]: int(r[1]) for r in df.groupBy(col).count().collect() if r[0] is not None}
+# Shuffle partitions for the stage's joins: one per this many input bytes (fetch shards, documents,
+# pairs), at most the run's ``spark.shuffle_partitions``. On the sample (~20 MB) that is one: every
+# shuffle partition is a task with a fixed cost, and AQE coalesces only after a map stage has run.
+TARGET_PARTITION_BYTES = 128 << 20
+
+
+def input_bytes(*frames) -> int:
+    """The bytes of the files the frames read (the driver lists file names and sizes, no job)."""
+    total = 0
+    for df in frames:
+        for f in df.inputFiles():
+            fs, p = url_to_fs(f)
+            total += int(fs.size(p) or 0)
+    return total
+
+
+def stage_shuffle_partitions(n_bytes: int, configured: int) -> int:
+    """``spark.sql.shuffle.partitions`` for this stage: from the input size, capped by the run's setting."""
+    return max(1, min(int(configured), -(-int(n_bytes) // TARGET_PARTITION_BYTES)))
 
 
 def images_after_fetch(spark, *, fetched, to_fetch, refused, docs, pairs, outputs: dict[str, str],
@@ -333,19 +348,43 @@ def images_after_fetch(spark, *, fetched, to_fetch, refused, docs, pairs, output
     ``refused``: DataFrame IMAGE_REJECTS_DDL of the URLs refused before it. ``seen``/``state_record``:
     the cross-snapshot state's lookup and recording (:class:`pipelines.dedup_state.DedupState`), given
     url/sha256/pHash lists, never bytes. ``webdataset``: {"dir", "samples_per_tar", "image_format"}.
+
+    Few Spark jobs, because each costs tens to hundreds of ms however small the input: the fetched
+    rows' metadata is materialised once; output counts and the documents' image counts are observed
+    while the outputs are written (``Observation``, no job of their own); every histogram comes from
+    one aggregate over the written rejects, the kept images and the metadata.
     """
     from pyspark.sql import functions as F
 
+    key = "spark.sql.shuffle.partitions"
+    configured = spark.conf.get(key)
+    spark.conf.set(key, str(stage_shuffle_partitions(input_bytes(fetched, docs, pairs), int(configured))))
+    try:
+        return _after_fetch(spark, F, fetched=fetched, to_fetch=to_fetch, refused=refused, docs=docs, pairs=pairs,
+                            outputs=outputs, rejects_path=rejects_path, max_distance=max_distance,
+                            drop_documents_without_images=drop_documents_without_images, seen=seen,
+                            state_record=state_record, webdataset=webdataset)
+    finally:
+        _release()
+        spark.conf.set(key, configured)
+
+
+def _after_fetch(spark, F, *, fetched, to_fetch, refused, docs, pairs, outputs, rejects_path, max_distance,
+                 drop_documents_without_images, seen, state_record, webdataset) -> SparkImagesResult:
+    from pyspark.sql import Observation
+
+    from curation.rejects import REJECTS_DDL, spark_rejects
+
     res = SparkImagesResult()
-    fetched = fetched.join(to_fetch, "url", "left_semi")
-    ok = fetched.where(F.col("image").isNotNull())
-    bad = fetched.where(F.col("image").isNull()).select(
+    # the fetched rows of this URL list without their bytes, read once: duplicates, refusals, counters
+    fetched_meta = _keep(fetched.join(to_fetch, "url", "left_semi").select(
+        "url", "width", "height", "sha256", "phash", "format", "reencoded", "reason", "detail",
+        F.col("image").isNotNull().alias("ok"),
+        (F.col("width").cast("long") * F.col("height").cast("long")).alias("pixels")))
+    meta = fetched_meta.where("ok").select("url", "width", "height", "sha256", "phash", "format", "pixels")
+    bad = fetched_meta.where("NOT ok").select(
         "url", F.coalesce("reason", F.lit("fetch_error:other")).alias("reason"),
         F.coalesce("detail", F.lit("")).alias("detail"), F.lit(None).cast("string").alias("duplicate_of"))
-    meta = _keep(ok.select("url", "width", "height", "sha256", "phash", "format",
-                          (F.col("width").cast("long") * F.col("height").cast("long")).alias("pixels")))
-    res.counters["reencoded"] = _histogram(ok.where(F.col("reencoded").isNotNull() & (F.col("reencoded") != "")),
-                                           "reencoded")
     parts = [refused, bad]
     if seen is not None:  # before the in-run steps: an image seen before never becomes this run's keeper
         rows = meta.select("url", "sha256", "phash").collect()  # hashes, not bytes
@@ -356,7 +395,7 @@ def images_after_fetch(spark, *, fetched, to_fetch, refused, docs, pairs, output
         seen_rows = [(r["url"], SEEN_IN + m[0], m[2], m[1]) for r, m in zip(rows, matches) if m is not None]
         seen_df = spark.createDataFrame(seen_rows, IMAGE_REJECTS_DDL)
         parts.append(seen_df)
-        meta = _keep(meta.join(seen_df.select("url"), "url", "left_anti"))
+        meta = meta.join(seen_df.select("url"), "url", "left_anti")
         res.counters["seen_in_earlier_snapshots"] = len(seen_rows)
     kept_meta, dup_rejects, near = decide_duplicates(spark, meta, max_distance)
     parts.append(dup_rejects)
@@ -365,48 +404,58 @@ def images_after_fetch(spark, *, fetched, to_fetch, refused, docs, pairs, output
     decided = parts[0]
     for p in parts[1:]:
         decided = decided.unionByName(p)
-    lost = to_fetch.join(fetched.select("url"), "url", "left_anti").select(
+    lost = to_fetch.join(fetched_meta.select("url"), "url", "left_anti").select(
         "url", F.lit("fetch_error:lost").alias("reason"), F.lit("no result from img2dataset").alias("detail"),
         F.lit(None).cast("string").alias("duplicate_of"))
     image_rejects = _keep(decided.unionByName(lost))
 
-    kept = ok.join(kept_meta, "url", "left_semi").select(*IMAGES.names)
+    n_images = Observation("images_written")
+    kept = (fetched.where(F.col("image").isNotNull()).join(kept_meta, "url", "left_semi").select(*IMAGES.names)
+            .observe(n_images, F.count(F.lit(1)).alias("n")))
     kept.sortWithinPartitions("url").write.mode("overwrite").parquet(outputs["images"])
+    res.kept = int(n_images.get["n"])
     kept = read_table(spark, outputs["images"], IMAGES)  # the bytes now come from the run's own copy
-    res.kept = kept.count()
-    res.formats = _histogram(kept, "format")
-    res.reasons = _histogram(image_rejects, "reason")
 
+    n_pairs = Observation("pairs_written")
     image_pairs, pair_rejects = join_pairs(pairs, kept, image_rejects)
-    image_pairs.write.mode("overwrite").parquet(outputs["pairs"])
+    image_pairs.observe(n_pairs, F.count(F.lit(1)).alias("n")).write.mode("overwrite").parquet(outputs["pairs"])
+    res.pairs_out = int(n_pairs.get["n"])
     image_pairs = spark.read.parquet(outputs["pairs"])
-    res.pairs_out = image_pairs.count()
-    pair_rejects = _keep(pair_rejects)
-    res.pair_reasons = _histogram(pair_rejects, "reason")
 
+    doc_stats = Observation("documents_cut")
     docs_out = _keep(join_documents(docs, kept))
-    stats = docs_out.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("n_had") - F.col("n_left")).alias("removed"),
-                         F.sum((F.col("n_had") > F.col("n_left")).cast("int")).alias("touched")).collect()[0]
-    res.counters["image_positions_removed"] = int(stats["removed"] or 0)
-    res.counters["documents_touched"] = int(stats["touched"] or 0)
+    observed = docs_out.observe(
+        doc_stats, F.count(F.lit(1)).alias("n"), F.sum(F.col("n_had") - F.col("n_left")).alias("removed"),
+        F.sum((F.col("n_had") > F.col("n_left")).cast("int")).alias("touched"),
+        F.sum((F.col("n_left") == 0).cast("int")).alias("empty"))
     doc_rejects = spark.createDataFrame([], REJECTS_DDL)
     if drop_documents_without_images:
-        empty = docs_out.where("n_left = 0")
-        doc_rejects = empty.select(
-            F.col("doc_id").alias("row_id"), F.lit("documents").alias("table"), F.lit(STAGE).alias("stage"),
-            F.lit("no_images").alias("reason"),
-            F.when(F.col("n_had") > 0, F.concat(F.col("n_had").cast("string"), F.lit(" image(s), none kept")))
-            .otherwise(F.lit("no image in input")).alias("detail"),
-            F.lit(None).cast("string").alias("duplicate_of"))
-        docs_out = docs_out.where("n_left > 0")
-    docs_out.select(*INTERLEAVED.names).write.mode("overwrite").parquet(outputs["documents"])
-    res.docs_out = spark.read.parquet(outputs["documents"]).count()
-    res.doc_reasons = _histogram(doc_rejects, "reason")
+        doc_rejects = spark_rejects(
+            docs_out.where("n_left = 0"), "documents", STAGE, row_id="doc_id", reason=F.lit("no_images"),
+            detail=F.when(F.col("n_had") > 0, F.concat(F.col("n_had").cast("string"), F.lit(" image(s), none kept")))
+            .otherwise(F.lit("no image in input")), duplicate_of=None)
+        observed = observed.where("n_left > 0")
+    observed.select(*INTERLEAVED.names).write.mode("overwrite").parquet(outputs["documents"])
+    stats = doc_stats.get
+    res.counters["image_positions_removed"] = int(stats["removed"] or 0)
+    res.counters["documents_touched"] = int(stats["touched"] or 0)
+    res.docs_out = int(stats["n"]) - (int(stats["empty"] or 0) if drop_documents_without_images else 0)
 
-    image_rows = image_rejects.select(F.col("url").alias("row_id"), F.lit("images").alias("table"),
-                                      F.lit(STAGE).alias("stage"), "reason", "detail", "duplicate_of")
-    rejects = image_rows.unionByName(pair_rejects).unionByName(doc_rejects)
-    rejects.write.mode("overwrite").parquet(rejects_path)
+    image_rows = spark_rejects(image_rejects, "images", STAGE, row_id="url")
+    image_rows.unionByName(pair_rejects).unionByName(doc_rejects).write.mode("overwrite").parquet(rejects_path)
+
+    # every histogram in one aggregate: reasons per table (from the written rejects), kept formats, re-encodings
+    written = spark.read.parquet(rejects_path)
+    kinds = (written.select(F.col("table").alias("kind"), F.col("reason").alias("value"))
+             .unionByName(kept.select(F.lit("formats").alias("kind"), F.col("format").alias("value")))
+             .unionByName(fetched_meta.where(F.col("ok") & F.col("reencoded").isNotNull() & (F.col("reencoded") != ""))
+                          .select(F.lit("reencoded").alias("kind"), F.col("reencoded").alias("value"))))
+    hist: dict[str, dict[str, int]] = {"images": {}, "pairs": {}, "documents": {}, "formats": {}, "reencoded": {}}
+    for r in kinds.groupBy("kind", "value").count().collect():
+        if r["value"] is not None:
+            hist[r["kind"]][r["value"]] = int(r["count"])
+    res.reasons, res.pair_reasons, res.doc_reasons = hist["images"], hist["pairs"], hist["documents"]
+    res.formats, res.counters["reencoded"] = hist["formats"], hist["reencoded"]
 
     if webdataset is not None:
         from curation.wds_writer import publish_shards, write_partition_shards_fn
@@ -422,5 +471,4 @@ def images_after_fetch(spark, *, fetched, to_fetch, refused, docs, pairs, output
         res.counters["state_entries"] = state_record(
             [r["sha256"] for r in rows], np.array([int(r["phash"], 16) for r in rows], dtype=np.uint64),
             [r["url"] for r in rows])
-    _release()
     return res
