@@ -10,7 +10,8 @@ jusText/boilerpipe-style classifier with context smoothing decides which blocks 
    ``role=main``, the ``entry-content``/``post-body``/... classes of the common CMSs) is narrowed to that
    subtree, as trafilatura does with its ``BODY_XPATH`` list; the candidate must hold enough of the
    page's text, else the whole ``<body>`` is used. An article-body container is widened to its
-   ``<article>`` when that adds little text: the headline and lead sit beside the body field.
+   ``<article>`` when that adds little text: the headline and lead sit beside the body field; without an
+   ``<article>``, the elements before the container in its parent join it (``lead_siblings``).
 2. **Furniture subtrees.** Elements whose class/id/role names furniture (comments, related, share,
    sidebar, breadcrumb, cookie, newsletter, ...) are skipped whole, with their images counted as
    ``boilerplate``, unless they hold most of the page's text (a ``<div class="page has-sidebar">``
@@ -43,7 +44,8 @@ from functools import lru_cache
 
 __all__ = [
     "CONTENT_ROOT_SELECTORS", "FURNITURE_MAX_TEXT_SHARE", "ROOT_CHECK_CHARS", "ROOT_FALLBACK_MIN_CHARS",
-    "ROOT_FALLBACK_RATIO", "Block", "classify_blocks", "find_content_root", "is_furniture_container", "widen_root",
+    "ROOT_FALLBACK_RATIO", "Block", "classify_blocks", "find_content_root", "is_furniture_container", "lead_siblings",
+    "widen_root",
 ]
 
 # Subtokens of class/id values (split on space, '-', '_') that name page furniture.
