@@ -281,15 +281,12 @@ def test_sample_images_come_from_the_loopback_server(sample_run):
         s.listen()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "the stored 'before' snapshot (tests/support/data/images_sample_before.json) was taken from the "
-    "single-process stage before this session's extractor rules (issue 14) changed which sample "
-    "documents reach the images stage; it must be regenerated from fetch_and_filter's path on the "
-    "current extractor (the Spark/single-process equality itself is checked by test_images_spark.py)"))
 def test_sample_rows_equal_the_single_process_stage(sample_run):
     """The Spark stage keeps and rejects exactly what the single-process stage did on this sample
     (kept images, every reject with its reason/detail/duplicate_of, pairs, documents, the bytes).
-    The snapshot was taken before the rewrite (tests/support/images_snapshot.py)."""
+    The snapshot comes from the single-process stage (62bd2a3's, run on the current extract and
+    dedup output of the sample), never from the Spark stage: tests/support/regen_images_snapshot.py
+    remakes it when a change upstream changes which documents reach this stage."""
     from tests.support.images_snapshot import BEFORE, images_snapshot
 
     out, port, cfg = sample_run
