@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 from fsspec.core import url_to_fs
 
-from curation.schemas import DOCUMENTS, IMAGES, INTERLEAVED, spark_ddl
+from curation.schemas import DOCUMENTS, IMAGE_PAIRS, IMAGES, INTERLEAVED, spark_ddl
 from curation.sql import load_sql
 
 STAGE = "images"
@@ -235,7 +235,6 @@ def join_pairs(pairs, kept, image_rejects):
     from pyspark.sql import functions as F
 
     from curation.rejects import spark_rejects
-    from curation.schemas import IMAGE_PAIRS
 
     joined = pairs.join(kept.select("url", *PAIR_IMAGE_COLUMNS), "url", "left")
     out = joined.where(F.col("image").isNotNull()).select(*IMAGE_PAIRS.names)
@@ -420,7 +419,7 @@ def _after_fetch(spark, F, *, fetched, to_fetch, refused, docs, pairs, outputs, 
     image_pairs, pair_rejects = join_pairs(pairs, kept, image_rejects)
     image_pairs.observe(n_pairs, F.count(F.lit(1)).alias("n")).write.mode("overwrite").parquet(outputs["pairs"])
     res.pairs_out = int(n_pairs.get["n"])
-    image_pairs = spark.read.parquet(outputs["pairs"])
+    image_pairs = read_table(spark, outputs["pairs"], IMAGE_PAIRS)  # a schema given: no inference job
 
     doc_stats = Observation("documents_cut")
     docs_out = _keep(join_documents(docs, kept))
@@ -442,10 +441,12 @@ def _after_fetch(spark, F, *, fetched, to_fetch, refused, docs, pairs, outputs, 
     res.docs_out = int(stats["n"]) - (int(stats["empty"] or 0) if drop_documents_without_images else 0)
 
     image_rows = spark_rejects(image_rejects, "images", STAGE, row_id="url")
-    image_rows.unionByName(pair_rejects).unionByName(doc_rejects).write.mode("overwrite").parquet(rejects_path)
+    rejects = image_rows.unionByName(pair_rejects).unionByName(doc_rejects)
+    # a union has the partitions of all its inputs: as many files as the stage has shuffle partitions
+    rejects.coalesce(int(spark.conf.get("spark.sql.shuffle.partitions"))).write.mode("overwrite").parquet(rejects_path)
 
     # every histogram in one aggregate: reasons per table (from the written rejects), kept formats, re-encodings
-    written = spark.read.parquet(rejects_path)
+    written = spark.read.schema(REJECTS_DDL).parquet(rejects_path)
     kinds = (written.select(F.col("table").alias("kind"), F.col("reason").alias("value"))
              .unionByName(kept.select(F.lit("formats").alias("kind"), F.col("format").alias("value")))
              .unionByName(fetched_meta.where(F.col("ok") & F.col("reencoded").isNotNull() & (F.col("reencoded") != ""))

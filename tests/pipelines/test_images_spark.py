@@ -80,3 +80,12 @@ def test_spark_duplicates_equal_the_single_process_ones(spark, bound):
     if bound == 5:  # the planted chains need more than one round, and they are not merged
         assert near.rounds >= 2
         assert any(u.endswith("chain2.jpg") and u.replace("chain2", "chain1") in rej for u in kept)
+
+
+def test_stage_shuffle_partitions_follow_the_input_size():
+    from pipelines.images_spark import TARGET_PARTITION_BYTES, stage_shuffle_partitions
+
+    assert stage_shuffle_partitions(0, 8) == 1  # an empty input: one partition, not zero
+    assert stage_shuffle_partitions(20 << 20, 8) == 1  # the sample (~20 MB): one task per shuffle
+    assert stage_shuffle_partitions(3 * TARGET_PARTITION_BYTES + 1, 8) == 4
+    assert stage_shuffle_partitions(100 * TARGET_PARTITION_BYTES, 8) == 8  # never above the run's setting
