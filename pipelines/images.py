@@ -329,7 +329,7 @@ class ImageStage(Stage):
         urls = unique_image_urls(docs, pairs)
         n_docs, n_pairs = docs.count(), pairs.count()
         log.info("images: %d documents, %d pairs, %d unique image URLs", n_docs, n_pairs, len(urls))
-        run_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
+        run_root = ctx.run_root
         state_dir = ctx.config.dedup.state_dir
         state = DedupState(state_dir, ctx.config.snapshot, ctx.run_id) if state_dir else None
         seen = (lambda d, h: state.image_matches(d, h, fcfg.phash_max_hamming)) if state is not None else None

@@ -301,11 +301,13 @@ def task_outputs(done: dict) -> list[str]:
     return [f.rsplit("/", 2)[-2] for f in done.get("_files", [])]
 
 
-def _publish(work_dir: str, stage_dir: str, done: dict[str, dict]) -> None:
+def _publish(work_dir: str, ctx: StageContext, done: dict[str, dict]) -> None:
     """The stage's outputs are the union of the tasks' files: hard links on a local disk (the work
-    copy stays whole until the stage is marked), copies elsewhere; ``<output>/<task id>.parquet``."""
+    copy stays whole until the stage is marked), copies elsewhere; ``<output>/<task id>.parquet``.
+    An output no task had a row for is an empty dataset of its schema (``ctx.write_empty_outputs``)."""
     from curation.dask_cluster import ShardOutput
 
+    stage_dir = ctx.stage_dir
     written: set[str] = set()
     for tid, summary in done.items():
         src = ShardOutput(work_dir, tid)
@@ -323,10 +325,8 @@ def _publish(work_dir: str, stage_dir: str, done: dict[str, dict]) -> None:
                 except OSError:  # another device: copy
                     pass
             src.fs.copy(s, d)
-    empty = ShardOutput(stage_dir, "empty")
-    for name, schema in zip(OUTPUT_DIRS, (DOCUMENTS, PAIRS, REJECTS)):
-        if name not in written:  # no task had a row for it: an empty dataset with its schema
-            empty.write_table(name, schema.empty_table())
+    ctx.write_empty_outputs({name: schema for name, schema in zip(OUTPUT_DIRS, (DOCUMENTS, PAIRS, REJECTS))
+                             if name not in written})
 
 
 def _is_local(fs) -> bool:
@@ -355,7 +355,7 @@ class ExtractStage(Stage):
             raise StageError("extract reads WARC files: run it through curation.pipeline (curate run / curate extract)")
         cfg = ctx.config
         snapshot = ctx.source.snapshot
-        out_root = ctx.stage_dir.rstrip("/").rsplit("/", 1)[0]
+        out_root = ctx.run_root
         takedown = takedown_filter(out_root)  # curate takedown's lists
         per_task = max(1, cfg.extract.files_per_task)
         # Everything that decides a task's rows: the stage's config, the WARC list, the snapshot and
@@ -388,7 +388,7 @@ class ExtractStage(Stage):
             for summary in sc.parallelize(todo, len(todo)).map(partial(extract_task, spec)).collect():
                 results[summary["task"]] = summary
         order = [tid for tid, _ in tasks]
-        _publish(work_dir, ctx.stage_dir, {t: results[t] for t in order})
+        _publish(work_dir, ctx, {t: results[t] for t in order})
         stats = self._stats([results[t] for t in order], n_warcs)
         stats.counters["warc_files_resumed"] = n_warcs - sum(len(files) for _, files in todo)
         if stats.conserved():  # the stage's files are links or copies: the work copy is no longer needed
