@@ -325,12 +325,12 @@ TARGET_PARTITION_BYTES = 128 << 20
 
 def input_bytes(*frames) -> int:
     """The bytes of the files the frames read (the driver lists file names and sizes, no job)."""
-    total = 0
-    for df in frames:
-        for f in df.inputFiles():
-            fs, p = url_to_fs(f)
-            total += int(fs.size(p) or 0)
-    return total
+    by_fs: dict[str, tuple[Any, list[str]]] = {}
+    for f in (f for df in frames for f in df.inputFiles()):
+        fs, p = url_to_fs(f)
+        by_fs.setdefault(f.split("://", 1)[0] if "://" in f else "", (fs, []))[1].append(p)
+    # sizes() per filesystem: one batched call on an object store, not a request per file
+    return sum(int(s or 0) for fs, paths in by_fs.values() for s in fs.sizes(paths))
 
 
 def stage_shuffle_partitions(n_bytes: int, configured: int) -> int:
