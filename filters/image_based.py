@@ -8,8 +8,9 @@ set of those centroid ids is the *target set*; a pool image is kept when its nea
 (English, > 1 word, > 5 characters) first; here that is the recipe's ``basic`` step.
 
 How it runs here (pipelines/dask_score.py): the centroids are fitted on the Dask client over a
-bounded, seeded sample of the pool's image embeddings (:func:`sample_quota` chooses how many
-rows each shard gives; centroids are small, the sample is bounded by ``sample_size``), the target
+bounded, seeded sample of the pool's image embeddings (drawn by a hash of the pair key,
+:func:`models.kmeans.sample_mask`, so the same rows whatever the file layout; about
+``sample_size`` rows), the target
 ids are computed once, and :class:`ImageBasedFilter` assigns each shard's embeddings on the
 workers. Target set: a ``.npy`` of unit target-image embeddings from the run's CLIP, or a
 directory / Parquet of images encoded with the run's CLIP (``models.semantic_dedup.load_eval_embeddings``).
@@ -21,36 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 
 REASON = "image_based"
-
-
-def sample_quota(rows: list[int], sample_size: int) -> list[int]:
-    """Rows each shard contributes to a sample of at most ``sample_size`` rows, proportional to its size.
-
-    Every shard gives ``floor(sample_size * rows / total)`` rows, and the remainder goes one row
-    each to the first shards, so the sum is ``min(sample_size, total)`` and does not depend on
-    the order shards finish in.
-    """
-    total = sum(rows)
-    if total <= sample_size:
-        return list(rows)
-    quota = [sample_size * r // total for r in rows]
-    left = sample_size - sum(quota)
-    for i, r in enumerate(rows):
-        if left == 0:
-            break
-        if quota[i] < r:
-            quota[i] += 1
-            left -= 1
-    return quota
-
-
-def sample_rows(candidates: np.ndarray, quota: int, seed: int, shard_index: int) -> np.ndarray:
-    """Sorted row numbers of ``quota`` of a shard's ``candidates`` (bool), seeded by (seed, shard)."""
-    idx = np.flatnonzero(candidates)
-    if quota >= idx.size:
-        return idx
-    rng = np.random.default_rng([seed, shard_index])
-    return np.sort(rng.choice(idx, size=quota, replace=False))
 
 
 def target_cluster_ids(target_emb: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -999,29 +999,35 @@ class ScoreStage(DaskStage):
         """k-means centroids of a bounded sample of the pool's image embeddings and the target ids, saved for the workers.
 
         The pool is every scored pair (finite clip_score), as DataComp clusters the whole pool;
-        the sample takes each shard's share (filters.image_based.sample_quota), seeded per shard;
+        the sample is the rows whose seeded key hash falls under sample_size / rows (models.kmeans.sample_mask),
+        in hash order, so it does not depend on how the images stage laid the rows out in files;
         k = min(clusters, ceil(pool / rows_per_cluster)). The client holds one shard's scores at a
-        time, the sample (at most sample_size rows) and the centroids.
+        time, the sample (about sample_size rows) and the centroids.
         """
-        from filters.image_based import sample_quota, sample_rows, target_cluster_ids
-        from models.kmeans import fit_kmeans
+        from filters.image_based import target_cluster_ids
+        from models.kmeans import fit_kmeans, in_hash_order, key_hashes, sample_mask
 
         ib, work_dir = cfg.image_based, run.work_dir
         path = f"{decide_dir}/image_based.npz"
         fs, p = url_to_fs(path)
         if not fs.exists(p):
-            quota = sample_quota([s.rows for s in shards], ib.sample_size)
-            parts, pool = [], 0
-            for i, (s, q) in enumerate(zip(shards, quota)):  # one shard's scores in memory at a time
-                score = pq.read_table(f"{work_dir}/pairs_scores/{s.id}.parquet", columns=["clip_score"])
-                ok = np.isfinite(score.column("clip_score").to_numpy(zero_copy_only=False))
-                pool += int(ok.sum())
-                rows = sample_rows(ok, q, ib.seed, i)
-                if rows.size:
-                    parts.append(np.asarray(_load_npy(f"{work_dir}/pairs_img/{s.id}.npy")[rows], dtype=np.float32))
+            # Drawn by a hash of the pair key, in hash order: the same sample whatever the file layout.
+            fraction = ib.sample_size / max(1, sum(s.rows for s in shards))
+            for attempt in (fraction, 1.0):  # a small draw can miss every row: then take them all
+                parts, pool = [], 0
+                for s in shards:  # one shard's scores in memory at a time
+                    score = pq.read_table(f"{work_dir}/pairs_scores/{s.id}.parquet", columns=["key", "clip_score"])
+                    ok = np.isfinite(score.column("clip_score").to_numpy(zero_copy_only=False))
+                    pool += int(ok.sum())
+                    h = key_hashes(score.column("key").to_pylist(), ib.seed)
+                    rows = np.flatnonzero(ok & sample_mask(h, attempt))
+                    if rows.size:
+                        parts.append((h[rows], _load_npy(f"{work_dir}/pairs_img/{s.id}.npy")[rows]))
+                if parts or not pool:
+                    break
             if not pool:
                 raise StageError("score: recipe image_based: no decodable pair image to cluster")
-            sample = np.concatenate(parts)
+            sample = in_hash_order(parts)
             k = min(ib.clusters, -(-pool // ib.rows_per_cluster))
             centroids = fit_kmeans(sample, k, ib.seed, ib.niter)
             targets = run.client.submit(_target_embeddings, run.spec, ib.targets, pure=False,  # this run's CLIP

@@ -224,13 +224,20 @@ def _load_rows_npy(path: str, rows: np.ndarray | None = None, lo: int = 0, hi: i
         return np.frombuffer(buf, dtype=dtype).reshape((hi - lo, *shape[1:]))
 
 
-def _sample_shard(shard_id: str, emb_path: str, mask: np.ndarray, take: int, seed: int) -> np.ndarray:
-    """``take`` candidate embeddings of one shard, drawn with a seed of (seed, shard id)."""
-    idx = np.flatnonzero(mask)
-    if take < idx.size:
-        h = int.from_bytes(hashlib.sha256(f"{seed}:{shard_id}".encode()).digest()[:8], "little")
-        idx = np.sort(np.random.default_rng(h).choice(idx, size=take, replace=False))
-    return np.asarray(_load_rows_npy(emb_path, rows=idx), dtype=np.float32) if idx.size else np.zeros((0, 0), np.float32)
+def _sample_shard(scores_path: str, emb_path: str, mask: np.ndarray, fraction: float,
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """About ``fraction`` of a shard's candidates, drawn by a seeded hash of the pair key
+    (:func:`models.kmeans.sample_mask`): ``(hashes, embeddings)``, the same rows whatever file
+    or position the run put them in."""
+    from models.kmeans import key_hashes, sample_mask
+
+    fs, p = url_to_fs(scores_path)
+    with fs.open(p, "rb") as fh:
+        keys = pq.read_table(fh, columns=["key"]).column("key").to_pylist()
+    h = key_hashes(keys, seed)
+    idx = np.flatnonzero(np.asarray(mask, dtype=bool) & sample_mask(h, fraction))
+    emb = np.asarray(_load_rows_npy(emb_path, rows=idx), dtype=np.float32) if idx.size else np.zeros((0, 0), np.float32)
+    return h[idx], emb
 
 
 _ASSIGN_SCHEMA = pa.schema([("cluster", pa.int32()), ("row", pa.int32()), ("score", pa.float64()), ("key", pa.string())])
@@ -338,12 +345,13 @@ def semdedup(client: Any, work_dir: str, shards: list[Shard], candidates: dict[s
             centroids = np.load(fh)
         sample_rows = None
     else:
-        from models.kmeans import fit_kmeans
+        from models.kmeans import fit_kmeans, in_hash_order
 
         want = min(n_cand, params.max_sample, max(k * params.sample_per_cluster, 1))
-        take = {s.id: int(round(want * masks[s.id].sum() / n_cand)) for s in shards}
-        parts = [p for p in _gather_samples(client, shards, emb_dir, masks, take, params.seed) if p.size]
-        sample = np.concatenate(parts)
+        parts = list(_gather_samples(client, shards, scores_dir, emb_dir, masks, want / n_cand, params.seed))
+        sample = in_hash_order(parts)  # by key hash: independent of the file layout and of timing
+        if sample.shape[0] == 0:  # a small draw can miss every row: take them all
+            sample = in_hash_order(list(_gather_samples(client, shards, scores_dir, emb_dir, masks, 1.0, params.seed)))
         sample_rows = int(sample.shape[0])
         centroids = fit_kmeans(sample, k, params.seed, params.niter)
         del sample, parts
@@ -396,16 +404,16 @@ def semdedup(client: Any, work_dir: str, shards: list[Shard], candidates: dict[s
     return SemDedupResult(f"{sd_dir}/groups", counters)
 
 
-def _gather_samples(client: Any, shards: list[Shard], emb_dir: str, masks: dict[str, np.ndarray],
-                    take: dict[str, int], seed: int):
-    todo = [s for s in shards if take[s.id] > 0]
+def _gather_samples(client: Any, shards: list[Shard], scores_dir: str, emb_dir: str, masks: dict[str, np.ndarray],
+                    fraction: float, seed: int):
+    todo = [s for s in shards if masks[s.id].any()]
+    args = [(f"{scores_dir}/{s.id}.parquet", f"{emb_dir}/{s.id}.npy", masks[s.id], fraction, seed) for s in todo]
     if client is None:
-        for s in todo:
-            yield _sample_shard(s.id, f"{emb_dir}/{s.id}.npy", masks[s.id], take[s.id], seed)
+        for a in args:
+            yield _sample_shard(*a)
         return
-    futs = [client.submit(_sample_shard, s.id, f"{emb_dir}/{s.id}.npy", masks[s.id], take[s.id], seed, pure=False)
-            for s in todo]
-    for f in futs:  # shard order, so the sample (and the centroids) do not depend on timing
+    futs = [client.submit(_sample_shard, *a, pure=False) for a in args]
+    for f in futs:
         yield f.result()
         f.release()
 

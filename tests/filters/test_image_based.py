@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from filters.image_based import ImageBasedFilter, sample_quota, sample_rows, target_cluster_ids
+from filters.image_based import ImageBasedFilter, target_cluster_ids
 from models.kmeans import fit_kmeans
 
 
@@ -37,21 +37,3 @@ def test_empty_inputs():
     assert keep.shape == cl.shape == (0,)
     with pytest.raises(ValueError):
         target_cluster_ids(np.zeros((0, 3), np.float32), c)
-
-
-def test_sample_quota_is_bounded_proportional_and_exact():
-    assert sample_quota([10, 20, 30], 100) == [10, 20, 30]
-    q = sample_quota([100, 300, 600], 10)
-    assert q == [1, 3, 6] and sum(q) == 10
-    q = sample_quota([7, 7, 7], 10)
-    assert sum(q) == 10 and all(a <= 7 for a in q)
-
-
-def test_sample_rows_seeded_sorted_and_within_candidates():
-    cand = np.zeros(100, bool)
-    cand[::3] = True
-    a = sample_rows(cand, 10, seed=1, shard_index=2)
-    assert np.array_equal(a, sample_rows(cand, 10, seed=1, shard_index=2))
-    assert not np.array_equal(a, sample_rows(cand, 10, seed=1, shard_index=3))
-    assert len(a) == 10 and np.all(np.diff(a) > 0) and cand[a].all()
-    assert np.array_equal(sample_rows(cand, 1000, 0, 0), np.flatnonzero(cand))

@@ -55,3 +55,30 @@ def test_small_samples():
     np.testing.assert_allclose(one[0], emb[0], atol=1e-6)
     with pytest.raises(ValueError):
         fit_kmeans(emb[:0], 2, seed=0)
+
+
+def test_key_sample_is_the_same_for_any_file_layout_and_row_order():
+    """The same rows in other part files and another order (a Spark write's layout varies run to run)
+    give the same sample, row for row, and so the same centroids."""
+    from models.kmeans import fit_kmeans, in_hash_order, key_hashes, sample_mask
+
+    rng = np.random.default_rng(0)
+    keys = [f"pair-{i:05d}" for i in range(3000)]
+    emb = rng.normal(size=(3000, 8)).astype(np.float32)
+
+    def sample(layout):
+        parts = []
+        for rows in layout:
+            h = key_hashes([keys[r] for r in rows], seed=7)
+            m = sample_mask(h, 0.1)
+            parts.append((h[m], emb[rows][m]))
+        return in_hash_order(parts)
+
+    a = sample([np.arange(0, 1790), np.arange(1790, 3000)])
+    perm = rng.permutation(3000)
+    b = sample([perm[:1201], perm[1201:2500], perm[2500:]])
+    assert np.array_equal(a, b)
+    assert 240 < a.shape[0] < 360  # about 10%
+    assert np.array_equal(fit_kmeans(a, 5, seed=0), fit_kmeans(b, 5, seed=0))
+    assert sample_mask(key_hashes(keys[:10], 7), 1.0).all()
+    assert not np.array_equal(key_hashes(keys[:10], 7), key_hashes(keys[:10], 8))

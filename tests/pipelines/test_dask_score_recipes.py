@@ -20,7 +20,7 @@ from filters.metaclip import MetadataMatcher, balance_decisions, entry_counts
 from filters.pairs import PairView, basic_filters, run_filters, top_fraction_cutoff
 from filters.text_based import SynsetWordMatcher, load_synset_words
 from models.clip import load_clip
-from models.kmeans import fit_kmeans
+from models.kmeans import fit_kmeans, key_hashes
 from pipelines.dask_score import load_embeddings
 
 # The score tests' fixtures (the same tiny CLIP checkpoint and coco_mini), not a second copy of them.
@@ -73,7 +73,9 @@ def test_datacomp_1b_recipe_is_the_intersection(coco_dir, tiny_ckpt, tmp_path):
     # Single process, on the same scores and embeddings.
     keys, scores = _pool(stats.counters["work_dir"])
     emb = load_embeddings(str(run / "score")).astype(np.float32)  # the float16 vectors the workers read
-    centroids = fit_kmeans(emb[np.isfinite(scores)], 8, seed=0, niter=20)
+    fin = np.isfinite(scores)  # the sample: every scored pair (400 < sample_size), in key-hash order
+    order = np.argsort(key_hashes([k for k, f in zip(keys, fin) if f], 0), kind="stable")
+    centroids = fit_kmeans(emb[fin][order], 8, seed=0, niter=20)
     in_target = np.isin(np.argmax(emb @ centroids.T, axis=1), target_cluster_ids(targets, centroids))
     cutoff = top_fraction_cutoff(scores, 0.3)  # over the pool: every scored pair, before any filter
     rules = basic_filters(PairFilterConfig())
