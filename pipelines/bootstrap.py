@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from curation.config import BOOTSTRAP_MODELS, PipelineConfig, uses_bootstrap_models
+from curation.config import BOOTSTRAP_MODELS, DaskConfig, PipelineConfig, uses_bootstrap_models
 from curation.dask_cluster import cpu_threads_per_worker, dask_client, list_parquet_files, work_dir_for
 from curation.errors import StageError
 from curation.schemas import REJECTS
@@ -165,6 +166,24 @@ def _prepare_clean(clean: str, out_dir: str) -> str:
     return resolve_data(clean, out_dir)
 
 
+def training_dask_config(dc: DaskConfig) -> DaskConfig:
+    """The Dask cluster shape for the bootstrap trainings: two workers on a CPU host with an automatic shape.
+
+    A round is two pairs of independent trainings (CLIP beside BLIP pretraining, then the filter
+    beside the captioner). The default shape (one worker per 8 cores) gives a 2-core host one
+    worker, which ran them one after the other with 2 torch threads each; but a tiny CPU model's
+    ops are mostly below torch's parallel grain, so each training used about one core (measured:
+    one thread at ~97%, the other idle) and the bootstrap stage was the longest of ``make curate``.
+    Two workers of one core each train both models of a pair at once. A set ``n_workers``, a
+    scheduler or a GPU host keeps its shape.
+    """
+    from curation.dask_cluster import gpu_count
+
+    if dc.scheduler or dc.n_workers or gpu_count():
+        return dc
+    return replace(dc, n_workers=min(2, os.cpu_count() or 1))
+
+
 def train_round(client, cfg: PipelineConfig, web_data: str, clean_data: str | None, work_dir: str, *,
                 train_clip: bool, round_index: int = 0) -> dict[str, dict]:
     """Train one round's models as Dask tasks; returns ``{role: summary}`` (``exported`` paths inside).
@@ -278,7 +297,7 @@ class BootstrapStage(Stage):
         train_clip = cfg.score.pretrained == BOOTSTRAP_MODELS
         log.info("bootstrap: training %s on %d web pairs (%s), fine-tuning on %s; work dir %s",
                  "CLIP + BLIP" if train_clip else "BLIP", rows, pairs, clean, work_dir)
-        with dask_client(cfg.dask) as client:
+        with dask_client(training_dask_config(cfg.dask)) as client:
             trained = train_round(client, cfg, pairs, clean, f"{training_dir(work_dir)}/round-0", train_clip=train_clip)
         manifest = publish_models(trained, ctx.output_path(MODELS), 0,
                                   {"web_pairs": pairs, "clean_data": clean, "score_model": cfg.score.model})

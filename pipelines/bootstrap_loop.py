@@ -23,7 +23,8 @@ from curation.dask_cluster import dask_client, work_dir_for
 from curation.errors import StageError
 from curation.stage import StageRunner, StageStats, is_complete, read_marker
 from models.resolve import MANIFEST, MODELS, STAGE, models_dir_of
-from pipelines.bootstrap import BootstrapStage, clean_data_of, count_rows, publish_models, train_round, training_dir
+from pipelines.bootstrap import (BootstrapStage, clean_data_of, count_rows, publish_models, train_round, training_dask_config,
+                                 training_dir)
 from pipelines.dask_capfilt import CapFiltStage
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def run_loop(cfg: PipelineConfig, source_root: str, out_root: str, rounds: int,
         published = _read_json(f"{mdir}/{MANIFEST}")
         if published is None or published.get("work_dir") != work:
             log.info("bootstrap round %d: BLIP pretrained on %s (%d pairs), fine-tuned on %s", r, data, count_rows(data), clean)
-            with dask_client(cfg.dask) as client:
+            with dask_client(training_dask_config(cfg.dask)) as client:
                 trained = train_round(client, cfg, data, clean, training_dir(work), train_clip=False, round_index=r)
             publish_models(trained, mdir, r, {"web_pairs": data, "clean_data": clean, "work_dir": work})
         stats = StageRunner(rdir, later, force).run(CapFiltStage(), {"pairs": web, "models": mdir})

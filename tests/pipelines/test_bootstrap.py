@@ -124,3 +124,23 @@ def test_empty_rejects_in_a_remote_stage():
     fs, p = fsspec.core.url_to_fs(f"{run}/bootstrap/rejects/empty.parquet")
     with fs.open(p, "rb") as fh:
         assert pq.read_table(fh).schema.equals(REJECTS)
+
+
+def test_training_cluster_runs_two_trainings_at_once_on_a_cpu_host(monkeypatch):
+    """An automatic shape on a 2-core CPU host becomes two one-core workers (CLIP beside BLIP, the
+    filter beside the captioner); a set shape, a scheduler or a GPU host is left alone."""
+    import curation.dask_cluster as dc
+    from curation.config import DaskConfig
+    from pipelines.bootstrap import training_dask_config
+
+    monkeypatch.setattr(dc, "gpu_count", lambda: 0)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    auto = training_dask_config(DaskConfig())
+    assert auto.n_workers == 2
+    assert dc.local_cluster_shape(auto)["n_workers"] == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert training_dask_config(DaskConfig()).n_workers == 1
+    assert training_dask_config(DaskConfig(n_workers=3)).n_workers == 3
+    assert training_dask_config(DaskConfig(scheduler="tcp://h:8786")).n_workers is None
+    monkeypatch.setattr(dc, "gpu_count", lambda: 1)
+    assert training_dask_config(DaskConfig()).n_workers is None
