@@ -187,11 +187,13 @@ def near_duplicates(spark, images, max_distance: int) -> NearResult:
     # sources nobody is preferred to: kept from the start
     decided = _cut(edges.select(F.col("src").alias("url")).distinct().join(targets, "url", "left_anti")
                    .withColumn("kept", F.lit(True)))
-    rounds = 0
-    while True:
+    # Undecided targets left = targets - (decided - the sources kept from the start): every image a
+    # round decides is a target, so a count of the (checkpointed, narrow) decided frame is the check,
+    # not an anti join per round; and the loop stops as soon as the last target is decided.
+    n_targets, n_sources = targets.count(), decided.count()
+    n_decided, rounds = n_sources, 0
+    while n_decided - n_sources < n_targets:
         undecided = targets.join(decided, "url", "left_anti")
-        if undecided.limit(1).count() == 0:
-            break
         rounds += 1
         incoming = (edges.join(undecided.withColumnRenamed("url", "dst"), "dst")
                     .join(decided.withColumnRenamed("url", "src"), "src", "left"))
@@ -200,6 +202,7 @@ def near_duplicates(spark, images, max_distance: int) -> NearResult:
             F.max(F.col("kept").isNull().cast("int")).alias("any_open"))
         new = verdict.where("any_kept = 1 OR any_open = 0").select("url", (F.col("any_kept") == 0).alias("kept"))
         decided = _cut(decided.unionByName(new))
+        n_decided = decided.count()
     kept_src = decided.where("kept").select(F.col("url").alias("src"))
     rejected = decided.where("NOT kept").select(F.col("url").alias("dst"))
     from pyspark.sql import Window
