@@ -78,10 +78,10 @@ def single_process(old, docs, pairs, outcome, cfg, out: Path) -> dict:
     """The old stage after ``run_img2dataset`` (62bd2a3's ``fetch_and_filter`` tail and ``ImageStage.run``)."""
     import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     from curation.fetch import read_shards
     from curation.schemas import IMAGES
+    from pipelines.images import fetched_with_bytes
 
     fcfg, icfg = cfg.image_filters, cfg.images
     rejected = dict(outcome.refused)
@@ -89,11 +89,7 @@ def single_process(old, docs, pairs, outcome, cfg, out: Path) -> dict:
     fetched, _ = read_shards(outcome.work_dir) if to_fetch else (None, {})
     kept = IMAGES.empty_table()
     if fetched is not None and fetched.num_rows:
-        fetched = fetched.filter(pc.is_in(fetched.column("url"), pa.array(to_fetch, pa.string())))
-        ok = fetched.filter(pc.is_valid(fetched.column("image")))
-        bad = fetched.filter(pc.invert(pc.is_valid(fetched.column("image"))))
-        for url, reason, detail in zip(*(bad.column(c).to_pylist() for c in ("url", "reason", "detail"))):
-            rejected[url] = (reason or "fetch_error:other", detail or "", None)
+        ok = fetched_with_bytes(fetched, to_fetch, rejected)  # unchanged since 62bd2a3
         kept = old._deduplicate(ok, fcfg, rejected, None)
     decided = set(rejected) | set(kept.column("url").to_pylist())
     for url in to_fetch:

@@ -181,6 +181,16 @@ def refuse_and_fetch(urls: list[str], work_root: str, policy: FetchPolicy, filte
     return FetchOutcome(to_fetch, rejected, work_dir, shard_ids, counters)
 
 
+def fetched_with_bytes(fetched: pa.Table, to_fetch: list[str], rejected: dict) -> pa.Table:
+    """The fetched rows of ``to_fetch`` that came back with bytes; each other one is recorded in
+    ``rejected`` (url -> (reason, detail, duplicate_of)) with img2dataset's reason."""
+    fetched = fetched.filter(pc.is_in(fetched.column("url"), pa.array(to_fetch, pa.string())))
+    bad = fetched.filter(pc.invert(pc.is_valid(fetched.column("image"))))
+    for url, reason, detail in zip(*(bad.column(c).to_pylist() for c in ("url", "reason", "detail"))):
+        rejected[url] = (reason or "fetch_error:other", detail or "", None)
+    return fetched.filter(pc.is_valid(fetched.column("image")))
+
+
 def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filter_cfg: ImageFilterConfig,
                      images_cfg: ImagesConfig, spark_cfg: SparkConfig | None = None, hash_list=None,
                      robots=None, extra_filters=(), seen: Callable[[list[str], np.ndarray], list] | None = None
@@ -201,11 +211,7 @@ def fetch_and_filter(urls: list[str], work_root: str, policy: FetchPolicy, filte
 
     kept = IMAGES.empty_table()
     if fetched is not None and fetched.num_rows:
-        fetched = fetched.filter(pc.is_in(fetched.column("url"), pa.array(to_fetch, pa.string())))
-        ok = fetched.filter(pc.is_valid(fetched.column("image")))
-        bad = fetched.filter(pc.invert(pc.is_valid(fetched.column("image"))))
-        for url, reason, detail in zip(*(bad.column(c).to_pylist() for c in ("url", "reason", "detail"))):
-            rejected[url] = (reason or "fetch_error:other", detail or "", None)
+        ok = fetched_with_bytes(fetched, to_fetch, rejected)
         counters["reencoded"] = dict(Counter(r for r in ok.column("reencoded").to_pylist() if r))
         kept = _deduplicate(ok, filter_cfg, rejected, seen)
     if seen is not None:
